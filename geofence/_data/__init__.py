@@ -1,0 +1,1 @@
+"""Bundled data: the default snapshot (``default.gfs``), its licences and notices."""

@@ -1,0 +1,594 @@
+"""History stores: where account history lives between requests.
+
+Every store appends an :class:`~geofence.signals.history.Observation` and
+answers with a :class:`~geofence.signals.history.HistoryView` in one call (one
+network round trip for Redis). Stores:
+
+- :class:`MemoryHistoryStore` (the default): in-process, thread-safe, bounded.
+- :class:`RedisHistoryStore` / :class:`AsyncRedisHistoryStore`: shared by a
+  fleet; never raise on a Redis failure, but return a degraded view and stop
+  calling Redis for a short while (a circuit breaker).
+
+``redis`` is an optional dependency (``pip install geofence[redis]``), imported
+only when a Redis store is constructed. See ``docs/history.md`` for the key
+layout, timeouts and failure modes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Protocol, Self, TypeVar
+
+from geofence.signals.history import (
+    FailureMode,
+    HistoryConfig,
+    HistoryView,
+    Observation,
+    decode_observations,
+)
+
+if TYPE_CHECKING:
+    import redis
+    import redis.asyncio
+
+__all__ = [
+    "AsyncHistoryStore",
+    "AsyncRedisHistoryStore",
+    "HistoryStore",
+    "MemoryHistoryStore",
+    "RedisHistoryStore",
+]
+
+_log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+class HistoryStore(Protocol):
+    """A synchronous history store."""
+
+    def record(self, obs: Observation) -> HistoryView:
+        """Append ``obs`` and return the subject's history before it.
+
+        Implementations never raise for a backend failure: they return a view with
+        ``degraded=True``.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release resources (connections the store opened itself)."""
+        ...
+
+
+class AsyncHistoryStore(Protocol):
+    """An asynchronous history store (for ASGI servers)."""
+
+    async def record(self, obs: Observation) -> HistoryView:
+        """Append ``obs`` and return the subject's history before it (never raises)."""
+        ...
+
+    async def close(self) -> None:
+        """Release resources (connections the store opened itself)."""
+        ...
+
+
+# --------------------------------------------------------------------------- memory
+
+
+class _Entry:
+    __slots__ = ("touched",)
+
+    def __init__(self, touched: float) -> None:
+        self.touched = touched  # clock reading of the last record, for TTL expiry
+
+
+_E = TypeVar("_E", bound=_Entry)
+
+
+class _Subject(_Entry):
+    __slots__ = ("observations",)
+
+    def __init__(self, maxlen: int, touched: float) -> None:
+        super().__init__(touched)
+        # Newest first: appendleft, and the deque's maxlen drops the oldest on the right.
+        self.observations: deque[Observation] = deque(maxlen=maxlen)
+
+
+class _Egress(_Entry):
+    __slots__ = ("seen",)
+
+    def __init__(self, touched: float) -> None:
+        super().__init__(touched)
+        # subject -> latest observation time, in record order (oldest first).
+        self.seen: OrderedDict[str, float] = OrderedDict()
+
+
+class MemoryHistoryStore:
+    """In-process history store: the default for a single process.
+
+    Thread-safe with one lock held only for dictionary updates. Memory is bounded:
+    at most ``max_subjects`` subjects and ``max_egress`` egress addresses (least
+    recently used evicted first), ``config.max_observations_per_subject`` per
+    subject and ``config.max_subjects_per_egress`` per address. A subject's history
+    expires ``config.ttl_s`` after its last observation and an address's
+    ``config.egress_window_s`` after its last one, measured on ``clock``: lazily
+    when touched, and by a sweep of at most ``sweep_batch`` entries per call.
+
+    Windows (hopping, egress counting) use the observations' own ``at`` times;
+    egress entries are pruned in record order, so an observation that arrives out
+    of time order may be counted a little longer than its window.
+
+    Args:
+        config: Bounds and windows; the defaults when ``None``.
+        max_subjects: Most subjects kept.
+        max_egress: Most egress addresses kept.
+        sweep_batch: Most expired entries dropped per call, per table.
+        clock: Monotonic seconds used for expiry (injectable for tests).
+
+    Raises:
+        ValueError: A bound is smaller than 1.
+    """
+
+    failure_mode: FailureMode = "open"
+    """A memory store cannot fail; present for symmetry with the Redis stores."""
+
+    def __init__(
+        self,
+        config: HistoryConfig | None = None,
+        *,
+        max_subjects: int = 100_000,
+        max_egress: int = 100_000,
+        sweep_batch: int = 16,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        for name, value in (
+            ("max_subjects", max_subjects),
+            ("max_egress", max_egress),
+            ("sweep_batch", sweep_batch),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value!r}")
+        self.config = config if config is not None else HistoryConfig()
+        self.max_subjects = max_subjects
+        self.max_egress = max_egress
+        self._sweep_batch = sweep_batch
+        self._clock = clock
+        self._lock = threading.Lock()
+        # Both tables are in touch order (least recent first): LRU eviction and
+        # TTL sweeps both work from the front.
+        self._subjects: OrderedDict[str, _Subject] = OrderedDict()
+        self._egress: OrderedDict[str, _Egress] = OrderedDict()
+
+    @property
+    def subject_count(self) -> int:
+        """Subjects currently held (expired ones may linger until swept)."""
+        return len(self._subjects)
+
+    @property
+    def egress_count(self) -> int:
+        """Egress addresses currently held (expired ones may linger until swept)."""
+        return len(self._egress)
+
+    def record(self, obs: Observation) -> HistoryView:
+        """Append ``obs`` and return the subject's earlier history.
+
+        Args:
+            obs: The current request's observation.
+
+        Returns:
+            The view: earlier observations newest first (excluding ``obs``) and the
+            number of distinct subjects behind ``obs.address`` within the window.
+        """
+        cfg = self.config
+        cutoff = obs.at - cfg.egress_window_s
+        with self._lock:
+            now = self._clock()
+            subjects = self._subjects
+            subject = subjects.get(obs.subject)
+            if subject is None or now - subject.touched > cfg.ttl_s:
+                subject = _Subject(cfg.max_observations_per_subject, now)
+                subjects[obs.subject] = subject
+            else:
+                subject.touched = now
+            # Replacing an expired entry keeps its slot, so always move to the end.
+            subjects.move_to_end(obs.subject)
+            earlier = tuple(subject.observations)
+            subject.observations.appendleft(obs)
+
+            table = self._egress
+            egress = table.get(obs.address)
+            if egress is None or now - egress.touched > cfg.egress_window_s:
+                egress = _Egress(now)
+                table[obs.address] = egress
+            else:
+                egress.touched = now
+            table.move_to_end(obs.address)
+            seen = egress.seen
+            seen[obs.subject] = max(obs.at, seen.get(obs.subject, obs.at))
+            seen.move_to_end(obs.subject)
+            while seen and next(iter(seen.values())) < cutoff:
+                seen.popitem(last=False)
+            while len(seen) > cfg.max_subjects_per_egress:
+                seen.popitem(last=False)
+            count = len(seen)
+
+            self._trim(subjects, self.max_subjects, now, cfg.ttl_s)
+            self._trim(table, self.max_egress, now, cfg.egress_window_s)
+        return HistoryView(observations=earlier, egress_subjects=count)
+
+    def _trim(
+        self,
+        table: OrderedDict[str, _E],
+        bound: int,
+        now: float,
+        ttl: float,
+    ) -> None:
+        """Evict beyond ``bound`` (LRU) and sweep a few expired entries."""
+        while len(table) > bound:
+            table.popitem(last=False)
+        for _ in range(self._sweep_batch):
+            if not table:
+                break
+            oldest = next(iter(table.values()))
+            if now - oldest.touched <= ttl:
+                break
+            table.popitem(last=False)
+
+    def close(self) -> None:
+        """Forget all history."""
+        with self._lock:
+            self._subjects.clear()
+            self._egress.clear()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- redis
+
+# One round trip per observation. KEYS: subject list, egress sorted set.
+# ARGV: 1 payload, 2 max observations, 3 subject TTL (s), 4 egress member,
+#       5 score (observation time), 6 window cutoff, 7 egress TTL (s), 8 max members.
+# The earlier history is read before the push, so the reply excludes the current
+# observation. ZADD GT (Redis >= 6.2) keeps a member's latest time when
+# observations arrive out of order.
+_RECORD_LUA = """
+local previous = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[2], 'GT', ARGV[5], ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[6])
+local cap = tonumber(ARGV[8])
+local count = redis.call('ZCARD', KEYS[2])
+if count > cap then
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, count - cap - 1)
+  count = cap
+end
+redis.call('EXPIRE', KEYS[2], ARGV[7])
+return {previous, count}
+"""
+
+_FAILURE_MODES = ("open", "closed")
+
+
+def _digest(text: str) -> str:
+    """Fixed-length key component: no separator, glob or length tricks get through."""
+    raw = text.encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(raw, digest_size=16).hexdigest()
+
+
+class _RedisCommon:
+    """Key layout, script arguments, reply parsing and the circuit breaker."""
+
+    def __init__(
+        self,
+        *,
+        config: HistoryConfig | None,
+        prefix: str,
+        failure_mode: FailureMode,
+        retry_after_s: float,
+        clock: Clock,
+    ) -> None:
+        if failure_mode not in _FAILURE_MODES:
+            raise ValueError(f"failure_mode must be 'open' or 'closed', got {failure_mode!r}")
+        if not (math.isfinite(retry_after_s) and retry_after_s >= 0):
+            raise ValueError(f"retry_after_s must be >= 0, got {retry_after_s!r}")
+        self.config = config if config is not None else HistoryConfig()
+        self.prefix = prefix
+        self.failure_mode: FailureMode = failure_mode
+        self.retry_after_s = retry_after_s
+        self._clock = clock
+        self._open_until = -math.inf
+        self._last_error = ""
+        cfg = self.config
+        # Arguments that never change, formatted once.
+        self._max_obs = str(cfg.max_observations_per_subject)
+        self._ttl = str(max(1, math.ceil(cfg.ttl_s)))
+        self._egress_ttl = str(max(1, math.ceil(cfg.egress_window_s)))
+        self._cap = str(cfg.max_subjects_per_egress)
+
+    def subject_key(self, subject: str) -> str:
+        """The Redis list holding ``subject``'s observations (newest first)."""
+        return f"{self.prefix}subj:{_digest(subject)}"
+
+    def egress_key(self, address: str) -> str:
+        """The Redis sorted set of subjects (score = last time) behind ``address``."""
+        return f"{self.prefix}egress:{_digest(address)}"
+
+    @property
+    def circuit_open(self) -> bool:
+        """Whether Redis is being skipped after a recent failure."""
+        return self._clock() < self._open_until
+
+    @property
+    def last_error(self) -> str:
+        """Description of the most recent failure ("" after a success)."""
+        return self._last_error
+
+    def _command(self, obs: Observation) -> tuple[list[str], list[str | bytes]]:
+        keys = [self.subject_key(obs.subject), self.egress_key(obs.address)]
+        args: list[str | bytes] = [
+            obs.to_bytes(),
+            self._max_obs,
+            self._ttl,
+            _digest(obs.subject),
+            repr(obs.at),
+            repr(obs.at - self.config.egress_window_s),
+            self._egress_ttl,
+            self._cap,
+        ]
+        return keys, args
+
+    def _skipped(self) -> HistoryView | None:
+        if self._clock() < self._open_until:
+            return HistoryView.unavailable(
+                f"skipping Redis after a failure: {self._last_error}", self.failure_mode
+            )
+        return None
+
+    def _view(self, reply: object) -> HistoryView:
+        if not (isinstance(reply, list | tuple) and len(reply) == 2):
+            raise TypeError(f"unexpected reply from the history script: {reply!r:.80}")
+        items, count = reply
+        if not isinstance(items, list | tuple) or not isinstance(count, int):
+            raise TypeError(f"unexpected reply from the history script: {reply!r:.80}")
+        self._open_until = -math.inf
+        self._last_error = ""
+        return HistoryView(
+            observations=decode_observations(items),
+            egress_subjects=count,
+            failure_mode=self.failure_mode,
+        )
+
+    def _failed(self, exc: Exception) -> HistoryView:
+        error = f"{type(exc).__name__}: {exc}"
+        self._last_error = error
+        self._open_until = self._clock() + self.retry_after_s
+        _log.warning(
+            "history store unavailable (failing %s, retry in %.3g s): %s",
+            self.failure_mode,
+            self.retry_after_s,
+            error,
+        )
+        return HistoryView.unavailable(error, self.failure_mode)
+
+
+# redis is an optional dependency: imported only when a store is built from a URL.
+# No client-side retries: the circuit breaker decides when to try again.
+
+
+def _sync_client(url: str, connect_timeout: float, timeout: float) -> redis.Redis:
+    import redis  # noqa: PLC0415  optional dependency
+    from redis.backoff import NoBackoff  # noqa: PLC0415  optional dependency
+    from redis.retry import Retry  # noqa: PLC0415  optional dependency
+
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=connect_timeout,
+        socket_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+def _async_client(url: str, connect_timeout: float, timeout: float) -> redis.asyncio.Redis:
+    import redis.asyncio  # noqa: PLC0415  optional dependency
+    from redis.asyncio.retry import Retry  # noqa: PLC0415  optional dependency
+    from redis.backoff import NoBackoff  # noqa: PLC0415  optional dependency
+
+    return redis.asyncio.Redis.from_url(
+        url,
+        socket_connect_timeout=connect_timeout,
+        socket_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+class RedisHistoryStore(_RedisCommon):
+    """History in Redis, shared by a fleet (synchronous client).
+
+    Each :meth:`record` is one EVALSHA of a Lua script (see ``docs/history.md``),
+    so it costs one round trip and is atomic. Any failure (connection refused,
+    timeout, script error, bad reply) yields a degraded view instead of an
+    exception, and Redis is then skipped for ``retry_after_s`` so that a down
+    Redis costs no timeout per request.
+
+    Args:
+        client: A ``redis.Redis`` client, or a URL (``redis://host:6379/0``) from
+            which one is made with the timeouts below and no retries. A client you
+            pass keeps its own timeouts and is not closed by :meth:`close`.
+        config: Bounds and windows; the defaults when ``None``.
+        prefix: Namespace of every key (``"{geofence}:"`` puts all keys in one
+            Redis Cluster slot).
+        failure_mode: ``"open"`` (no history signals on failure) or ``"closed"``
+            (``history_unavailable``).
+        socket_connect_timeout: Connect timeout in seconds (URL only).
+        socket_timeout: Per-command timeout in seconds (URL only).
+        retry_after_s: How long to skip Redis after a failure (0 = never skip).
+        clock: Monotonic seconds for the circuit breaker (injectable for tests).
+
+    Raises:
+        ValueError: A bad ``failure_mode`` or ``retry_after_s``, or a bad URL.
+        ImportError: ``redis`` is not installed.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis | str,
+        *,
+        config: HistoryConfig | None = None,
+        prefix: str = "geofence:",
+        failure_mode: FailureMode = "open",
+        socket_connect_timeout: float = 0.05,
+        socket_timeout: float = 0.1,
+        retry_after_s: float = 1.0,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        super().__init__(
+            config=config,
+            prefix=prefix,
+            failure_mode=failure_mode,
+            retry_after_s=retry_after_s,
+            clock=clock,
+        )
+        if isinstance(client, str):
+            self._client = _sync_client(client, socket_connect_timeout, socket_timeout)
+            self._owns_client = True
+        else:
+            self._client = client
+            self._owns_client = False
+        self._script = self._client.register_script(_RECORD_LUA)
+
+    @property
+    def client(self) -> redis.Redis:
+        """The Redis client in use."""
+        return self._client
+
+    def record(self, obs: Observation) -> HistoryView:
+        """Append ``obs`` and return the subject's earlier history (never raises).
+
+        Args:
+            obs: The current request's observation.
+
+        Returns:
+            The view, or a degraded view if Redis failed or is being skipped.
+        """
+        skipped = self._skipped()
+        if skipped is not None:
+            return skipped
+        try:
+            keys, args = self._command(obs)
+            return self._view(self._script(keys=keys, args=args))
+        except Exception as exc:  # a store failure must never fail the request
+            return self._failed(exc)
+
+    def close(self) -> None:
+        """Close the client if this store created it."""
+        if self._owns_client:
+            self._client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncRedisHistoryStore(_RedisCommon):
+    """History in Redis for asyncio servers (``redis.asyncio`` client).
+
+    Same script, key layout, failure handling and arguments as
+    :class:`RedisHistoryStore`; ``client`` is a ``redis.asyncio.Redis`` or a URL.
+
+    Raises:
+        ValueError: A bad ``failure_mode`` or ``retry_after_s``, or a bad URL.
+        ImportError: ``redis`` is not installed.
+    """
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis | str,
+        *,
+        config: HistoryConfig | None = None,
+        prefix: str = "geofence:",
+        failure_mode: FailureMode = "open",
+        socket_connect_timeout: float = 0.05,
+        socket_timeout: float = 0.1,
+        retry_after_s: float = 1.0,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        super().__init__(
+            config=config,
+            prefix=prefix,
+            failure_mode=failure_mode,
+            retry_after_s=retry_after_s,
+            clock=clock,
+        )
+        if isinstance(client, str):
+            self._client = _async_client(client, socket_connect_timeout, socket_timeout)
+            self._owns_client = True
+        else:
+            self._client = client
+            self._owns_client = False
+        self._script = self._client.register_script(_RECORD_LUA)
+
+    @property
+    def client(self) -> redis.asyncio.Redis:
+        """The Redis client in use."""
+        return self._client
+
+    async def record(self, obs: Observation) -> HistoryView:
+        """Append ``obs`` and return the subject's earlier history (never raises).
+
+        Cancellation (``asyncio.CancelledError``) still propagates.
+
+        Args:
+            obs: The current request's observation.
+
+        Returns:
+            The view, or a degraded view if Redis failed or is being skipped.
+        """
+        skipped = self._skipped()
+        if skipped is not None:
+            return skipped
+        try:
+            keys, args = self._command(obs)
+            return self._view(await self._script(keys=keys, args=args))
+        except Exception as exc:  # a store failure must never fail the request
+            return self._failed(exc)
+
+    async def close(self) -> None:
+        """Close the client if this store created it."""
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -1,0 +1,94 @@
+"""The snapshot file format: the one place that defines it, and its written spec.
+
+A snapshot file is little-endian and laid out as::
+
+    +--------------------------------------------------------------+
+    | header (64 bytes)                                            |
+    |   magic          8s   b"GEOFENCE"                            |
+    |   format_version H    FORMAT_VERSION                          |
+    |   flags          H    0 (no flags are defined; non-zero = bad)|
+    |   header_size    I    64                                      |
+    |   section_count  I    len(SECTION_TAGS)                       |
+    |   reserved       I    0                                       |
+    |   total_size     Q    size of the whole file in bytes         |
+    |   digest         32s  SHA-256 of every byte after the header  |
+    +--------------------------------------------------------------+
+    | section table: section_count x 24 bytes                      |
+    |   tag 4s | reserved I (0) | offset Q | length Q               |
+    +--------------------------------------------------------------+
+    | sections, each starting on an 8-byte boundary, zero padding  |
+    |   META  UTF-8 JSON object: provenance and counts              |
+    |   RECS  UTF-8 JSON array of records (see RECORD_FIELDS)       |
+    |   V4ST  u32[n4]  first address of each IPv4 segment           |
+    |   V4ID  i32[n4]  record id of each IPv4 segment (-1 = no data)|
+    |   V6HI  u64[n6]  high 64 bits of each IPv6 segment start      |
+    |   V6LO  u64[n6]  low 64 bits of each IPv6 segment start       |
+    |   V6ID  i32[n6]  record id of each IPv6 segment (-1 = no data)|
+    +--------------------------------------------------------------+
+
+Segments partition each address space: the first starts at 0, starts are
+strictly increasing, and a segment ends where the next begins (the last one at
+the top of the space). So a lookup is one ``bisect`` and one index, with no end
+check. Record ids index the RECS array; ``-1`` marks addresses no source covers.
+
+The digest in the header is both the integrity check (any flipped or missing
+byte changes it) and the snapshot's identity (:attr:`Snapshot.snapshot_id`).
+
+Compatibility: a reader refuses files with a larger ``format_version`` ("built
+by a newer geofence") and with a smaller one ("rebuild"); the version changes
+whenever the byte layout or the meaning of a field changes.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+__all__ = [
+    "FORMAT_VERSION",
+    "HEADER",
+    "MAGIC",
+    "RECORD_FIELDS",
+    "SECTION",
+    "SECTION_TAGS",
+    "align8",
+]
+
+MAGIC: Final = b"GEOFENCE"
+FORMAT_VERSION: Final = 1
+
+#: Header: magic, format_version, flags, header_size, section_count, reserved,
+#: total_size, digest.
+HEADER: Final = struct.Struct("<8sHHIIIQ32s")
+#: Section table entry: tag, reserved, offset, length.
+SECTION: Final = struct.Struct("<4sIQQ")
+
+#: The sections, in the order they must appear.
+SECTION_TAGS: Final = (b"META", b"RECS", b"V4ST", b"V4ID", b"V6HI", b"V6LO", b"V6ID")
+
+#: Each record in RECS is a JSON array with these fields in this order; ``sources``
+#: is a list of indexes into META["sources"].
+RECORD_FIELDS: Final = (
+    "country",
+    "subdivision",
+    "registered_country",
+    "city",
+    "asn",
+    "as_org",
+    "provider",
+    "kinds",
+    "latitude",
+    "longitude",
+    "accuracy_km",
+    "sources",
+)
+
+#: Array item formats of the range sections (``array``/``memoryview`` type codes
+#: with their sizes; the file is little-endian).
+ARRAY_TYPES: Final = {b"V4ST": ("I", 4), b"V4ID": ("i", 4), b"V6HI": ("Q", 8),
+                      b"V6LO": ("Q", 8), b"V6ID": ("i", 4)}
+
+
+def align8(n: int) -> int:
+    """Round ``n`` up to a multiple of 8."""
+    return (n + 7) & ~7

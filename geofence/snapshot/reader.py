@@ -1,0 +1,538 @@
+"""Open, validate and query snapshot files (the request-path half of the snapshot).
+
+Only the standard library is used here. A :class:`Snapshot` is immutable once
+opened, so one instance can be shared by any number of threads and survives
+``fork`` (the arrays are private copies, not views of the file).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import mmap
+import os
+import sys
+import warnings
+from array import array
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Callable, Iterator
+from itertools import accumulate
+from pathlib import Path
+from typing import Any, Final
+
+from geofence.addr import (
+    SPECIAL_RANGES,
+    TUNNEL_RANGES,
+    ParsedAddress,
+    TunnelKind,
+    parse_address,
+)
+from geofence.errors import DataAgeWarning, SnapshotError
+from geofence.kinds import NetworkKind, SpecialRange
+from geofence.records import LookupResult, NetworkRecord
+from geofence.snapshot.format import (
+    ARRAY_TYPES,
+    FORMAT_VERSION,
+    HEADER,
+    MAGIC,
+    RECORD_FIELDS,
+    SECTION,
+    SECTION_TAGS,
+    align8,
+)
+from geofence.sources.base import SourceInfo
+
+__all__ = ["GAP", "SPECIAL_IDS", "TUNNEL_IDS", "Snapshot", "default_snapshot_path"]
+
+V4_TOP: Final = (1 << 32) - 1
+V6_TOP: Final = (1 << 128) - 1
+_MASK64: Final = (1 << 64) - 1
+
+#: Segment id of addresses no source covers.
+GAP: Final = -1
+#: Segment ids of special-purpose ranges (overlaid on the data when opened).
+SPECIAL_IDS: Final = {cat: -2 - i for i, cat in enumerate(SpecialRange)}
+SPECIAL_BY_ID: Final = {v: k for k, v in SPECIAL_IDS.items()}
+#: Segment ids of IPv6 tunnel prefixes that embed an IPv4 address.
+TUNNEL_IDS: Final = {kind: -16 - i for i, kind in enumerate(TunnelKind)}
+TUNNEL_BY_ID: Final = {v: k for k, v in TUNNEL_IDS.items()}
+#: Lowest id used for a special range or tunnel; ids below GAP are never records.
+_OVERRIDE_MIN: Final = min(TUNNEL_IDS.values())
+
+
+def default_snapshot_path() -> Path:
+    """Path of the snapshot bundled with the package (DB-IP Country Lite + iporigin)."""
+    return Path(__file__).resolve().parent.parent / "_data" / "default.gfs"
+
+
+def _fail(what: str, path: str) -> SnapshotError:
+    return SnapshotError(f"{path}: {what}")
+
+
+def _overlay(
+    columns: tuple[array[int], ...],
+    key_at: Callable[[int], int],
+    split: Callable[[int], tuple[int, ...]],
+    locate: Callable[[int], int],
+    overrides: list[tuple[int, int, int]],
+    top: int,
+) -> tuple[array[int], ...]:
+    """Return new parallel columns with ``overrides`` (first, last, id) carved in.
+
+    ``columns`` are a partition's start columns followed by its id column;
+    ``locate(a)`` gives the index of the segment containing address ``a``,
+    ``key_at(i)`` the start of segment ``i`` and ``split(a)`` the start-column
+    values of address ``a``. Overrides must be sorted and disjoint.
+    """
+    n = len(columns[-1])
+    ids = columns[-1]
+    out = tuple(array(c.typecode) for c in columns)
+    tail: list[int | None] = [None]  # start of the last segment written to ``out``
+
+    def copy(a: int, b: int) -> None:
+        if b > a:
+            for col, src in zip(out, columns, strict=True):
+                col.extend(src[a:b])
+            tail[0] = key_at(b - 1)
+
+    def push(start: int, seg_id: int) -> None:
+        if tail[0] == start:  # replaces a segment that started at the same address
+            for col in out:
+                col.pop()
+        for col, value in zip(out, (*split(start), seg_id), strict=True):
+            col.append(value)
+        tail[0] = start
+
+    done = 0  # segments [0, done) of the input are written or superseded
+    for first, last, oid in overrides:
+        i = locate(first)
+        if i >= done:
+            copy(done, i + 1)
+            done = i + 1
+        push(first, oid)
+        if last >= top:
+            done = n
+            continue
+        j = locate(last + 1)
+        if key_at(j) == last + 1:
+            done = max(done, j)
+        else:
+            push(last + 1, ids[j])
+            done = max(done, j + 1)
+    copy(done, n)
+    return out
+
+
+class Snapshot:
+    """An immutable, validated snapshot: merged ranges, interned records, provenance.
+
+    Open one with :meth:`open` (a file, via ``mmap``) or :meth:`from_bytes`, or
+    the bundled default with :meth:`default`.
+    """
+
+    __slots__ = (
+        "_v4_ids",
+        "_v4_index",
+        "_v4_starts",
+        "_v6_hi",
+        "_v6_ids",
+        "_v6_lo",
+        "digest",
+        "meta",
+        "origin",
+        "records",
+        "sources",
+    )
+
+    meta: dict[str, Any]
+    records: tuple[NetworkRecord, ...]
+    sources: tuple[SourceInfo, ...]
+    digest: str
+    origin: str
+
+    def __init__(self, data: bytes | bytearray | memoryview | mmap.mmap, *, origin: str) -> None:
+        """Validate ``data`` fully and build the lookup tables. Prefer the classmethods."""
+        self.origin = origin
+        view = memoryview(data)
+        try:
+            self._load(view)
+        finally:
+            view.release()
+
+    # -- construction -----------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, use_mmap: bool = True) -> Snapshot:
+        """Open and validate a snapshot file.
+
+        Args:
+            path: The snapshot file.
+            use_mmap: Map the file instead of reading it (cheaper for large files).
+                Either way the snapshot keeps private copies of its tables, so
+                replacing the file later (atomically) does not affect it.
+
+        Raises:
+            SnapshotError: The file is missing, unreadable, corrupt, truncated, or
+                of another format version.
+        """
+        name = os.fspath(path)
+        try:
+            with open(name, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if size == 0:
+                    raise _fail("file is empty; rebuild it with `geofence data build`", name)
+                if use_mmap:
+                    with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                        return cls(mapped, origin=name)
+                return cls(fh.read(), origin=name)
+        except OSError as exc:
+            raise SnapshotError(f"{name}: cannot read snapshot: {exc.strerror or exc}") from exc
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview, *, origin: str = "<bytes>") -> Snapshot:
+        """Validate and load a snapshot from bytes.
+
+        Raises:
+            SnapshotError: The bytes are not a valid snapshot.
+        """
+        return cls(data, origin=origin)
+
+    @classmethod
+    def default(cls) -> Snapshot:
+        """Open the snapshot bundled with the package.
+
+        Raises:
+            SnapshotError: The bundled file is missing (a broken install).
+        """
+        path = default_snapshot_path()
+        if not path.exists():
+            raise SnapshotError(
+                f"the bundled snapshot is missing at {path}; reinstall geofence, or "
+                "build it with `python data/build_default.py` from a source checkout"
+            )
+        return cls.open(path)
+
+    def _load(self, view: memoryview) -> None:
+        name = self.origin
+        if len(view) < HEADER.size:
+            raise _fail(
+                f"truncated: {len(view)} bytes is shorter than the {HEADER.size}-byte header", name
+            )
+        magic, version, flags, header_size, count, reserved, total, digest = HEADER.unpack_from(
+            view, 0
+        )
+        if magic != MAGIC:
+            raise _fail("not a geofence snapshot (bad magic number)", name)
+        if version > FORMAT_VERSION:
+            raise _fail(
+                f"format version {version} was written by a newer geofence (this one reads "
+                f"version {FORMAT_VERSION}); upgrade geofence",
+                name,
+            )
+        if version != FORMAT_VERSION:
+            raise _fail(
+                f"format version {version} is no longer supported (this geofence reads "
+                f"version {FORMAT_VERSION}); rebuild the snapshot with `geofence data build`",
+                name,
+            )
+        if flags or reserved or header_size != HEADER.size or count != len(SECTION_TAGS):
+            raise _fail("corrupt header (unknown flags, size or section count)", name)
+        if total != len(view):
+            what = "truncated" if total > len(view) else "has trailing bytes"
+            raise _fail(
+                f"{what}: header says {total} bytes, file has {len(view)}; re-download or rebuild",
+                name,
+            )
+        if hashlib.sha256(view[HEADER.size :]).digest() != digest:
+            raise _fail("checksum mismatch: the file is corrupt; re-download or rebuild it", name)
+        self.digest = digest.hex()
+        sections: dict[bytes, memoryview] = {}
+        expected = align8(HEADER.size + SECTION.size * count)
+        for k, want in enumerate(SECTION_TAGS):
+            tag, res, offset, length = SECTION.unpack_from(view, HEADER.size + SECTION.size * k)
+            if tag != want or res or offset != expected or offset + length > total:
+                raise _fail(f"corrupt section table at entry {k} ({tag!r})", name)
+            sections[tag] = view[offset : offset + length]
+            expected = align8(offset + length)
+        if expected != total:
+            raise _fail("corrupt section table (sections do not fill the file)", name)
+        try:
+            meta = json.loads(bytes(sections[b"META"]))
+            rows = json.loads(bytes(sections[b"RECS"]))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise _fail(f"corrupt metadata: {exc}", name) from exc
+        if not isinstance(meta, dict) or not isinstance(meta.get("sources"), list):
+            raise _fail("corrupt metadata: expected an object with a 'sources' list", name)
+        try:
+            self.sources = tuple(SourceInfo.from_dict(s) for s in meta["sources"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise _fail(f"corrupt source metadata: {exc!r}", name) from exc
+        self.meta = meta
+        self.records = self._decode_records(rows)
+        arrays: dict[bytes, array[int]] = {}
+        for tag, (code, size) in ARRAY_TYPES.items():
+            blob = sections[tag]
+            if len(blob) % size:
+                raise _fail(f"section {tag.decode()} has a partial item", name)
+            arr = array(code)
+            arr.frombytes(blob)
+            if sys.byteorder != "little":
+                arr.byteswap()
+            arrays[tag] = arr
+        v4s, v4i = arrays[b"V4ST"], arrays[b"V4ID"]
+        v6h, v6l, v6i = arrays[b"V6HI"], arrays[b"V6LO"], arrays[b"V6ID"]
+        if not (len(v4s) == len(v4i) > 0 and len(v6h) == len(v6l) == len(v6i) > 0):
+            raise _fail("range sections have inconsistent lengths", name)
+        if v4s[0] or v6h[0] or v6l[0]:
+            raise _fail("range sections do not start at address 0", name)
+        nrec = len(self.records)
+        for ids in (v4i, v6i):
+            if min(ids) < GAP or max(ids) >= nrec:
+                raise _fail("range section refers to a record that does not exist", name)
+        self._install(v4s, v4i, v6h, v6l, v6i)
+
+    def _decode_records(self, rows: object) -> tuple[NetworkRecord, ...]:
+        if not isinstance(rows, list):
+            raise _fail("corrupt records section (not a list)", self.origin)
+        names = tuple(s.name for s in self.sources)
+        out: list[NetworkRecord] = []
+        width = len(RECORD_FIELDS)
+        strs = ("country", "subdivision", "registered_country", "city", "as_org", "provider")
+        for i, row in enumerate(rows):
+            if not isinstance(row, list) or len(row) != width:
+                raise _fail(f"corrupt record {i}", self.origin)
+            values = dict(zip(RECORD_FIELDS, row, strict=True))
+            try:
+                for key in strs:
+                    if values[key] is not None and not isinstance(values[key], str):
+                        raise TypeError(key)
+                for key in ("asn", "accuracy_km"):
+                    if values[key] is not None and type(values[key]) is not int:
+                        raise TypeError(key)
+                for key in ("latitude", "longitude"):
+                    if values[key] is not None and not isinstance(values[key], (int, float)):
+                        raise TypeError(key)
+                kinds = values["kinds"]
+                if type(kinds) is not int or kinds < 0 or kinds & ~sum(NetworkKind):
+                    raise TypeError("kinds")
+                values["kinds"] = NetworkKind(kinds)
+                values["sources"] = tuple(names[j] for j in values["sources"])
+            except (TypeError, IndexError) as exc:
+                raise _fail(f"corrupt record {i} (field {exc})", self.origin) from exc
+            out.append(NetworkRecord(**values))
+        return tuple(out)
+
+    def _install(
+        self,
+        v4s: array[int],
+        v4i: array[int],
+        v6h: array[int],
+        v6l: array[int],
+        v6i: array[int],
+    ) -> None:
+        """Overlay special ranges and tunnels, then build the IPv4 /16 index."""
+        overrides4 = [(f, la, SPECIAL_IDS[c]) for v, f, la, c in SPECIAL_RANGES if v == 4]
+        v4s, v4i = _overlay(
+            (v4s, v4i),
+            v4s.__getitem__,
+            lambda a: (a,),
+            lambda a: bisect_right(v4s, a) - 1,
+            overrides4,
+            V4_TOP,
+        )
+        overrides6 = sorted(
+            [(f, la, SPECIAL_IDS[c]) for v, f, la, c in SPECIAL_RANGES if v == 6]
+            + [(f, la, TUNNEL_IDS[k]) for k, f, la in TUNNEL_RANGES]
+        )
+
+        def key6(i: int) -> int:
+            return (v6h[i] << 64) | v6l[i]
+
+        def locate6(a: int) -> int:
+            return _locate6(v6h, v6l, a)
+
+        v6h, v6l, v6i = _overlay(
+            (v6h, v6l, v6i),
+            key6,
+            lambda a: (a >> 64, a & _MASK64),
+            locate6,
+            overrides6,
+            V6_TOP,
+        )
+        # /16 index: for bucket p, the answer for any address in it lies in
+        # [index[p], index[p + 1]]; see lookup_id. Counting the high halves of the
+        # sorted starts keeps this O(n) at C speed (one Counter pass).
+        raw = memoryview(v4s.tobytes()).cast("H")
+        highs = raw[1::2] if sys.byteorder == "little" else raw[0::2]
+        counts = Counter(highs)
+        cum = list(accumulate((counts.get(p, 0) for p in range(65536)), initial=0))
+        index = array("i", (c - 1 if c else 0 for c in cum))
+        self._v4_starts, self._v4_ids, self._v4_index = v4s, v4i, index
+        self._v6_hi, self._v6_lo, self._v6_ids = v6h, v6l, v6i
+
+    # -- properties -------------------------------------------------------------------------
+
+    @property
+    def snapshot_id(self) -> str:
+        """Short identity of the snapshot: the first 16 hex digits of its SHA-256 digest."""
+        return self.digest[:16]
+
+    @property
+    def built_at(self) -> dt.datetime | None:
+        """When the snapshot was built (UTC)."""
+        value = self.meta.get("built_at")
+        return dt.datetime.fromisoformat(value) if isinstance(value, str) else None
+
+    @property
+    def data_date(self) -> dt.date | None:
+        """The date of the oldest source's data: the snapshot is as old as that."""
+        value = self.meta.get("data_date")
+        return dt.date.fromisoformat(value) if isinstance(value, str) else None
+
+    @property
+    def has_subdivisions(self) -> bool:
+        """Whether any record carries a subdivision (else subdivision rules are unresolved)."""
+        return any(r.subdivision for r in self.records)
+
+    @property
+    def range_counts(self) -> tuple[int, int]:
+        """Number of IPv4 and IPv6 segments (including gaps and special ranges)."""
+        return len(self._v4_ids), len(self._v6_ids)
+
+    def age(self, today: dt.date | None = None) -> dt.timedelta | None:
+        """Age of the data on ``today`` (default: today, UTC), or ``None`` if undated."""
+        date = self.data_date
+        if date is None:
+            return None
+        return (today or dt.datetime.now(dt.UTC).date()) - date
+
+    def check_age(
+        self, max_age: dt.timedelta, *, error: bool = False, today: dt.date | None = None
+    ) -> bool:
+        """Warn (or raise) when the data is older than ``max_age``.
+
+        Args:
+            max_age: Largest acceptable age.
+            error: Raise :class:`SnapshotError` instead of warning.
+            today: Reference date (default: today, UTC).
+
+        Returns:
+            True when the data is fresh enough (or undated and ``error`` is false).
+
+        Raises:
+            SnapshotError: Too old (or undated) and ``error`` is true.
+        """
+        age = self.age(today)
+        if age is not None and age <= max_age:
+            return True
+        what = (
+            "has no data date"
+            if age is None
+            else f"data is {age.days} days old (maximum {max_age.days})"
+        )
+        message = f"snapshot {self.snapshot_id} ({self.origin}) {what}; run `geofence data update`"
+        if error:
+            raise SnapshotError(message)
+        warnings.warn(message, DataAgeWarning, stacklevel=2)
+        return False
+
+    # -- lookups ----------------------------------------------------------------------------
+
+    def lookup_id(self, version: int, value: int) -> tuple[int, int]:
+        """Low-level lookup: ``(segment index, id)`` for an integer address.
+
+        ``id`` is a record id (>= 0), :data:`GAP`, a :data:`SPECIAL_IDS` value, or
+        (IPv6 only) a :data:`TUNNEL_IDS` value for a tunnel prefix.
+        """
+        if version == 4:
+            p = value >> 16
+            index = self._v4_index
+            i = bisect_right(self._v4_starts, value, index[p], index[p + 1] + 1) - 1
+            return i, self._v4_ids[i]
+        i = _locate6(self._v6_hi, self._v6_lo, value)
+        return i, self._v6_ids[i]
+
+    def segment_bounds(self, version: int, i: int) -> tuple[int, int]:
+        """First and last address of segment ``i`` of family ``version``."""
+        if version == 4:
+            starts = self._v4_starts
+            first = starts[i]
+            last = starts[i + 1] - 1 if i + 1 < len(starts) else V4_TOP
+            return first, last
+        hi, lo = self._v6_hi, self._v6_lo
+        first = (hi[i] << 64) | lo[i]
+        last = ((hi[i + 1] << 64) | lo[i + 1]) - 1 if i + 1 < len(hi) else V6_TOP
+        return first, last
+
+    def lookup(self, ip: str | bytes | int | ParsedAddress | Any, *, version: int | None = None) -> LookupResult:
+        """Look up one address.
+
+        Args:
+            ip: Anything :func:`geofence.addr.parse_address` accepts, or a
+                :class:`~geofence.addr.ParsedAddress`.
+            version: Required when ``ip`` is an ``int``.
+
+        Returns:
+            The record (``None`` when no source covers the address, or when it is a
+            special-purpose address: see ``result.address.special``) and the bounds
+            of the segment that contains it.
+
+        Raises:
+            InvalidAddressError: ``ip`` is not an acceptable address.
+        """
+        addr = ip if isinstance(ip, ParsedAddress) else parse_address(ip, version=version)
+        i, rid = self.lookup_id(addr.version, addr.value)
+        first, last = self.segment_bounds(addr.version, i)
+        record = self.records[rid] if rid >= 0 else None
+        return LookupResult(address=addr, record=record, record_id=rid, first=first, last=last)
+
+    def ranges(self, version: int) -> Iterator[tuple[int, int, int]]:
+        """Yield ``(first, last, id)`` for every segment of one family, in order.
+
+        Ids are as for :meth:`lookup_id` (special ranges and tunnels included).
+        """
+        n = len(self._v4_ids) if version == 4 else len(self._v6_ids)
+        ids = self._v4_ids if version == 4 else self._v6_ids
+        for i in range(n):
+            first, last = self.segment_bounds(version, i)
+            yield first, last, ids[i]
+
+    def verify(self) -> None:
+        """Re-check the ordering invariants of every table (slower than opening).
+
+        Opening already verifies the checksum of every byte and the structure;
+        this also proves that the starts are strictly increasing, which the
+        writer guarantees. Used by ``geofence data info --verify`` and the tests.
+
+        Raises:
+            SnapshotError: An invariant does not hold.
+        """
+        s4 = self._v4_starts
+        if any(s4[i] >= s4[i + 1] for i in range(len(s4) - 1)):
+            raise _fail("IPv4 starts are not strictly increasing", self.origin)
+        hi, lo = self._v6_hi, self._v6_lo
+        for i in range(len(hi) - 1):
+            if (hi[i], lo[i]) >= (hi[i + 1], lo[i + 1]):
+                raise _fail("IPv6 starts are not strictly increasing", self.origin)
+
+    def __repr__(self) -> str:
+        n4, n6 = self.range_counts
+        return (
+            f"<Snapshot {self.snapshot_id} {self.meta.get('name') or self.origin!s}: "
+            f"{len(self.records)} records, {n4} IPv4 / {n6} IPv6 segments>"
+        )
+
+
+def _locate6(hi: array[int], lo: array[int], value: int) -> int:
+    """Index of the IPv6 segment containing ``value`` (see the module docs)."""
+    h = value >> 64
+    i = bisect_right(hi, h) - 1
+    if lo[i] > (value & _MASK64):
+        # Starts sharing the high half are ordered by the low half: search among them.
+        j = bisect_right(hi, h - 1) if h else 0
+        i = bisect_right(lo, value & _MASK64, j, i + 1) - 1
+        if i < j:
+            i = j - 1
+    return i

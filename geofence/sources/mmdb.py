@@ -1,0 +1,383 @@
+"""MaxMind DB (MMDB) files: GeoIP2/GeoLite2, DB-IP Lite, IPinfo Lite and alike.
+
+The file is read with the ``maxminddb`` package (the ``mmdb`` extra), imported
+only when a source is opened. Networks are enumerated with the reader's own
+tree walk (``Reader.__iter__``), never by probing addresses, so every network
+the file states is read exactly once.
+
+Fields are mapped by the shape of each record rather than by the database
+type, so one mapping serves the GeoIP2 Country, City, ASN, Anonymous IP and
+Enterprise layouts, their DB-IP Lite look-alikes and IPinfo Lite's flat keys;
+a record states the union of what it carries. See ``docs/sources.md`` for the
+table of keys.
+
+IPv6 trees carry IPv4 data under ``::/96``; it is emitted once, as IPv4.
+Writers alias ``::ffff:0:0/96`` (RFC 4291), ``2001::/32`` (Teredo, RFC 4380)
+and ``2002::/16`` (6to4, RFC 3056) to that subtree. The reader skips true
+aliases; any IPv6 data inside those prefixes (and the NAT64 prefix
+``64:ff9b::/96``, RFC 6052) is dropped as well, because
+:mod:`geofence.addr` unwraps such addresses to IPv4 before a lookup, so the
+data could never be consulted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import math
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from geofence.addr import TUNNEL_RANGES, V4_MAX
+from geofence.errors import SourceError
+from geofence.kinds import NetworkKind
+from geofence.records import NetworkRecord
+from geofence.sources._common import (
+    StrPath,
+    country_code,
+    display,
+    file_sha256,
+    require_file,
+    show,
+    slug,
+    subdivision_code,
+)
+from geofence.sources.base import RangeEntry, Source, SourceInfo
+
+__all__ = ["map_mmdb_record", "mmdb_source"]
+
+# Anonymous IP flags, at the top level (Anonymous IP) or under ``traits``
+# (Enterprise, City with traits). ``is_anonymous`` is a summary of the others
+# and ``is_anonymous_proxy`` is MaxMind's deprecated legacy flag: neither says
+# which kind, so neither is mapped.
+_FLAGS: tuple[tuple[str, NetworkKind], ...] = (
+    ("is_anonymous_vpn", NetworkKind.VPN),
+    ("is_hosting_provider", NetworkKind.HOSTING),
+    ("is_public_proxy", NetworkKind.PUBLIC_PROXY),
+    ("is_residential_proxy", NetworkKind.RESIDENTIAL_PROXY),
+    ("is_tor_exit_node", NetworkKind.TOR),
+)
+
+# GeoIP2 Enterprise ``traits.user_type`` values that name a network kind.
+_USER_TYPES: dict[str, NetworkKind] = {
+    "hosting": NetworkKind.HOSTING,
+    "content_delivery_network": NetworkKind.CDN,
+    "search_engine_spider": NetworkKind.BOT,
+}
+
+_ASN_MAX = (1 << 32) - 1
+
+
+def mmdb_source(
+    path: StrPath,
+    *,
+    name: str | None = None,
+    license: str = "",
+    attribution: str = "",
+    url: str = "",
+) -> Source:
+    """Describe a MaxMind DB file as a source.
+
+    The metadata is read now (cheaply); the networks are read when the
+    builder iterates the source.
+
+    Args:
+        path: The ``.mmdb`` file.
+        name: Source name; defaults to the metadata's ``database_type`` in
+            lower case (``"geolite2-country"``, ``"dbip-country-lite"``).
+        license: Licence of the data (SPDX id, e.g. ``"CC-BY-4.0"``).
+        attribution: Attribution text the licence requires.
+        url: Where the file comes from.
+
+    Returns:
+        The source; its ``version`` and ``data_date`` are the UTC date of the
+        metadata's ``build_epoch``.
+
+    Raises:
+        SourceError: The file is missing, ``maxminddb`` is not installed, or
+            the file is not a valid MaxMind DB.
+    """
+    file = require_file(path)
+    shown = display(path)
+    sha256 = file_sha256(file)
+    maxminddb = _import_maxminddb()
+    try:
+        with maxminddb.open_database(os.fspath(file)) as reader:
+            meta = reader.metadata()
+    except (maxminddb.InvalidDatabaseError, ValueError, OSError) as exc:
+        raise SourceError(f"{shown}: not a valid MaxMind DB file: {exc}") from exc
+    database_type = str(getattr(meta, "database_type", "") or "")
+    epoch = getattr(meta, "build_epoch", None)
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise SourceError(f"{shown}: metadata build_epoch {show(epoch)} is not a timestamp")
+    try:
+        built = dt.datetime.fromtimestamp(epoch, dt.UTC).date()
+    except (OverflowError, OSError, ValueError) as exc:
+        raise SourceError(f"{shown}: metadata build_epoch {epoch} is out of range") from exc
+    info = SourceInfo(
+        name=name or slug(database_type) or slug(file.stem) or "mmdb",
+        format="mmdb",
+        version=built.isoformat(),
+        license=license,
+        attribution=attribution,
+        url=url,
+        data_date=built,
+        sha256=sha256,
+    )
+
+    def read() -> Iterator[RangeEntry]:
+        return _read(file, shown)
+
+    return Source(info=info, read=read)
+
+
+def _import_maxminddb() -> Any:
+    try:
+        # Optional dependency (extra "mmdb"), needed only when an MMDB is read.
+        import maxminddb  # noqa: PLC0415
+    except ImportError as exc:  # pragma: no cover - the test environment has it
+        raise SourceError(
+            "reading MaxMind DB files needs the 'maxminddb' package (pip install 'geofence[mmdb]')"
+        ) from exc
+    return maxminddb
+
+
+def _read(file: os.PathLike[str], shown: str) -> Iterator[RangeEntry]:
+    maxminddb = _import_maxminddb()
+    try:
+        reader = maxminddb.open_database(os.fspath(file))
+    except (maxminddb.InvalidDatabaseError, ValueError, OSError) as exc:
+        raise SourceError(f"{shown}: not a valid MaxMind DB file: {exc}") from exc
+    with reader:
+        networks = iter(reader)
+        count = 0
+        while True:
+            try:
+                network, data = next(networks)
+            except StopIteration:
+                return
+            except Exception as exc:
+                # The readers raise several types on a corrupt tree or data
+                # section (InvalidDatabaseError, ValueError, IndexError, ...);
+                # all of them mean the same thing here.
+                raise SourceError(
+                    f"{shown}: corrupt search tree or data section after {count} networks: {exc}"
+                ) from exc
+            count += 1
+            try:
+                # Formatting the location for every network would cost more
+                # than mapping the record: map with an empty location and add
+                # it only when there is something to report.
+                record = map_mmdb_record(data, "")
+            except SourceError as exc:
+                raise SourceError(f"{shown}: network {network}{exc}") from exc
+            if record == _EMPTY:
+                continue
+            for version, first, last in _ranges(network):
+                yield RangeEntry(version, first, last, record)
+
+
+_EMPTY = NetworkRecord()
+
+
+def _ranges(
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network,
+) -> Iterator[tuple[int, int, int]]:
+    """The ranges a network stands for, IPv4 data stated as IPv4, tunnels left out."""
+    first = int(network.network_address)
+    last = int(network.broadcast_address)
+    if network.version == 4:
+        yield 4, first, last
+        return
+    if last <= V4_MAX:
+        # ::a.b.c.d/(96+n) is where IPv6 trees keep IPv4 data (the readers
+        # already return such networks as IPv4; this keeps that true).
+        yield 4, first, last
+        return
+    for _kind, t_first, t_last in sorted(TUNNEL_RANGES, key=lambda t: t[1]):
+        if t_last < first or t_first > last:
+            continue
+        if first < t_first:
+            yield 6, first, t_first - 1
+        first = t_last + 1
+        if first > last:
+            return
+    yield 6, first, last
+
+
+def map_mmdb_record(data: object, where: str) -> NetworkRecord:
+    """Map one MMDB data record to a :class:`NetworkRecord`.
+
+    Args:
+        data: The decoded record (a map).
+        where: Location for error messages (file and network).
+
+    Returns:
+        The fields the record states; an empty record when it states none.
+
+    Raises:
+        SourceError: The record is not a map, or a known key has a bad value.
+    """
+    if not isinstance(data, Mapping):
+        raise SourceError(f"{where}: record is a {type(data).__name__}, expected a map")
+    traits = _map(data, "traits", where)
+
+    # Location country: GeoIP2 "country.iso_code"; IPinfo Lite "country_code";
+    # IPinfo's older country_asn layout puts the code itself in "country".
+    country: str | None = None
+    raw_country = data.get("country")
+    if "country_code" in data:
+        country = country_code(data["country_code"], where, field="country_code")
+    elif isinstance(raw_country, Mapping):
+        country = country_code(raw_country.get("iso_code"), where, field="country.iso_code")
+    elif isinstance(raw_country, str):
+        if len(raw_country.strip()) == 2:
+            country = country_code(raw_country, where, field="country")
+    elif raw_country is not None:
+        raise SourceError(f"{where}: country {show(raw_country)} is neither a map nor a code")
+
+    registered = _map(data, "registered_country", where)
+    registered_country = (
+        country_code(registered.get("iso_code"), where, field="registered_country.iso_code")
+        if registered
+        else None
+    )
+
+    subdivision: str | None = None
+    subdivisions = data.get("subdivisions")
+    if subdivisions is not None:
+        if not isinstance(subdivisions, list):
+            raise SourceError(f"{where}: subdivisions {show(subdivisions)} is not a list")
+        if subdivisions:
+            first = subdivisions[0]
+            if not isinstance(first, Mapping):
+                raise SourceError(f"{where}: subdivisions[0] {show(first)} is not a map")
+            # DB-IP City Lite has only names here; a name is not a code.
+            subdivision = subdivision_code(
+                first.get("iso_code"),
+                country,
+                where,
+                field="subdivisions[0].iso_code",
+                allow_bare=True,
+            )
+
+    city: str | None = None
+    city_map = _map(data, "city", where)
+    if city_map:
+        names = _map(city_map, "names", where, "city.names")
+        city = _str(names.get("en"), where, "city.names.en") or None
+
+    latitude = longitude = None
+    accuracy: int | None = None
+    location = _map(data, "location", where)
+    if location:
+        latitude = _float(location.get("latitude"), where, "location.latitude", 90.0)
+        longitude = _float(location.get("longitude"), where, "location.longitude", 180.0)
+        accuracy = _int(location.get("accuracy_radius"), where, "location.accuracy_radius")
+
+    asn = _asn(data, traits, where)
+    as_org = (
+        _str(data.get("autonomous_system_organization"), where, "autonomous_system_organization")
+        or _str(
+            traits.get("autonomous_system_organization"),
+            where,
+            "traits.autonomous_system_organization",
+        )
+        or _str(data.get("as_name"), where, "as_name")
+        or None
+    )
+
+    kinds = NetworkKind.UNKNOWN
+    for key, kind in _FLAGS:
+        if _bool(data.get(key), where, key) or _bool(traits.get(key), where, f"traits.{key}"):
+            kinds |= kind
+    user_type = _str(traits.get("user_type"), where, "traits.user_type")
+    kinds |= _USER_TYPES.get(user_type, NetworkKind.UNKNOWN)
+
+    return NetworkRecord(
+        country=country,
+        subdivision=subdivision,
+        registered_country=registered_country,
+        city=city,
+        asn=asn,
+        as_org=as_org,
+        kinds=kinds,
+        latitude=latitude,
+        longitude=longitude,
+        accuracy_km=accuracy,
+    )
+
+
+def _map(
+    parent: Mapping[str, Any], key: str, where: str, path: str | None = None
+) -> Mapping[str, Any]:
+    value = parent.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SourceError(f"{where}: {path or key} {show(value)} is not a map")
+    return value
+
+
+def _str(value: object, where: str, path: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise SourceError(f"{where}: {path} {show(value)} is not a string")
+    return value.strip()
+
+
+def _bool(value: object, where: str, path: str) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise SourceError(f"{where}: {path} {show(value)} is not a boolean")
+    return value
+
+
+def _int(value: object, where: str, path: str) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise SourceError(f"{where}: {path} {show(value)} is not a non-negative integer")
+    return value
+
+
+def _float(value: object, where: str, path: str, limit: float) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise SourceError(f"{where}: {path} {show(value)} is not a number")
+    number = float(value)
+    if not math.isfinite(number) or abs(number) > limit:
+        raise SourceError(f"{where}: {path} {number} is outside -{limit:g}..{limit:g}")
+    return number
+
+
+def _asn(data: Mapping[str, Any], traits: Mapping[str, Any], where: str) -> int | None:
+    for value, path in (
+        (data.get("autonomous_system_number"), "autonomous_system_number"),
+        (traits.get("autonomous_system_number"), "traits.autonomous_system_number"),
+        (data.get("asn"), "asn"),
+    ):
+        if value is None or value == "":
+            continue
+        number: int
+        if isinstance(value, str):
+            # IPinfo states ASNs as text: "AS15169".
+            digits = value.strip()
+            if digits[:2].upper() == "AS":
+                digits = digits[2:]
+            if not (digits.isascii() and digits.isdigit()):
+                raise SourceError(f"{where}: {path} {show(value)} is not an AS number")
+            number = int(digits)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            raise SourceError(f"{where}: {path} {show(value)} is not an AS number")
+        if not 0 <= number <= _ASN_MAX:
+            raise SourceError(f"{where}: {path} {number} is outside 0..{_ASN_MAX}")
+        # AS 0 (RFC 7607) marks "not routed": no AS is stated.
+        return number or None
+    return None

@@ -1,0 +1,1 @@
+"""Tests of the bundled data and its recipe (``data/``)."""
