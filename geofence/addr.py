@@ -234,21 +234,30 @@ def _parse_text(text: str) -> tuple[int, int, str | None]:
         raise InvalidAddressError(f"address {_show(text)} is too long to be an IP address")
     if "\x00" in text:
         raise InvalidAddressError(f"address {_show(text)} contains a NUL character")
+    # inet_pton encodes its argument as UTF-8, so a lone surrogate raises
+    # UnicodeEncodeError rather than OSError; both mean "not this family".
     try:
         return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big"), None
-    except OSError:
+    except (OSError, UnicodeEncodeError):
         pass
     zone: str | None = None
     body = text
     if "%" in text:
         body, _, zone = text.partition("%")
-        if not zone or len(zone) > _ZONE_MAX or any(c in zone for c in "%/ \t[]"):
+        # Non-printable zones (controls such as a newline, lone surrogates) are refused:
+        # the zone is echoed into logs and audit lines.
+        if (
+            not zone
+            or len(zone) > _ZONE_MAX
+            or not zone.isprintable()
+            or any(c in zone for c in "%/ \t[]")
+        ):
             raise InvalidAddressError(f"address {_show(text)} has an invalid IPv6 zone id")
         if ":" not in body:
             raise InvalidAddressError(f"address {_show(text)}: zone ids are only valid on IPv6")
     try:
         return 6, int.from_bytes(socket.inet_pton(socket.AF_INET6, body), "big"), zone
-    except OSError:
+    except (OSError, UnicodeEncodeError):
         pass
     if "." in body and ":" not in body:
         parts = body.split(".")

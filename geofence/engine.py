@@ -29,7 +29,8 @@ from geofence.policy.evaluate import evaluate
 from geofence.policy.model import Policy
 from geofence.policy.parse import load_policy
 from geofence.signals.base import Signal
-from geofence.snapshot.reader import SPECIAL_BY_ID, TUNNEL_BY_ID, Snapshot, _locate6
+from geofence.snapshot.partition import SPECIAL_BY_ID, TUNNEL_BY_ID, locate6
+from geofence.snapshot.reader import Snapshot
 
 __all__ = ["Geofence", "SignalProvider"]
 
@@ -206,7 +207,7 @@ class Geofence:
             except (OSError, ValueError):
                 addr = parse_address(ip)
             else:
-                vid = c.v6_ids[_locate6(c.v6_hi, c.v6_lo, v)]
+                vid = c.v6_ids[locate6(c.v6_hi, c.v6_lo, v)]
                 if vid not in TUNNEL_BY_ID:
                     return c.table[vid]  # type: ignore[return-value]
                 addr = parse_address(ip)

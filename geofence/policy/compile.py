@@ -20,15 +20,16 @@ from geofence.kinds import NetworkKind, SpecialRange
 from geofence.policy.evaluate import Candidate, Outcome, address_candidates, evaluate
 from geofence.policy.model import Policy, Rule
 from geofence.records import NetworkRecord
-from geofence.snapshot.reader import (
+from geofence.snapshot.partition import (
     GAP,
     SPECIAL_BY_ID,
     TUNNEL_BY_ID,
     V4_TOP,
     V6_TOP,
-    Snapshot,
-    _locate6,
+    index16,
+    locate6,
 )
+from geofence.snapshot.reader import Snapshot
 
 __all__ = ["CompiledPolicy", "compile_policy"]
 
@@ -67,7 +68,7 @@ class CompiledPolicy:
             p = value >> 16
             ix = self.v4_index
             return self.v4_ids[bisect_right(self.v4_starts, value, ix[p], ix[p + 1] + 1) - 1]
-        return self.v6_ids[_locate6(self.v6_hi, self.v6_lo, value)]
+        return self.v6_ids[locate6(self.v6_hi, self.v6_lo, value)]
 
 
 def _carve(
@@ -193,14 +194,14 @@ def compile_policy(
                     V4_TOP,
                     assign,
                 )
-                v4x = _index16(v4s)
+                v4x = index16(v4s)
             elif version == 6 and pieces:
                 hi0, lo0 = v6h, v6l
                 v6h, v6l, v6i = _carve(
                     (v6h, v6l, v6i),
                     lambda i, h=hi0, lo=lo0: (h[i] << 64) | lo[i],
                     lambda a: (a >> 64, a & _MASK64),
-                    lambda a, h=hi0, lo=lo0: _locate6(h, lo, a),
+                    lambda a, h=hi0, lo=lo0: locate6(h, lo, a),
                     pieces,
                     V6_TOP,
                     assign,
@@ -247,16 +248,6 @@ def compile_policy(
         plans=plans,
         records=recs,
     )
-
-
-def _index16(starts: array[int]) -> array[int]:
-    """The /16 bucket index of an IPv4 start column (see Snapshot.lookup_id)."""
-    from collections import Counter
-    from itertools import accumulate
-
-    counts = Counter(s >> 16 for s in starts)
-    cum = list(accumulate((counts.get(p, 0) for p in range(65536)), initial=0))
-    return array("i", (c - 1 if c else 0 for c in cum))
 
 
 def make_decision(

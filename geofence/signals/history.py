@@ -116,7 +116,7 @@ class Observation:
 
         Returns:
             ``[1, subject, at, address, country, subdivision, lat, lon, kinds,
-            denied, jurisdiction_denied]`` encoded as UTF-8 JSON.
+            denied, jurisdiction_denied]`` as ASCII JSON bytes.
         """
         row = [
             _FORMAT_VERSION,

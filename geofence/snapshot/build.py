@@ -45,6 +45,7 @@ from geofence.snapshot.format import (
     SECTION_TAGS,
     align8,
 )
+from geofence.snapshot.partition import SPECIAL_TABLE, apply_special_ranges, index16
 from geofence.sources.base import Source, SourceInfo
 
 __all__ = ["BuildStats", "build_snapshot", "encode_snapshot", "write_atomic"]
@@ -259,7 +260,8 @@ def encode_snapshot(
     Args:
         meta: The META object; must contain ``"sources"`` (list of source dicts).
         records: Interned records; ids in the range sections index this list.
-        v4: IPv4 ``(starts, ids)``; starts begin at 0 and strictly increase.
+        v4: IPv4 ``(starts, ids)``; starts begin at 0 and strictly increase; ids
+            are record ids or -1 (the special ranges are carved in here).
         v6: IPv6 ``(starts, ids)`` with 128-bit integer starts.
 
     Returns:
@@ -269,18 +271,23 @@ def encode_snapshot(
     if not isinstance(sources, list):
         raise SnapshotError("meta['sources'] must be a list")
     source_index = {str(s["name"]): i for i, s in enumerate(sources)}
+    meta = {**meta, "special_table": SPECIAL_TABLE}
     meta_bytes = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
     recs_bytes = json.dumps(
         [_record_row(r, source_index) for r in records], separators=(",", ":")
     ).encode()
-    v4_starts = array("I", v4[0])
-    v4_ids = array("i", v4[1])
     mask = (1 << 64) - 1
-    v6_hi = array("Q", (s >> 64 for s in v6[0]))
-    v6_lo = array("Q", (s & mask for s in v6[0]))
-    v6_ids = array("i", v6[1])
+    (v4_starts, v4_ids), (v6_hi, v6_lo, v6_ids) = apply_special_ranges(
+        (array("I", v4[0]), array("i", v4[1])),
+        (
+            array("Q", (s >> 64 for s in v6[0])),
+            array("Q", (s & mask for s in v6[0])),
+            array("i", v6[1]),
+        ),
+    )
+    v4_index = index16(v4_starts)
     blobs = [meta_bytes, recs_bytes]
-    for arr in (v4_starts, v4_ids, v6_hi, v6_lo, v6_ids):
+    for arr in (v4_starts, v4_ids, v4_index, v6_hi, v6_lo, v6_ids):
         if not _little_endian():
             arr.byteswap()
         blobs.append(arr.tobytes())

@@ -20,16 +20,31 @@ A snapshot file is little-endian and laid out as::
     |   META  UTF-8 JSON object: provenance and counts              |
     |   RECS  UTF-8 JSON array of records (see RECORD_FIELDS)       |
     |   V4ST  u32[n4]  first address of each IPv4 segment           |
-    |   V4ID  i32[n4]  record id of each IPv4 segment (-1 = no data)|
+    |   V4ID  i32[n4]  id of each IPv4 segment (see "Segment ids")   |
+    |   V4IX  i32[65537] /16 bucket index into V4ST (see below)      |
     |   V6HI  u64[n6]  high 64 bits of each IPv6 segment start      |
     |   V6LO  u64[n6]  low 64 bits of each IPv6 segment start       |
-    |   V6ID  i32[n6]  record id of each IPv6 segment (-1 = no data)|
+    |   V6ID  i32[n6]  id of each IPv6 segment                        |
     +--------------------------------------------------------------+
 
 Segments partition each address space: the first starts at 0, starts are
 strictly increasing, and a segment ends where the next begins (the last one at
 the top of the space). So a lookup is one ``bisect`` and one index, with no end
-check. Record ids index the RECS array; ``-1`` marks addresses no source covers.
+check.
+
+Segment ids: ``>= 0`` indexes the RECS array; ``-1`` marks addresses no source
+covers; ``-2`` to ``-9`` are the special-purpose categories of
+:data:`geofence.addr.SPECIAL_RANGES` (in :class:`geofence.kinds.SpecialRange`
+order) and ``-16`` to ``-19`` the IPv6 tunnel prefixes of
+:data:`geofence.addr.TUNNEL_RANGES` (in :class:`geofence.addr.TunnelKind`
+order). The builder carves these ranges in, whatever the sources said there;
+META["special_table"] names the table version used, and a reader with a
+different table re-applies its own when opening (slower, still correct).
+
+V4IX: for each /16 bucket ``p`` (0..65535, plus a sentinel), ``V4IX[p]`` is the
+index of the segment containing the last address before bucket ``p``
+(``0`` for ``p = 0``); the segment of any address in bucket ``p`` is then found
+by bisecting ``V4ST`` between ``V4IX[p]`` and ``V4IX[p + 1]`` inclusive.
 
 The digest in the header is both the integrity check (any flipped or missing
 byte changes it) and the snapshot's identity (:attr:`Snapshot.snapshot_id`).
@@ -64,7 +79,9 @@ HEADER: Final = struct.Struct("<8sHHIIIQ32s")
 SECTION: Final = struct.Struct("<4sIQQ")
 
 #: The sections, in the order they must appear.
-SECTION_TAGS: Final = (b"META", b"RECS", b"V4ST", b"V4ID", b"V6HI", b"V6LO", b"V6ID")
+SECTION_TAGS: Final = (
+    b"META", b"RECS", b"V4ST", b"V4ID", b"V4IX", b"V6HI", b"V6LO", b"V6ID"
+)
 
 #: Each record in RECS is a JSON array with these fields in this order; ``sources``
 #: is a list of indexes into META["sources"].
@@ -85,8 +102,14 @@ RECORD_FIELDS: Final = (
 
 #: Array item formats of the range sections (``array``/``memoryview`` type codes
 #: with their sizes; the file is little-endian).
-ARRAY_TYPES: Final = {b"V4ST": ("I", 4), b"V4ID": ("i", 4), b"V6HI": ("Q", 8),
-                      b"V6LO": ("Q", 8), b"V6ID": ("i", 4)}
+ARRAY_TYPES: Final = {
+    b"V4ST": ("I", 4),
+    b"V4ID": ("i", 4),
+    b"V4IX": ("i", 4),
+    b"V6HI": ("Q", 8),
+    b"V6LO": ("Q", 8),
+    b"V6ID": ("i", 4),
+}
 
 
 def align8(n: int) -> int:

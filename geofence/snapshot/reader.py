@@ -10,28 +10,34 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import mmap
 import os
 import sys
 import warnings
 from array import array
 from bisect import bisect_right
-from collections import Counter
-from collections.abc import Callable, Iterator
-from itertools import accumulate
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
-from geofence.addr import (
-    SPECIAL_RANGES,
-    TUNNEL_RANGES,
-    ParsedAddress,
-    TunnelKind,
-    parse_address,
-)
+from geofence.addr import ParsedAddress, parse_address
 from geofence.errors import DataAgeWarning, SnapshotError
-from geofence.kinds import NetworkKind, SpecialRange
+from geofence.kinds import NetworkKind
 from geofence.records import LookupResult, NetworkRecord
+from geofence.snapshot.partition import (
+    GAP,
+    SPECIAL_BY_ID,
+    SPECIAL_IDS,
+    SPECIAL_TABLE,
+    TUNNEL_BY_ID,
+    TUNNEL_IDS,
+    V4_TOP,
+    V6_TOP,
+    apply_special_ranges,
+    index16,
+    locate6,
+)
 from geofence.snapshot.format import (
     ARRAY_TYPES,
     FORMAT_VERSION,
@@ -44,22 +50,23 @@ from geofence.snapshot.format import (
 )
 from geofence.sources.base import SourceInfo
 
-__all__ = ["GAP", "SPECIAL_IDS", "TUNNEL_IDS", "Snapshot", "default_snapshot_path"]
+__all__ = [
+    "GAP",
+    "SPECIAL_BY_ID",
+    "SPECIAL_IDS",
+    "TUNNEL_BY_ID",
+    "TUNNEL_IDS",
+    "V4_TOP",
+    "V6_TOP",
+    "Snapshot",
+    "default_snapshot_path",
+]
 
-V4_TOP: Final = (1 << 32) - 1
-V6_TOP: Final = (1 << 128) - 1
-_MASK64: Final = (1 << 64) - 1
+#: Lowest segment id a file may contain (the last tunnel id).
+_LOWEST_ID: Final = min(TUNNEL_BY_ID)
+_KINDS_CACHE: dict[int, NetworkKind] = {}
 
-#: Segment id of addresses no source covers.
-GAP: Final = -1
-#: Segment ids of special-purpose ranges (overlaid on the data when opened).
-SPECIAL_IDS: Final = {cat: -2 - i for i, cat in enumerate(SpecialRange)}
-SPECIAL_BY_ID: Final = {v: k for k, v in SPECIAL_IDS.items()}
-#: Segment ids of IPv6 tunnel prefixes that embed an IPv4 address.
-TUNNEL_IDS: Final = {kind: -16 - i for i, kind in enumerate(TunnelKind)}
-TUNNEL_BY_ID: Final = {v: k for k, v in TUNNEL_IDS.items()}
-#: Lowest id used for a special range or tunnel; ids below GAP are never records.
-_OVERRIDE_MIN: Final = min(TUNNEL_IDS.values())
+log = logging.getLogger("geofence")
 
 
 def default_snapshot_path() -> Path:
@@ -69,60 +76,6 @@ def default_snapshot_path() -> Path:
 
 def _fail(what: str, path: str) -> SnapshotError:
     return SnapshotError(f"{path}: {what}")
-
-
-def _overlay(
-    columns: tuple[array[int], ...],
-    key_at: Callable[[int], int],
-    split: Callable[[int], tuple[int, ...]],
-    locate: Callable[[int], int],
-    overrides: list[tuple[int, int, int]],
-    top: int,
-) -> tuple[array[int], ...]:
-    """Return new parallel columns with ``overrides`` (first, last, id) carved in.
-
-    ``columns`` are a partition's start columns followed by its id column;
-    ``locate(a)`` gives the index of the segment containing address ``a``,
-    ``key_at(i)`` the start of segment ``i`` and ``split(a)`` the start-column
-    values of address ``a``. Overrides must be sorted and disjoint.
-    """
-    n = len(columns[-1])
-    ids = columns[-1]
-    out = tuple(array(c.typecode) for c in columns)
-    tail: list[int | None] = [None]  # start of the last segment written to ``out``
-
-    def copy(a: int, b: int) -> None:
-        if b > a:
-            for col, src in zip(out, columns, strict=True):
-                col.extend(src[a:b])
-            tail[0] = key_at(b - 1)
-
-    def push(start: int, seg_id: int) -> None:
-        if tail[0] == start:  # replaces a segment that started at the same address
-            for col in out:
-                col.pop()
-        for col, value in zip(out, (*split(start), seg_id), strict=True):
-            col.append(value)
-        tail[0] = start
-
-    done = 0  # segments [0, done) of the input are written or superseded
-    for first, last, oid in overrides:
-        i = locate(first)
-        if i >= done:
-            copy(done, i + 1)
-            done = i + 1
-        push(first, oid)
-        if last >= top:
-            done = n
-            continue
-        j = locate(last + 1)
-        if key_at(j) == last + 1:
-            done = max(done, j)
-        else:
-            push(last + 1, ids[j])
-            done = max(done, j + 1)
-    copy(done, n)
-    return out
 
 
 class Snapshot:
@@ -281,17 +234,19 @@ class Snapshot:
             if sys.byteorder != "little":
                 arr.byteswap()
             arrays[tag] = arr
-        v4s, v4i = arrays[b"V4ST"], arrays[b"V4ID"]
+        v4s, v4i, v4x = arrays[b"V4ST"], arrays[b"V4ID"], arrays[b"V4IX"]
         v6h, v6l, v6i = arrays[b"V6HI"], arrays[b"V6LO"], arrays[b"V6ID"]
         if not (len(v4s) == len(v4i) > 0 and len(v6h) == len(v6l) == len(v6i) > 0):
             raise _fail("range sections have inconsistent lengths", name)
+        if len(v4x) != 65537 or min(v4x) < 0 or max(v4x) >= len(v4s):
+            raise _fail("corrupt IPv4 index section", name)
         if v4s[0] or v6h[0] or v6l[0]:
             raise _fail("range sections do not start at address 0", name)
         nrec = len(self.records)
         for ids in (v4i, v6i):
-            if min(ids) < GAP or max(ids) >= nrec:
+            if min(ids) < _LOWEST_ID or max(ids) >= nrec:
                 raise _fail("range section refers to a record that does not exist", name)
-        self._install(v4s, v4i, v6h, v6l, v6i)
+        self._install(v4s, v4i, v4x, v6h, v6l, v6i)
 
     def _decode_records(self, rows: object) -> tuple[NetworkRecord, ...]:
         if not isinstance(rows, list):
@@ -317,7 +272,10 @@ class Snapshot:
                 kinds = values["kinds"]
                 if type(kinds) is not int or kinds < 0 or kinds & ~sum(NetworkKind):
                     raise TypeError("kinds")
-                values["kinds"] = NetworkKind(kinds)
+                flag = _KINDS_CACHE.get(kinds)
+                if flag is None:  # IntFlag construction is slow; few distinct values exist
+                    flag = _KINDS_CACHE[kinds] = NetworkKind(kinds)
+                values["kinds"] = flag
                 values["sources"] = tuple(names[j] for j in values["sources"])
             except (TypeError, IndexError) as exc:
                 raise _fail(f"corrupt record {i} (field {exc})", self.origin) from exc
@@ -328,48 +286,23 @@ class Snapshot:
         self,
         v4s: array[int],
         v4i: array[int],
+        v4x: array[int],
         v6h: array[int],
         v6l: array[int],
         v6i: array[int],
     ) -> None:
-        """Overlay special ranges and tunnels, then build the IPv4 /16 index."""
-        overrides4 = [(f, la, SPECIAL_IDS[c]) for v, f, la, c in SPECIAL_RANGES if v == 4]
-        v4s, v4i = _overlay(
-            (v4s, v4i),
-            v4s.__getitem__,
-            lambda a: (a,),
-            lambda a: bisect_right(v4s, a) - 1,
-            overrides4,
-            V4_TOP,
-        )
-        overrides6 = sorted(
-            [(f, la, SPECIAL_IDS[c]) for v, f, la, c in SPECIAL_RANGES if v == 6]
-            + [(f, la, TUNNEL_IDS[k]) for k, f, la in TUNNEL_RANGES]
-        )
-
-        def key6(i: int) -> int:
-            return (v6h[i] << 64) | v6l[i]
-
-        def locate6(a: int) -> int:
-            return _locate6(v6h, v6l, a)
-
-        v6h, v6l, v6i = _overlay(
-            (v6h, v6l, v6i),
-            key6,
-            lambda a: (a >> 64, a & _MASK64),
-            locate6,
-            overrides6,
-            V6_TOP,
-        )
-        # /16 index: for bucket p, the answer for any address in it lies in
-        # [index[p], index[p + 1]]; see lookup_id. Counting the high halves of the
-        # sorted starts keeps this O(n) at C speed (one Counter pass).
-        raw = memoryview(v4s.tobytes()).cast("H")
-        highs = raw[1::2] if sys.byteorder == "little" else raw[0::2]
-        counts = Counter(highs)
-        cum = list(accumulate((counts.get(p, 0) for p in range(65536)), initial=0))
-        index = array("i", (c - 1 if c else 0 for c in cum))
-        self._v4_starts, self._v4_ids, self._v4_index = v4s, v4i, index
+        """Install the tables, re-applying the special ranges if built with another table."""
+        if self.meta.get("special_table") != SPECIAL_TABLE:
+            log.warning(
+                "%s: built with special-range table %s, this geofence uses %s; re-applying "
+                "it (rebuild the snapshot for a faster open)",
+                self.origin,
+                self.meta.get("special_table"),
+                SPECIAL_TABLE,
+            )
+            (v4s, v4i), (v6h, v6l, v6i) = apply_special_ranges((v4s, v4i), (v6h, v6l, v6i))
+            v4x = index16(v4s)
+        self._v4_starts, self._v4_ids, self._v4_index = v4s, v4i, v4x
         self._v6_hi, self._v6_lo, self._v6_ids = v6h, v6l, v6i
 
     # -- properties -------------------------------------------------------------------------
@@ -451,7 +384,7 @@ class Snapshot:
             index = self._v4_index
             i = bisect_right(self._v4_starts, value, index[p], index[p + 1] + 1) - 1
             return i, self._v4_ids[i]
-        i = _locate6(self._v6_hi, self._v6_lo, value)
+        i = locate6(self._v6_hi, self._v6_lo, value)
         return i, self._v6_ids[i]
 
     def segment_bounds(self, version: int, i: int) -> tuple[int, int]:
@@ -516,6 +449,8 @@ class Snapshot:
         for i in range(len(hi) - 1):
             if (hi[i], lo[i]) >= (hi[i + 1], lo[i + 1]):
                 raise _fail("IPv6 starts are not strictly increasing", self.origin)
+        if self._v4_index != index16(s4):
+            raise _fail("IPv4 /16 index does not match the starts", self.origin)
 
     def __repr__(self) -> str:
         n4, n6 = self.range_counts
@@ -523,16 +458,3 @@ class Snapshot:
             f"<Snapshot {self.snapshot_id} {self.meta.get('name') or self.origin!s}: "
             f"{len(self.records)} records, {n4} IPv4 / {n6} IPv6 segments>"
         )
-
-
-def _locate6(hi: array[int], lo: array[int], value: int) -> int:
-    """Index of the IPv6 segment containing ``value`` (see the module docs)."""
-    h = value >> 64
-    i = bisect_right(hi, h) - 1
-    if lo[i] > (value & _MASK64):
-        # Starts sharing the high half are ordered by the low half: search among them.
-        j = bisect_right(hi, h - 1) if h else 0
-        i = bisect_right(lo, value & _MASK64, j, i + 1) - 1
-        if i < j:
-            i = j - 1
-    return i

@@ -1,0 +1,155 @@
+"""Partition arithmetic shared by the snapshot builder, reader and policy compiler.
+
+A partition is a set of parallel arrays (start columns plus an id column) whose
+segments cover an address space without gaps or overlaps (see
+:mod:`geofence.snapshot.format`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from array import array
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Callable
+from itertools import accumulate
+from typing import Final
+
+from geofence.addr import SPECIAL_RANGES, TUNNEL_RANGES, TunnelKind
+from geofence.kinds import SpecialRange
+
+__all__ = [
+    "GAP",
+    "SPECIAL_BY_ID",
+    "SPECIAL_IDS",
+    "SPECIAL_TABLE",
+    "TUNNEL_BY_ID",
+    "TUNNEL_IDS",
+    "V4_TOP",
+    "V6_TOP",
+    "apply_special_ranges",
+    "index16",
+    "locate6",
+    "overlay",
+]
+
+V4_TOP: Final = (1 << 32) - 1
+V6_TOP: Final = (1 << 128) - 1
+MASK64: Final = (1 << 64) - 1
+
+#: Segment id of addresses no source covers.
+GAP: Final = -1
+#: Segment ids of special-purpose ranges.
+SPECIAL_IDS: Final = {cat: -2 - i for i, cat in enumerate(SpecialRange)}
+SPECIAL_BY_ID: Final = {v: k for k, v in SPECIAL_IDS.items()}
+#: Segment ids of IPv6 tunnel prefixes that embed an IPv4 address.
+TUNNEL_IDS: Final = {kind: -16 - i for i, kind in enumerate(TunnelKind)}
+TUNNEL_BY_ID: Final = {v: k for k, v in TUNNEL_IDS.items()}
+
+#: Version of the special-range and tunnel table (recorded in snapshots).
+SPECIAL_TABLE: Final = hashlib.sha256(
+    repr((SPECIAL_RANGES, [(k.value, f, la) for k, f, la in TUNNEL_RANGES])).encode()
+).hexdigest()[:16]
+
+
+def overlay(
+    columns: tuple[array[int], ...],
+    key_at: Callable[[int], int],
+    split: Callable[[int], tuple[int, ...]],
+    locate: Callable[[int], int],
+    overrides: list[tuple[int, int, int]],
+    top: int,
+) -> tuple[array[int], ...]:
+    """Return new parallel columns with ``overrides`` (first, last, id) carved in.
+
+    ``columns`` are a partition's start columns followed by its id column;
+    ``locate(a)`` gives the index of the segment containing address ``a``,
+    ``key_at(i)`` the start of segment ``i`` and ``split(a)`` the start-column
+    values of address ``a``. Overrides must be sorted and disjoint.
+    """
+    n = len(columns[-1])
+    ids = columns[-1]
+    out = tuple(array(c.typecode) for c in columns)
+    tail: list[int | None] = [None]  # start of the last segment written to ``out``
+
+    def copy(a: int, b: int) -> None:
+        if b > a:
+            for col, src in zip(out, columns, strict=True):
+                col.extend(src[a:b])
+            tail[0] = key_at(b - 1)
+
+    def push(start: int, seg_id: int) -> None:
+        if tail[0] == start:  # replaces a segment that started at the same address
+            for col in out:
+                col.pop()
+        for col, value in zip(out, (*split(start), seg_id), strict=True):
+            col.append(value)
+        tail[0] = start
+
+    done = 0  # segments [0, done) of the input are written or superseded
+    for first, last, oid in overrides:
+        i = locate(first)
+        if i >= done:
+            copy(done, i + 1)
+            done = i + 1
+        push(first, oid)
+        if last >= top:
+            done = n
+            continue
+        j = locate(last + 1)
+        if key_at(j) == last + 1:
+            done = max(done, j)
+        else:
+            push(last + 1, ids[j])
+            done = max(done, j + 1)
+    copy(done, n)
+    return out
+
+
+def index16(starts: array[int]) -> array[int]:
+    """The /16 bucket index of an IPv4 start column (see ``V4IX`` in the format).
+
+    Counting the high halves of the sorted starts keeps this O(n) at C speed.
+    """
+    counts = Counter(s >> 16 for s in starts)
+    cum = list(accumulate((counts.get(p, 0) for p in range(65536)), initial=0))
+    return array("i", (c - 1 if c else 0 for c in cum))
+
+
+def apply_special_ranges(
+    v4: tuple[array[int], array[int]], v6: tuple[array[int], array[int], array[int]]
+) -> tuple[tuple[array[int], array[int]], tuple[array[int], array[int], array[int]]]:
+    """Carve the special-purpose ranges and tunnel prefixes into both partitions."""
+    v4s, v4i = v4
+    overrides4 = [(f, la, SPECIAL_IDS[c]) for v, f, la, c in SPECIAL_RANGES if v == 4]
+    new4 = overlay(
+        (v4s, v4i), v4s.__getitem__, lambda a: (a,), lambda a: bisect_right(v4s, a) - 1,
+        overrides4, V4_TOP,
+    )
+    v6h, v6l, v6i = v6
+    overrides6 = sorted(
+        [(f, la, SPECIAL_IDS[c]) for v, f, la, c in SPECIAL_RANGES if v == 6]
+        + [(f, la, TUNNEL_IDS[k]) for k, f, la in TUNNEL_RANGES]
+    )
+    new6 = overlay(
+        (v6h, v6l, v6i),
+        lambda i: (v6h[i] << 64) | v6l[i],
+        lambda a: (a >> 64, a & MASK64),
+        lambda a: locate6(v6h, v6l, a),
+        overrides6,
+        V6_TOP,
+    )
+    return (new4[0], new4[1]), (new6[0], new6[1], new6[2])
+
+
+def locate6(hi: array[int], lo: array[int], value: int) -> int:
+    """Index of the IPv6 segment containing ``value`` (see the module docs)."""
+    h = value >> 64
+    i = bisect_right(hi, h) - 1
+    if lo[i] > (value & MASK64):
+        # Starts sharing the high half are ordered by the low half: search among them.
+        j = bisect_right(hi, h - 1) if h else 0
+        i = bisect_right(lo, value & MASK64, j, i + 1) - 1
+        if i < j:
+            i = j - 1
+    return i
