@@ -1,7 +1,107 @@
 """geofence: jurisdiction rules for API requests, fast and auditable.
 
-Importing this package is cheap: no data is loaded until you open a snapshot
-(``Snapshot.default()`` or ``Snapshot.open(path)``).
+Importing this package is cheap: submodules load on first use of a name, and
+no data is read until you open a snapshot (``Snapshot.default()``,
+``Snapshot.open(path)``) or build an engine (``Geofence(...)``)::
+
+    from geofence import Geofence
+
+    gf = Geofence(policy="us-ofac-comprehensive")
+    decision = gf.decide("203.0.113.7")
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from geofence.addr import ParsedAddress, TunnelKind, parse_address
+    from geofence.context import Context, Subject
+    from geofence.decision import Action, Decision
+    from geofence.engine import Geofence
+    from geofence.errors import (
+        DataAgeWarning,
+        GeofenceError,
+        InvalidAddressError,
+        PolicyError,
+        SnapshotError,
+        SourceError,
+        StoreError,
+    )
+    from geofence.kinds import NetworkKind, SpecialRange
+    from geofence.policy import Policy, load_policy, parse_policy
+    from geofence.records import LookupResult, NetworkRecord
+    from geofence.signals.base import Signal
+    from geofence.snapshot.reader import Snapshot
+
+_EXPORTS = {
+    "Action": "geofence.decision",
+    "Context": "geofence.context",
+    "DataAgeWarning": "geofence.errors",
+    "Decision": "geofence.decision",
+    "Geofence": "geofence.engine",
+    "GeofenceError": "geofence.errors",
+    "InvalidAddressError": "geofence.errors",
+    "LookupResult": "geofence.records",
+    "NetworkKind": "geofence.kinds",
+    "NetworkRecord": "geofence.records",
+    "ParsedAddress": "geofence.addr",
+    "Policy": "geofence.policy",
+    "PolicyError": "geofence.errors",
+    "Signal": "geofence.signals.base",
+    "Snapshot": "geofence.snapshot.reader",
+    "SnapshotError": "geofence.errors",
+    "SourceError": "geofence.errors",
+    "SpecialRange": "geofence.kinds",
+    "StoreError": "geofence.errors",
+    "Subject": "geofence.context",
+    "TunnelKind": "geofence.addr",
+    "load_policy": "geofence.policy",
+    "parse_address": "geofence.addr",
+    "parse_policy": "geofence.policy",
+}
+
+__all__ = [
+    "Action",
+    "Context",
+    "DataAgeWarning",
+    "Decision",
+    "Geofence",
+    "GeofenceError",
+    "InvalidAddressError",
+    "LookupResult",
+    "NetworkKind",
+    "NetworkRecord",
+    "ParsedAddress",
+    "Policy",
+    "PolicyError",
+    "Signal",
+    "Snapshot",
+    "SnapshotError",
+    "SourceError",
+    "SpecialRange",
+    "StoreError",
+    "Subject",
+    "TunnelKind",
+    "__version__",
+    "load_policy",
+    "parse_address",
+    "parse_policy",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Load exported names on first use (keeps ``import geofence`` cheap)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'geofence' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

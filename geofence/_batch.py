@@ -26,12 +26,14 @@ def decide_many(gf: Geofence, ips: Iterable[Any], *, version: int | None = None)
         if version != 4:
             return [gf.decide(parse_address(int(x), version=version)) for x in ips.tolist()]
         if ips.size and (int(ips.min()) < 0 or int(ips.max()) > 0xFFFFFFFF):
-            parse_address(int(ips.max()) if int(ips.max()) > 0xFFFFFFFF else int(ips.min()), version=4)
+            parse_address(
+                int(ips.max()) if int(ips.max()) > 0xFFFFFFFF else int(ips.min()), version=4
+            )
         s = np.frombuffer(starts, dtype=np.uint32)
         i = np.frombuffer(ids, dtype=np.int32)
         pos = np.searchsorted(s, ips.astype(np.uint32, copy=False), side="right") - 1
         vids = i[pos].tolist()
-        return [table[v] for v in vids]  # type: ignore[misc]
+        return [table[v] for v in vids]  # type: ignore[misc,unused-ignore]
     items = list(ips)
     if version is not None:
         return [gf.decide(parse_address(x, version=version)) for x in items]

@@ -319,9 +319,7 @@ def parse_address(
         elif len(raw) == 16:
             ver = 6
         else:
-            raise InvalidAddressError(
-                f"packed address must be 4 or 16 bytes, got {len(raw)} bytes"
-            )
+            raise InvalidAddressError(f"packed address must be 4 or 16 bytes, got {len(raw)} bytes")
         num = int.from_bytes(raw, "big")
     elif isinstance(value, ipaddress.IPv4Address):
         ver, num = 4, int(value)

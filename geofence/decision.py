@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 import json
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -233,5 +232,3 @@ class Decision:
             f"@ {self.policy_digest}."
         )
         return "\n".join(lines)
-
-

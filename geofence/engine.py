@@ -15,6 +15,7 @@ import os
 import threading
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from socket import AF_INET, AF_INET6, inet_pton
@@ -188,12 +189,11 @@ class Geofence:
                 d = table[ids[bisect_right(starts, v, index[p], index[p + 1] + 1) - 1]]  # type: ignore[assignment]
             if cache is not None:
                 if len(cache) >= self._cache_size:
-                    try:
+                    # Evict the oldest entry; another thread may race us to it.
+                    with suppress(KeyError, RuntimeError, StopIteration):
                         del cache[next(iter(cache))]
-                    except (KeyError, RuntimeError, StopIteration):
-                        pass  # another thread evicted concurrently
                 cache[ip] = d
-            return d  # type: ignore[return-value]
+            return d
         if context is None:
             return self._decide_other(state, ip)
         return self._decide_context(state, ip, context)
@@ -227,7 +227,9 @@ class Geofence:
         key = (vid, addr.tunnel)
         variant = state.tunnel_variants.get(key)
         if variant is None:
-            variant = replace(d, tunnel=addr.tunnel.value, reasons=(*d.reasons, f"tunnel:{addr.tunnel.value}"))
+            variant = replace(
+                d, tunnel=addr.tunnel.value, reasons=(*d.reasons, f"tunnel:{addr.tunnel.value}")
+            )
             variant = state.tunnel_variants.setdefault(key, variant)
         return variant
 
@@ -323,9 +325,7 @@ class Geofence:
         with self._lock:
             old = self._hot[5]
             snap: Snapshot | str | os.PathLike[str] = (
-                snapshot
-                if snapshot is not None
-                else (old.snapshot_path or old.compiled.snapshot)
+                snapshot if snapshot is not None else (old.snapshot_path or old.compiled.snapshot)
             )
             pol: Policy | str | os.PathLike[str] = (
                 policy if policy is not None else (old.policy_ref or old.compiled.policy)
@@ -421,5 +421,3 @@ def _base_special(c: CompiledPolicy, vid: int) -> Any:
     from geofence.kinds import SpecialRange
 
     return SpecialRange(d.special)
-
-

@@ -45,8 +45,8 @@ class NetworkKind(enum.IntFlag):
 
 
 #: Kinds that hide the user's location (a workaround when the policy restricts places).
-ANONYMISING = NetworkKind.VPN | NetworkKind.TOR | NetworkKind.PUBLIC_PROXY | (
-    NetworkKind.RESIDENTIAL_PROXY
+ANONYMISING = (
+    NetworkKind.VPN | NetworkKind.TOR | NetworkKind.PUBLIC_PROXY | (NetworkKind.RESIDENTIAL_PROXY)
 )
 
 _BY_NAME = {k.name.lower(): k for k in NetworkKind if k.name}
@@ -67,7 +67,7 @@ def kinds_from_names(names: object) -> NetworkKind:
     if isinstance(names, str) or not hasattr(names, "__iter__"):
         raise ValueError(f"kinds must be a list of names, got {names!r}")
     result = NetworkKind.UNKNOWN
-    for name in names:  # type: ignore[attr-defined]  # checked iterable above
+    for name in names:  # type: ignore[attr-defined,unused-ignore]  # checked iterable above
         if not isinstance(name, str):
             raise ValueError(f"kind names must be strings, got {name!r}")
         key = name.strip().lower().replace("-", "_")

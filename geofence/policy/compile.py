@@ -128,7 +128,9 @@ def _carve(
     return out
 
 
-def _pieces(rules: list[Rule], version: int) -> tuple[list[tuple[int, int, int]], list[frozenset[str]]]:
+def _pieces(
+    rules: list[Rule], version: int
+) -> tuple[list[tuple[int, int, int]], list[frozenset[str]]]:
     """Disjoint pieces of the CIDRs of ``rules`` labelled by the set of rule ids covering them."""
     events: dict[int, list[tuple[int, str]]] = {}
     for rule in rules:
@@ -137,7 +139,7 @@ def _pieces(rules: list[Rule], version: int) -> tuple[list[tuple[int, int, int]]
                 events.setdefault(first, []).append((1, rule.id))
                 events.setdefault(last + 1, []).append((-1, rule.id))
     labels: list[frozenset[str]] = [frozenset()]
-    label_ids = {frozenset(): 0}
+    label_ids: dict[frozenset[str], int] = {frozenset(): 0}
     pieces: list[tuple[int, int, int]] = []
     active: dict[str, int] = {}
     points = sorted(events)
@@ -185,23 +187,29 @@ def compile_policy(
                 return vid
 
             if version == 4 and pieces:
+                base4 = v4s
+
+                def locate4(a: int, s: array[int] = base4) -> int:
+                    return bisect_right(s, a) - 1
+
                 v4s, v4i = _carve(
-                    (v4s, v4i),
-                    v4s.__getitem__,
-                    lambda a: (a,),
-                    lambda a, s=v4s: bisect_right(s, a) - 1,
-                    pieces,
-                    V4_TOP,
-                    assign,
+                    (v4s, v4i), base4.__getitem__, lambda a: (a,), locate4, pieces, V4_TOP, assign
                 )
                 v4x = index16(v4s)
             elif version == 6 and pieces:
                 hi0, lo0 = v6h, v6l
+
+                def key6(i: int, h: array[int] = hi0, lo: array[int] = lo0) -> int:
+                    return (h[i] << 64) | lo[i]
+
+                def loc6(a: int, h: array[int] = hi0, lo: array[int] = lo0) -> int:
+                    return locate6(h, lo, a)
+
                 v6h, v6l, v6i = _carve(
                     (v6h, v6l, v6i),
-                    lambda i, h=hi0, lo=lo0: (h[i] << 64) | lo[i],
+                    key6,
                     lambda a: (a >> 64, a & _MASK64),
-                    lambda a, h=hi0, lo=lo0: locate6(h, lo, a),
+                    loc6,
                     pieces,
                     V6_TOP,
                     assign,

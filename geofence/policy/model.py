@@ -186,8 +186,8 @@ class Rule:
     @property
     def needs_context(self) -> bool:
         """Whether the rule has conditions that only a request context can answer."""
-        return (not self.subject.is_empty()) or self.signals is not None or (
-            self.min_risk is not None
+        return (
+            (not self.subject.is_empty()) or self.signals is not None or (self.min_risk is not None)
         )
 
     @property
@@ -248,14 +248,15 @@ class Rule:
             m, w = _in_jurisdictions(record, self.partial_jurisdictions)
             if m is Match.NO:
                 return m, ""
-            result, why = Match.UNRESOLVED, (
-                f"partial:{record.subdivision or record.country}"
-                if m is Match.YES
-                else w
+            result, why = (
+                Match.UNRESOLVED,
+                (f"partial:{record.subdivision or record.country}" if m is Match.YES else w),
             )
         return result, why
 
-    def test_context(self, context: Context | None, risk: float, codes: frozenset[str]) -> tuple[Match, str]:
+    def test_context(
+        self, context: Context | None, risk: float, codes: frozenset[str]
+    ) -> tuple[Match, str]:
         """Test subject and signal conditions against a request context."""
         if not self.needs_context:
             return Match.YES, ""
@@ -273,8 +274,9 @@ class Rule:
 
     def canonical(self) -> dict[str, object]:
         """A canonical, JSON-ready form (for the policy digest and reports)."""
+
         def srt(x: frozenset[str] | frozenset[int] | None) -> list[object] | None:
-            return None if x is None else sorted(x)  # type: ignore[type-var]
+            return None if x is None else sorted(x, key=str)
 
         return {
             "id": self.id,
@@ -363,6 +365,7 @@ class Policy:
 
     def canonical(self) -> dict[str, object]:
         """Canonical JSON-ready form; its hash is :attr:`digest`."""
+
         def act(x: tuple[Action, str | None]) -> str:
             return x[0].value + (f":{x[1]}" if x[1] else "")
 

@@ -27,13 +27,34 @@ from geofence.policy.model import Policy, Rule, SubjectCondition
 __all__ = ["load_policy", "parse_policy", "preset_names", "preset_path"]
 
 _POLICY_KEYS = {
-    "id", "version", "description", "default", "on_unresolved", "on_unknown", "on_reserved",
-    "shadow", "effective_date",
+    "id",
+    "version",
+    "description",
+    "default",
+    "on_unresolved",
+    "on_unknown",
+    "on_reserved",
+    "shadow",
+    "effective_date",
 }
 _RULE_KEYS = {
-    "id", "action", "description", "citation", "effective_from", "effective_to", "shadow",
-    "jurisdictions", "not_jurisdictions", "partial_jurisdictions", "kinds", "asns", "cidrs",
-    "subject", "signals", "min_risk", "note",
+    "id",
+    "action",
+    "description",
+    "citation",
+    "effective_from",
+    "effective_to",
+    "shadow",
+    "jurisdictions",
+    "not_jurisdictions",
+    "partial_jurisdictions",
+    "kinds",
+    "asns",
+    "cidrs",
+    "subject",
+    "signals",
+    "min_risk",
+    "note",
 }
 _SUBJECT_KEYS = {"nationality", "nationality_not", "account_country", "org_ids", "ids", "verified"}
 _TOP_KEYS = {"policy", "groups", "rules", "exceptions", "signal_weights", "sources"}
@@ -69,9 +90,7 @@ def preset_path(name: str) -> Path:
     raise PolicyError(f"no preset named {name!r}; presets: {', '.join(preset_names()) or 'none'}")
 
 
-def load_policy(
-    ref: str | os.PathLike[str], *, params: Mapping[str, Any] | None = None
-) -> Policy:
+def load_policy(ref: str | os.PathLike[str], *, params: Mapping[str, Any] | None = None) -> Policy:
     """Load a policy from a TOML file or a bundled preset name.
 
     Args:
@@ -121,8 +140,9 @@ def _apply_params(data: dict[str, Any], given: Mapping[str, Any], source: str) -
         raise PolicyError("[params] must be a table of defaults", source=source)
     unknown = set(given) - set(declared)
     if unknown:
-        raise PolicyError(f"unknown params {sorted(unknown)}; declared: {sorted(declared)}",
-                          source=source)
+        raise PolicyError(
+            f"unknown params {sorted(unknown)}; declared: {sorted(declared)}", source=source
+        )
     values = {**declared, **given}
 
     def sub(node: Any) -> Any:
@@ -158,7 +178,9 @@ class _Parser:
     def policy(self, data: dict[str, Any]) -> Policy:
         unknown = set(data) - _TOP_KEYS
         if unknown:
-            raise self.fail(f"unknown top-level keys {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}")
+            raise self.fail(
+                f"unknown top-level keys {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}"
+            )
         head = data.get("policy")
         if not isinstance(head, dict):
             raise self.fail("missing [policy] table (id, default, on_unresolved, ...)")
@@ -187,12 +209,17 @@ class _Parser:
                 raise self.fail(f"groups refer to each other in a cycle: {sorted(pending)}")
         weights = data.get("signal_weights", {})
         if not isinstance(weights, dict) or not all(
-            isinstance(k, str) and _SIGNAL.match(k) and isinstance(v, (int, float))
-            and not isinstance(v, bool) and v >= 0
+            isinstance(k, str)
+            and _SIGNAL.match(k)
+            and isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and v >= 0
             for k, v in weights.items()
         ):
             raise self.fail("[signal_weights] must map signal codes to non-negative numbers")
-        rules = tuple(self.rule(r, i, exception=False) for i, r in enumerate(self.list(data, "rules")))
+        rules = tuple(
+            self.rule(r, i, exception=False) for i, r in enumerate(self.list(data, "rules"))
+        )
         exceptions = tuple(
             self.rule(r, i, exception=True) for i, r in enumerate(self.list(data, "exceptions"))
         )
@@ -238,8 +265,9 @@ class _Parser:
         import pycountry
 
         if not isinstance(value, list) or not value:
-            raise self.fail(f"{where} must be a non-empty list of ISO 3166 codes or @groups",
-                            rule_id)
+            raise self.fail(
+                f"{where} must be a non-empty list of ISO 3166 codes or @groups", rule_id
+            )
         out: set[str] = set()
         for item in value:
             if not isinstance(item, str):
@@ -258,9 +286,10 @@ class _Parser:
             code = code.upper()
             if len(code) == 2:
                 if pycountry.countries.get(alpha_2=code) is None:
-                    raise self.fail(f"{where}: unknown country code {item!r} (ISO 3166-1 alpha-2)",
-                                    rule_id)
-            elif pycountry.subdivisions.get(code=code) is None:
+                    raise self.fail(
+                        f"{where}: unknown country code {item!r} (ISO 3166-1 alpha-2)", rule_id
+                    )
+            elif pycountry.subdivisions.get(code=code) is None:  # type: ignore[no-untyped-call]
                 raise self.fail(f"{where}: unknown subdivision code {item!r} (ISO 3166-2)", rule_id)
             out.add(code)
         return frozenset(out)
@@ -297,7 +326,11 @@ class _Parser:
         shadow = data.get("shadow", False)
         if not isinstance(shadow, bool):
             raise self.fail("shadow must be true or false", rid)
-        juris = self.codes(data["jurisdictions"], "jurisdictions", rid) if "jurisdictions" in data else None
+        juris = (
+            self.codes(data["jurisdictions"], "jurisdictions", rid)
+            if "jurisdictions" in data
+            else None
+        )
         not_juris = (
             self.codes(data["not_jurisdictions"], "not_jurisdictions", rid)
             if "not_jurisdictions" in data
@@ -327,8 +360,12 @@ class _Parser:
         asns = None
         if "asns" in data:
             raw = data["asns"]
-            if not isinstance(raw, list) or not raw or not all(
-                isinstance(a, int) and not isinstance(a, bool) and 0 < a < 2**32 for a in raw
+            if (
+                not isinstance(raw, list)
+                or not raw
+                or not all(
+                    isinstance(a, int) and not isinstance(a, bool) and 0 < a < 2**32 for a in raw
+                )
             ):
                 raise self.fail("asns must be a non-empty list of AS numbers (1..4294967295)", rid)
             asns = frozenset(raw)
@@ -340,8 +377,10 @@ class _Parser:
         signals = None
         if "signals" in data:
             raw = data["signals"]
-            if not isinstance(raw, list) or not raw or not all(
-                isinstance(s, str) and _SIGNAL.match(s) for s in raw
+            if (
+                not isinstance(raw, list)
+                or not raw
+                or not all(isinstance(s, str) and _SIGNAL.match(s) for s in raw)
             ):
                 raise self.fail("signals must be a non-empty list of signal codes", rid)
             signals = frozenset(raw)
@@ -380,7 +419,9 @@ class _Parser:
             raise self.fail("exceptions take only cidrs and subject conditions (allow-lists)", rid)
         return rule
 
-    def cidrs(self, raw: object, rid: str) -> tuple[tuple[tuple[int, int, int], ...], tuple[str, ...]]:
+    def cidrs(
+        self, raw: object, rid: str
+    ) -> tuple[tuple[tuple[int, int, int], ...], tuple[str, ...]]:
         if not isinstance(raw, list) or not raw:
             raise self.fail("cidrs must be a non-empty list of networks", rid)
         out: list[tuple[int, int, int]] = []
@@ -405,13 +446,19 @@ class _Parser:
             raise self.fail("subject must be a table", rid)
         unknown = set(raw) - _SUBJECT_KEYS
         if unknown:
-            raise self.fail(f"unknown subject keys {sorted(unknown)}; allowed: {sorted(_SUBJECT_KEYS)}", rid)
+            raise self.fail(
+                f"unknown subject keys {sorted(unknown)}; allowed: {sorted(_SUBJECT_KEYS)}", rid
+            )
 
         def strings(key: str) -> frozenset[str] | None:
             if key not in raw:
                 return None
             value = raw[key]
-            if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            if (
+                not isinstance(value, list)
+                or not value
+                or not all(isinstance(v, str) for v in value)
+            ):
                 raise self.fail(f"subject.{key} must be a non-empty list of strings", rid)
             return frozenset(value)
 

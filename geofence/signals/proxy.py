@@ -396,6 +396,14 @@ def _split_rtl(value: str, *, quoted: bool, limit: int) -> tuple[list[str], bool
         At most ``limit`` elements, right-most first, and whether more text
         was left unsplit on the left.
     """
+    if not quoted or '"' not in value:
+        # Fast path for X-Forwarded-For and quote-free Forwarded: a C-level split.
+        parts = value.rsplit(",", limit)
+        more = len(parts) > limit
+        if more:
+            del parts[0]
+        parts.reverse()
+        return parts, more
     out: list[str] = []
     end = len(value)
     in_quote = False

@@ -394,9 +394,9 @@ class _RedisCommon:
 
 
 def _sync_client(url: str, connect_timeout: float, timeout: float) -> redis.Redis:
-    import redis  # noqa: PLC0415  optional dependency
-    from redis.backoff import NoBackoff  # noqa: PLC0415  optional dependency
-    from redis.retry import Retry  # noqa: PLC0415  optional dependency
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     return redis.Redis.from_url(
         url,
@@ -407,9 +407,9 @@ def _sync_client(url: str, connect_timeout: float, timeout: float) -> redis.Redi
 
 
 def _async_client(url: str, connect_timeout: float, timeout: float) -> redis.asyncio.Redis:
-    import redis.asyncio  # noqa: PLC0415  optional dependency
-    from redis.asyncio.retry import Retry  # noqa: PLC0415  optional dependency
-    from redis.backoff import NoBackoff  # noqa: PLC0415  optional dependency
+    import redis.asyncio
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
 
     return redis.asyncio.Redis.from_url(
         url,

@@ -7,8 +7,9 @@ Precedence, explicit and documented (``docs/format.md``):
    record of the smallest range that covers it; ties go to the later entry.
 2. **Between sources, per-field priority.** Sources are given in priority order
    (first = highest). ``field_priority`` may override the order for single
-   fields, e.g. ``{"asn": ["ipinfo-lite", "dbip-asn"]}``. For each field, the
-   first source in that order that states a value wins.
+   fields, e.g. ``{"asn": ["ipinfo-lite", "dbip-asn"]}``; sources it does not
+   name follow in the default order. For each field, the first source in that
+   order that states a value wins.
 3. **Location fields stay consistent.** ``subdivision``, ``city``, ``latitude``,
    ``longitude`` and ``accuracy_km`` are only taken from a source whose country
    is unset or equal to the merged country, so a record never says
@@ -136,7 +137,10 @@ def _merge_record(
     default_order = [s for s, _ in parts]
     values: dict[str, object] = {}
     for name in _MERGED_FIELDS:
-        order = [s for s in priority.get(name, ()) if s in by_source] or default_order
+        # Listed sources first, then the others in default order: the override
+        # reorders, it never silences a source it does not name.
+        listed = [s for s in priority.get(name, ()) if s in by_source]
+        order = listed + [s for s in default_order if s not in listed]
         for s in order:
             rec = by_source[s]
             value = getattr(rec, name)
@@ -337,8 +341,11 @@ def write_atomic(data: bytes, path: str | os.PathLike[str]) -> None:
         raise
 
 
-def _stats_of(records: Sequence[NetworkRecord], v4: tuple[Sequence[int], Sequence[int]],
-              v6: tuple[Sequence[int], Sequence[int]]) -> BuildStats:
+def _stats_of(
+    records: Sequence[NetworkRecord],
+    v4: tuple[Sequence[int], Sequence[int]],
+    v6: tuple[Sequence[int], Sequence[int]],
+) -> BuildStats:
     stats = BuildStats()
     stats.records = len(records)
     for (starts, ids), top, attr_r, attr_a, shift in (
@@ -452,8 +459,10 @@ def build_snapshot(
     )
     if not force:
         if stats.v4_ranges + stats.v6_ranges == 0:
-            raise SnapshotError("refusing to write an empty snapshot (no source covered any "
-                                "address); check the sources, or pass force=True")
+            raise SnapshotError(
+                "refusing to write an empty snapshot (no source covered any "
+                "address); check the sources, or pass force=True"
+            )
         if previous is not None:
             _check_shrink(stats, previous, max_shrink)
     when = (built_at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(microsecond=0)

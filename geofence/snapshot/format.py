@@ -79,9 +79,7 @@ HEADER: Final = struct.Struct("<8sHHIIIQ32s")
 SECTION: Final = struct.Struct("<4sIQQ")
 
 #: The sections, in the order they must appear.
-SECTION_TAGS: Final = (
-    b"META", b"RECS", b"V4ST", b"V4ID", b"V4IX", b"V6HI", b"V6LO", b"V6ID"
-)
+SECTION_TAGS: Final = (b"META", b"RECS", b"V4ST", b"V4ID", b"V4IX", b"V6HI", b"V6LO", b"V6ID")
 
 #: Each record in RECS is a JSON array with these fields in this order; ``sources``
 #: is a list of indexes into META["sources"].

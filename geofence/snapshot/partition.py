@@ -123,8 +123,12 @@ def apply_special_ranges(
     v4s, v4i = v4
     overrides4 = [(f, la, SPECIAL_IDS[c]) for v, f, la, c in SPECIAL_RANGES if v == 4]
     new4 = overlay(
-        (v4s, v4i), v4s.__getitem__, lambda a: (a,), lambda a: bisect_right(v4s, a) - 1,
-        overrides4, V4_TOP,
+        (v4s, v4i),
+        v4s.__getitem__,
+        lambda a: (a,),
+        lambda a: bisect_right(v4s, a) - 1,
+        overrides4,
+        V4_TOP,
     )
     v6h, v6l, v6i = v6
     overrides6 = sorted(

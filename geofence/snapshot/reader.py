@@ -25,6 +25,16 @@ from geofence.addr import ParsedAddress, parse_address
 from geofence.errors import DataAgeWarning, SnapshotError
 from geofence.kinds import NetworkKind
 from geofence.records import LookupResult, NetworkRecord
+from geofence.snapshot.format import (
+    ARRAY_TYPES,
+    FORMAT_VERSION,
+    HEADER,
+    MAGIC,
+    RECORD_FIELDS,
+    SECTION,
+    SECTION_TAGS,
+    align8,
+)
 from geofence.snapshot.partition import (
     GAP,
     SPECIAL_BY_ID,
@@ -37,16 +47,6 @@ from geofence.snapshot.partition import (
     apply_special_ranges,
     index16,
     locate6,
-)
-from geofence.snapshot.format import (
-    ARRAY_TYPES,
-    FORMAT_VERSION,
-    HEADER,
-    MAGIC,
-    RECORD_FIELDS,
-    SECTION,
-    SECTION_TAGS,
-    align8,
 )
 from geofence.sources.base import SourceInfo
 
@@ -109,9 +109,15 @@ class Snapshot:
         """Validate ``data`` fully and build the lookup tables. Prefer the classmethods."""
         self.origin = origin
         view = memoryview(data)
+        # Slices of ``view`` keep an mmap exported until released; release them here,
+        # even when _load fails (its traceback would otherwise keep them alive and
+        # closing the mmap would raise BufferError instead of our SnapshotError).
+        sections: dict[bytes, memoryview] = {}
         try:
-            self._load(view)
+            self._load(view, sections)
         finally:
+            for part in sections.values():
+                part.release()
             view.release()
 
     # -- construction -----------------------------------------------------------------------
@@ -144,7 +150,9 @@ class Snapshot:
             raise SnapshotError(f"{name}: cannot read snapshot: {exc.strerror or exc}") from exc
 
     @classmethod
-    def from_bytes(cls, data: bytes | bytearray | memoryview, *, origin: str = "<bytes>") -> Snapshot:
+    def from_bytes(
+        cls, data: bytes | bytearray | memoryview, *, origin: str = "<bytes>"
+    ) -> Snapshot:
         """Validate and load a snapshot from bytes.
 
         Raises:
@@ -167,7 +175,7 @@ class Snapshot:
             )
         return cls.open(path)
 
-    def _load(self, view: memoryview) -> None:
+    def _load(self, view: memoryview, sections: dict[bytes, memoryview]) -> None:
         name = self.origin
         if len(view) < HEADER.size:
             raise _fail(
@@ -201,7 +209,6 @@ class Snapshot:
         if hashlib.sha256(view[HEADER.size :]).digest() != digest:
             raise _fail("checksum mismatch: the file is corrupt; re-download or rebuild it", name)
         self.digest = digest.hex()
-        sections: dict[bytes, memoryview] = {}
         expected = align8(HEADER.size + SECTION.size * count)
         for k, want in enumerate(SECTION_TAGS):
             tag, res, offset, length = SECTION.unpack_from(view, HEADER.size + SECTION.size * k)
@@ -276,6 +283,9 @@ class Snapshot:
                 if flag is None:  # IntFlag construction is slow; few distinct values exist
                     flag = _KINDS_CACHE[kinds] = NetworkKind(kinds)
                 values["kinds"] = flag
+                # names[j] alone would accept -1 (the last source) and True (source 1).
+                if any(type(j) is not int or j < 0 for j in values["sources"]):
+                    raise TypeError("sources")
                 values["sources"] = tuple(names[j] for j in values["sources"])
             except (TypeError, IndexError) as exc:
                 raise _fail(f"corrupt record {i} (field {exc})", self.origin) from exc
@@ -358,6 +368,8 @@ class Snapshot:
             SnapshotError: Too old (or undated) and ``error`` is true.
         """
         age = self.age(today)
+        if age is None and not error:
+            return True  # undated: nothing to compare, as documented above
         if age is not None and age <= max_age:
             return True
         what = (
@@ -399,7 +411,9 @@ class Snapshot:
         last = ((hi[i + 1] << 64) | lo[i + 1]) - 1 if i + 1 < len(hi) else V6_TOP
         return first, last
 
-    def lookup(self, ip: str | bytes | int | ParsedAddress | Any, *, version: int | None = None) -> LookupResult:
+    def lookup(
+        self, ip: str | bytes | int | ParsedAddress | Any, *, version: int | None = None
+    ) -> LookupResult:
         """Look up one address.
 
         Args:

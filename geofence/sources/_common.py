@@ -238,7 +238,7 @@ def entry(version: int, first: int, last: int, record: NetworkRecord) -> RangeEn
 @functools.cache
 def _iso_countries() -> frozenset[str]:
     # Imported on first use: loading pycountry's tables costs time at import.
-    import pycountry  # noqa: PLC0415
+    import pycountry
 
     return frozenset(str(c.alpha_2) for c in pycountry.countries) | _EXTRA_COUNTRIES
 

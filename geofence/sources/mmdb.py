@@ -68,6 +68,12 @@ _USER_TYPES: dict[str, NetworkKind] = {
 
 _ASN_MAX = (1 << 32) - 1
 
+# IPv6 prefixes that geofence.addr unwraps to IPv4 before a lookup, as sorted
+# (first, last) pairs: data inside them is unreachable and is not stated.
+_TUNNELS: tuple[tuple[int, int], ...] = tuple(
+    sorted((first, last) for _kind, first, last in TUNNEL_RANGES)
+)
+
 
 def mmdb_source(
     path: StrPath,
@@ -135,7 +141,7 @@ def mmdb_source(
 def _import_maxminddb() -> Any:
     try:
         # Optional dependency (extra "mmdb"), needed only when an MMDB is read.
-        import maxminddb  # noqa: PLC0415
+        import maxminddb
     except ImportError as exc:  # pragma: no cover - the test environment has it
         raise SourceError(
             "reading MaxMind DB files needs the 'maxminddb' package (pip install 'geofence[mmdb]')"
@@ -195,7 +201,7 @@ def _ranges(
         # already return such networks as IPv4; this keeps that true).
         yield 4, first, last
         return
-    for _kind, t_first, t_last in sorted(TUNNEL_RANGES, key=lambda t: t[1]):
+    for t_first, t_last in _TUNNELS:
         if t_last < first or t_first > last:
             continue
         if first < t_first:

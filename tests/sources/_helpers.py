@@ -105,6 +105,6 @@ def disjoint(
     """Drop every network that overlaps an earlier one."""
     kept: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     for net in networks:
-        if not any(net.version == k.version and net.overlaps(k) for k in kept):  # type: ignore[arg-type]
+        if not any(net.version == k.version and net.overlaps(k) for k in kept):
             kept.append(net)
     return kept

@@ -61,7 +61,10 @@ AZURE: dict[str, Any] = {
         {
             "name": "AzureCloud",
             "id": "AzureCloud",
-            "properties": {"changeNumber": 90, "addressPrefixes": ["4.145.74.52/30", "20.0.0.0/11"]},
+            "properties": {
+                "changeNumber": 90,
+                "addressPrefixes": ["4.145.74.52/30", "20.0.0.0/11"],
+            },
         },
     ],
 }
@@ -165,26 +168,36 @@ def test_invalid_json(tmp_path: Path) -> None:
     [
         (aws_source, [], "expected a JSON object at the top level"),
         (aws_source, {"createDate": "2024-05-01-12-00-00"}, "prefixes: expected a list"),
-        (aws_source, {"prefixes": [{"ip_prefix": "3.5.140.1/22"}]},
-         r"prefixes\[0\].ip_prefix: '3.5.140.1/22' has host bits set"),
-        (aws_source, {"prefixes": [{"ip_prefix": "2600::/32"}]},
-         r"prefixes\[0\].ip_prefix: '2600::/32' is not an IPv4 prefix"),
+        (
+            aws_source,
+            {"prefixes": [{"ip_prefix": "3.5.140.1/22"}]},
+            r"prefixes\[0\].ip_prefix: '3.5.140.1/22' has host bits set",
+        ),
+        (
+            aws_source,
+            {"prefixes": [{"ip_prefix": "2600::/32"}]},
+            r"prefixes\[0\].ip_prefix: '2600::/32' is not an IPv4 prefix",
+        ),
         (aws_source, {"prefixes": [{"service": "S3"}]}, r"prefixes\[0\].ip_prefix: None"),
         (aws_source, {"prefixes": ["3.5.140.0/22"]}, r"prefixes\[0\]: expected an object"),
         (aws_source, {"prefixes": [], "createDate": "yesterday"}, "createDate 'yesterday'"),
         (gcp_source, {"prefixes": [{"scope": "x"}]}, "exactly one of ipv4Prefix, ipv6Prefix"),
         (gcp_source, {"prefixes": [{"ipv6Prefix": "34.1.208.0/20"}]}, "is not an IPv6 prefix"),
         (azure_source, {"values": [{"name": "X"}]}, r"values\[0\].properties: expected an object"),
-        (azure_source, {"values": [{"properties": {"addressPrefixes": [5]}}]},
-         r"addressPrefixes\[0\]: 5 is not a prefix string"),
-        (oracle_source, {"regions": [{"cidrs": [{"cidr": "not-a-cidr"}]}]},
-         r"regions\[0\].cidrs\[0\].cidr: "),
+        (
+            azure_source,
+            {"values": [{"properties": {"addressPrefixes": [5]}}]},
+            r"addressPrefixes\[0\]: 5 is not a prefix string",
+        ),
+        (
+            oracle_source,
+            {"regions": [{"cidrs": [{"cidr": "not-a-cidr"}]}]},
+            r"regions\[0\].cidrs\[0\].cidr: ",
+        ),
         (oracle_source, {"regions": {}}, "regions: expected a list"),
     ],
 )
-def test_malformed_documents(
-    tmp_path: Path, factory: Any, document: object, message: str
-) -> None:
+def test_malformed_documents(tmp_path: Path, factory: Any, document: object, message: str) -> None:
     """Documents of the wrong shape or with bad prefixes raise SourceError naming the JSON path."""
     path = _write(tmp_path / "doc.json", document)
     with pytest.raises(SourceError, match=message):

@@ -169,7 +169,10 @@ def test_cidr_list_states_nothing_skipped(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("192.0.2.1/24\n", r"l.txt:1: '192.0.2.1/24' has host bits set \(the network is 192.0.2.0/24\)"),
+        (
+            "192.0.2.1/24\n",
+            r"l.txt:1: '192.0.2.1/24' has host bits set \(the network is 192.0.2.0/24\)",
+        ),
         ("192.0.2.0/33\n", r"l.txt:1: prefix length /33 is longer than IPv4 allows"),
         ("192.0.2.0/x\n", r"l.txt:1: prefix length 'x' is not a number"),
         ("2001:db8::/129\n", r"l.txt:1: prefix length /129"),

@@ -66,7 +66,10 @@ def test_geofeed_info(tmp_path: Path) -> None:
     ("line", "message"),
     [
         ("192.0.2.0/24,US,CA,Los Angeles,", r"f.csv:1: region 'CA' is not an ISO 3166-2 code"),
-        ("192.0.2.0/24,US,CA-ON,Toronto,", r"f.csv:1: region 'CA-ON' does not belong to country 'US'"),
+        (
+            "192.0.2.0/24,US,CA-ON,Toronto,",
+            r"f.csv:1: region 'CA-ON' does not belong to country 'US'",
+        ),
         ("192.0.2.0/24,,US-CA,,", r"f.csv:1: region 'US-CA' is given without a country"),
         ("192.0.2.0/24,USA,,,", r"f.csv:1: alpha2code 'USA'"),
         ("192.0.2.1/24,US,,,", r"f.csv:1: '192.0.2.1/24' has host bits set"),

@@ -3,6 +3,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import ipaddress
+import itertools
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,7 @@ def test_source_info_from_metadata(tmp_path: Path) -> None:
 
 
 def test_city_layout_full_subdivision_code(tmp_path: Path) -> None:
-    """A City record maps subdivision iso_code '40' with country UA to 'UA-40', plus city and location."""
+    """A City record maps subdivision '40' of country UA to 'UA-40', plus city and location."""
     path = write_mmdb(
         tmp_path / "city.mmdb", [("2.3.4.0/24", UA_CITY)], database_type="GeoIP2-City"
     )
@@ -229,7 +230,7 @@ def test_nested_networks_split_around_the_inner_one(tmp_path: Path) -> None:
         pieces = sorted((e.first, e.last) for e in got if e.version == version)
         assert pieces[0][0] == int(net.network_address)
         assert pieces[-1][1] == int(net.broadcast_address)
-        assert all(a[1] + 1 == b[0] for a, b in zip(pieces, pieces[1:], strict=False))
+        assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(pieces))
 
 
 def test_alias_subtrees_are_not_duplicated(tmp_path: Path) -> None:
@@ -274,7 +275,7 @@ def test_placeholder_countries_mean_no_country(tmp_path: Path) -> None:
 
 def test_missing_file() -> None:
     """A missing file raises SourceError naming it."""
-    with pytest.raises(SourceError, match="no-such.mmdb: no such file"):
+    with pytest.raises(SourceError, match=r"no-such\.mmdb: no such file"):
         mmdb_source("no-such.mmdb")
 
 

@@ -26,14 +26,30 @@ def test_relay_ranges_keep_location_and_are_relay(tmp_path: Path) -> None:
     records = [e.record for e in entries(source)]
     provider = "Apple iCloud Private Relay"
     assert records == [
-        NetworkRecord(country="GB", subdivision="GB-EN", city="London",
-                      provider=provider, kinds=NetworkKind.RELAY),
-        NetworkRecord(country="US", subdivision="US-CA", city="Los Angeles",
-                      provider=provider, kinds=NetworkKind.RELAY),
-        NetworkRecord(country="AE", subdivision="AE-DU", city="Dubai",
-                      provider=provider, kinds=NetworkKind.RELAY),
-        NetworkRecord(country="UA", subdivision="UA-43",
-                      provider=provider, kinds=NetworkKind.RELAY),
+        NetworkRecord(
+            country="GB",
+            subdivision="GB-EN",
+            city="London",
+            provider=provider,
+            kinds=NetworkKind.RELAY,
+        ),
+        NetworkRecord(
+            country="US",
+            subdivision="US-CA",
+            city="Los Angeles",
+            provider=provider,
+            kinds=NetworkKind.RELAY,
+        ),
+        NetworkRecord(
+            country="AE",
+            subdivision="AE-DU",
+            city="Dubai",
+            provider=provider,
+            kinds=NetworkKind.RELAY,
+        ),
+        NetworkRecord(
+            country="UA", subdivision="UA-43", provider=provider, kinds=NetworkKind.RELAY
+        ),
     ]
     assert not any(r.kinds & NetworkKind.VPN for r in records)
 

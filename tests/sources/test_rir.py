@@ -70,7 +70,10 @@ def test_date_from_serial_when_end_date_empty(tmp_path: Path) -> None:
 
 def test_plain_delegated_format(tmp_path: Path) -> None:
     """The non-extended format (7 fields, no opaque id) reads the same."""
-    text = "2|arin|20240501|1|19700101|20240430|-0400\narin|US|ipv4|3.0.0.0|16777216|19880223|assigned\n"
+    text = (
+        "2|arin|20240501|1|19700101|20240430|-0400\n"
+        "arin|US|ipv4|3.0.0.0|16777216|19880223|assigned\n"
+    )
     assert spans(rir_source(write_text(tmp_path / "s", text))) == [(4, "3.0.0.0", "3.255.255.255")]
 
 
@@ -96,11 +99,23 @@ HEADER = "2|lacnic|20240501|1|19700101|20240501|-0300\n"
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("lacnic|BR|ipv4|200.0.0.0|0|20000101|allocated", r"s:2: IPv4 address count must be at least 1"),
-        ("lacnic|BR|ipv4|255.255.255.0|512|20000101|allocated", r"s:2: 512 addresses from .* run past"),
+        (
+            "lacnic|BR|ipv4|200.0.0.0|0|20000101|allocated",
+            r"s:2: IPv4 address count must be at least 1",
+        ),
+        (
+            "lacnic|BR|ipv4|255.255.255.0|512|20000101|allocated",
+            r"s:2: 512 addresses from .* run past",
+        ),
         ("lacnic|BR|ipv4|200.0.0.0|x|20000101|allocated", r"s:2: value 'x' is not a number"),
-        ("lacnic|BR|ipv4|2001:db8::|256|20000101|allocated", r"s:2: start '2001:db8::' is not an IPv4"),
-        ("lacnic|BR|ipv6|2001:db8::1|32|20000101|allocated", r"s:2: 2001:db8::1/32 has host bits set"),
+        (
+            "lacnic|BR|ipv4|2001:db8::|256|20000101|allocated",
+            r"s:2: start '2001:db8::' is not an IPv4",
+        ),
+        (
+            "lacnic|BR|ipv6|2001:db8::1|32|20000101|allocated",
+            r"s:2: 2001:db8::1/32 has host bits set",
+        ),
         ("lacnic|BR|ipv6|2001:db8::|129|20000101|allocated", r"s:2: IPv6 prefix length /129"),
         ("lacnic|BR|ipv4|200.0.0.0|256|20000101|leased", r"s:2: unknown status 'leased'"),
         ("lacnic|BR|ipx|200.0.0.0|256|20000101|allocated", r"s:2: unknown record type 'ipx'"),

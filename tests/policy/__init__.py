@@ -1,0 +1,1 @@
+"""Tests of geofence.policy, the engine's decisions and the bundled policy presets."""
