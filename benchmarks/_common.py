@@ -38,6 +38,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing geofence
 from geofence.snapshot.reader import Snapshot  # noqa: E402  # after the sys.path fallback
 
 __all__ = [
+    "CHECK_PEERS",
     "DEFAULT_SEED",
     "DEFAULT_SIZE",
     "SMOKE_SIZE",
@@ -46,6 +47,7 @@ __all__ = [
     "Sample",
     "Timing",
     "batch_tail",
+    "check_ratio",
     "dbip_city_mmdb",
     "environment",
     "fmt_ns",
@@ -509,6 +511,40 @@ def open_peers(mmdb: Path | None) -> tuple[list[Peer], list[str]]:
     else:
         notes.append("geoip2fast skipped: not installed (optional)")
     return peers, notes
+
+
+#: Peers a ``--check-ratios`` run compares against, in order of preference: the
+#: maxminddb C reader when an MMDB is available, else iporigin's pure-Python
+#: bisect (a dependency of the ``bench`` extra, so CI always has something).
+CHECK_PEERS = ("maxminddb get() (C)", "iporigin classify()")
+
+
+def check_ratio(
+    res: Results, ours_label: str, ours_ns: float, peer_ns: Mapping[str, float], need: float
+) -> int:
+    """Hold a ratio for CI: 0 if ours is at least ``need`` times faster, else 1.
+
+    Compares against the first of :data:`CHECK_PEERS` that was measured (names
+    are matched by prefix, so "maxminddb get() (C) + dict" counts).
+    """
+    for wanted in CHECK_PEERS:
+        name = next((n for n in peer_ns if n.startswith(wanted)), None)
+        if name is None:
+            continue
+        if wanted != CHECK_PEERS[0]:
+            res.note(f"ratio check uses {name}: maxminddb's C reader or the MMDB is unavailable")
+        got = peer_ns[name] / ours_ns
+        ok = got >= need
+        print(
+            f"ratio check: {ours_label} is {got:.1f}x faster than {name}; need >= {need:g}x: "
+            f"{'ok' if ok else 'FAILED'}"
+        )
+        res.data["ratio_check"] = {
+            "ours": ours_label, "peer": name, "need": need, "got": round(got, 2), "ok": ok,
+        }
+        return 0 if ok else 1
+    res.note("ratio check skipped: none of its peers could be measured")
+    return 0
 
 
 # -- reporting -----------------------------------------------------------------------------

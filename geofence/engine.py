@@ -38,8 +38,9 @@ __all__ = ["Geofence", "SignalProvider"]
 log = logging.getLogger("geofence")
 
 #: A callable that computes workaround signals for a request with context:
-#: ``(address, record, context) -> (signals, degraded)``.
-SignalProvider = Callable[[ParsedAddress, Any, Context], tuple[Sequence[Signal], bool]]
+#: ``(address, record, context, ip_only_decision) -> (signals, degraded)``; see
+#: :class:`geofence.signals.pipeline.SignalPipeline`.
+SignalProvider = Callable[[ParsedAddress, Any, Context, Decision], tuple[Sequence[Signal], bool]]
 
 _MASK64 = (1 << 64) - 1
 _from_bytes = int.from_bytes
@@ -64,8 +65,9 @@ class Geofence:
             preset name.
         cache_size: Size of the per-address decision cache (0 disables it).
             Hits skip parsing and search; it is cleared on reload.
-        signal_provider: Computes workaround signals for requests with context
-            (see :mod:`geofence.signals`); ``None`` uses only ``context.signals``.
+        signals: Computes workaround signals for requests with context, e.g.
+            :class:`geofence.signals.pipeline.SignalPipeline`; ``None`` uses only
+            ``context.signals``.
         max_age: Warn (or raise, with ``stale="error"``) when the data is older.
         stale: ``"warn"`` or ``"error"`` for the data-age guard.
         today: A callable giving the date rules are compiled for (tests).
@@ -77,7 +79,7 @@ class Geofence:
         policy: Policy | str | os.PathLike[str] = "allow-all",
         *,
         cache_size: int = 0,
-        signal_provider: SignalProvider | None = None,
+        signals: SignalProvider | None = None,
         max_age: dt.timedelta | None = None,
         stale: str = "warn",
         today: Callable[[], dt.date] | None = None,
@@ -87,7 +89,7 @@ class Geofence:
         if stale not in ("warn", "error"):
             raise ValueError(f"stale must be 'warn' or 'error', got {stale!r}")
         self._cache_size = cache_size
-        self._signals = signal_provider
+        self._signals = signals
         self._max_age = max_age
         self._stale = stale
         self._today = today or (lambda: dt.datetime.now(dt.UTC).date())
@@ -233,24 +235,37 @@ class Geofence:
             variant = state.tunnel_variants.setdefault(key, variant)
         return variant
 
-    def _decide_context(self, state: _State, ip: Any, context: Context) -> Decision:
+    def _prepare(self, state: _State, ip: Any) -> tuple[ParsedAddress, int, Any, Decision]:
+        """Parse and look up: (address, virtual id, record, IP-only decision)."""
         c = state.compiled
         addr = ip if isinstance(ip, ParsedAddress) else parse_address(ip)
         vid = c.locate(addr.version, addr.value)
-        record = c.records[vid]
-        signals: list[Signal] = list(context.signals)
-        degraded = False
-        if self._signals is not None:
-            extra, degraded = self._signals(addr, record, context)
-            signals.extend(extra)
+        return addr, vid, c.records[vid], self._decide_parsed(state, addr)
+
+    def _finish(
+        self,
+        state: _State,
+        addr: ParsedAddress,
+        vid: int,
+        record: Any,
+        context: Context,
+        extra: Sequence[Signal],
+        degraded: bool,
+    ) -> Decision:
+        """Evaluate the context rules with the gathered signals."""
+        c = state.compiled
         weights = dict(c.policy.signal_weights)
-        signals = [replace(s, weight=weights[s.code]) if s.code in weights else s for s in signals]
+        signals = [
+            replace(s, weight=weights[s.code]) if s.code in weights else s
+            for s in (*context.signals, *extra)
+        ]
         risk = float(sum(s.weight for s in signals))
+        special = SPECIAL_BY_ID.get(vid) if vid < 0 else _base_special(c, vid)
         out = evaluate(
             c.policy,
             c.plans[vid],
-            found=vid >= 0 and record is not None,
-            special=SPECIAL_BY_ID.get(vid) if vid < 0 else _base_special(c, vid),
+            found=record is not None,
+            special=special,
             context=context,
             signals=signals,
             risk=risk,
@@ -260,11 +275,10 @@ class Geofence:
             reasons = (*reasons, f"tunnel:{addr.tunnel.value}")
         if degraded:
             reasons = (*reasons, "degraded")
-        out = replace(out, reasons=reasons)
         return make_decision(
-            out,
+            replace(out, reasons=reasons),
             record,
-            SPECIAL_BY_ID.get(vid) if vid < 0 else _base_special(c, vid),
+            special,
             c.snapshot.snapshot_id,
             c.policy,
             c.policy.digest,
@@ -274,6 +288,37 @@ class Geofence:
             degraded=degraded,
             address=addr.original_text,
         )
+
+    def _decide_context(self, state: _State, ip: Any, context: Context) -> Decision:
+        addr, vid, record, ip_only = self._prepare(state, ip)
+        extra: Sequence[Signal] = ()
+        degraded = False
+        if self._signals is not None:
+            extra, degraded = self._signals(addr, record, context, ip_only)
+        return self._finish(state, addr, vid, record, context, extra, degraded)
+
+    async def adecide(self, ip: Any, context: Context | None = None) -> Decision:
+        """Async :meth:`decide` for ASGI apps.
+
+        Without context this is :meth:`decide` (no I/O). With context, account
+        history goes through the pipeline's asyncio store (e.g.
+        ``AsyncRedisHistoryStore``) when it has one, so the event loop is not
+        blocked by Redis round trips.
+        """
+        if context is None:
+            return self.decide(ip)
+        state = self._hot[5]
+        addr, vid, record, ip_only = self._prepare(state, ip)
+        extra: Sequence[Signal] = ()
+        degraded = False
+        provider = self._signals
+        if provider is not None:
+            acollect = getattr(provider, "acollect", None)
+            if acollect is not None:
+                extra, degraded = await acollect(addr, record, context, ip_only)
+            else:
+                extra, degraded = provider(addr, record, context, ip_only)
+        return self._finish(state, addr, vid, record, context, extra, degraded)
 
     def decide_many(self, ips: Iterable[Any], *, version: int | None = None) -> list[Decision]:
         """Decide a batch without context (vectorised with numpy where possible).

@@ -76,8 +76,9 @@ class GeofenceMiddleware:
         self._response_route = self.config.route_response_header
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection."""
         kind = scope["type"]
-        if kind != "http" and kind != "websocket":
+        if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         client = scope.get("client")
@@ -133,7 +134,8 @@ def _raw_headers(reply: Reply) -> list[tuple[bytes, bytes]]:
 
 
 async def _send_reply(send: Send, reply: Reply) -> None:
-    await send({"type": "http.response.start", "status": reply.status, "headers": _raw_headers(reply)})
+    start = {"type": "http.response.start", "status": reply.status, "headers": _raw_headers(reply)}
+    await send(start)
     await send({"type": "http.response.body", "body": reply.body})
 
 

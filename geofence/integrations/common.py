@@ -101,9 +101,7 @@ class Reply:
     """Response body."""
 
     @classmethod
-    def json(
-        cls, status: int, data: object, headers: Iterable[tuple[str, str]] = ()
-    ) -> Reply:
+    def json(cls, status: int, data: object, headers: Iterable[tuple[str, str]] = ()) -> Reply:
         """A JSON reply (``application/json``).
 
         Args:
@@ -290,7 +288,7 @@ class AuditLogger:
     def _event(self, decision: Decision) -> str | None:
         """The event name of a decision, or ``None`` when it is not logged."""
         if decision.action is not Action.ALLOW:
-            return decision.action.value
+            return str(decision.action.value)
         if decision.degraded:
             return "degraded"
         if decision.shadow and self._shadow:
@@ -338,16 +336,16 @@ class AuditLogger:
             extra["client_chain"] = list(client.chain)
             if client.signals and not decision.signals:
                 extra["client_signals"] = [s.as_dict() for s in client.signals]
-        line = decision.to_json(
-            address=address or None,
+        extra.update(
             event=event,
             status=status,
             integration=integration,
             kind=kind,
             method=method,
             path=path,
-            **extra,
         )
+        # to_json's ``at`` is typed float; the extra keys here never include it.
+        line = decision.to_json(address=address or None, **extra)  # type: ignore[arg-type]
         self._logger.log(self._level, line)
 
 
@@ -552,7 +550,8 @@ class GeofenceConfig:
             raise ValueError(f"decision_header {self.decision_header!r} is not a valid header name")
         if not _TOKEN.match(self.challenge_type):
             raise ValueError(f"challenge_type {self.challenge_type!r} must be an RFC 9110 token")
-        for name, url in (("blocked_by", self.blocked_by), ("challenge_redirect", self.challenge_redirect)):
+        urls = (("blocked_by", self.blocked_by), ("challenge_redirect", self.challenge_redirect))
+        for name, url in urls:
             if url is not None and (not url or not _VISIBLE.match(url) or ">" in url):
                 raise ValueError(f"{name} must be a URI without spaces, got {url!r}")
         for name in ("challenge", "subject", "router"):
@@ -586,7 +585,9 @@ class GeofenceConfig:
         if "route_policies" in options:
             policies = options["route_policies"]
             if not isinstance(policies, Mapping):
-                raise ValueError(f"route_policies must map path prefixes to engines, got {policies!r}")
+                raise ValueError(
+                    f"route_policies must map path prefixes to engines, got {policies!r}"
+                )
             kwargs["route_policies"] = tuple(
                 sorted(policies.items(), key=lambda item: len(item[0]), reverse=True)
             )
@@ -605,7 +606,7 @@ def _trusted(value: object) -> TrustedProxies:
         return value
     if isinstance(value, Mapping):
         return TrustedProxies.from_config(value)
-    if isinstance(value, str) or isinstance(value, Iterable):
+    if isinstance(value, (str, Iterable)):
         return TrustedProxies(cidrs=value)
     raise ValueError(f"trusted_proxies must be TrustedProxies, CIDRs or a mapping, got {value!r}")
 
@@ -800,7 +801,9 @@ class Gate:
             response_headers=extra if reply is None else (),
         )
 
-    def _decide(self, engine: Geofence, client: ClientAddress, info: RequestInfo | None) -> Decision:
+    def _decide(
+        self, engine: Geofence, client: ClientAddress, info: RequestInfo | None
+    ) -> Decision:
         """The engine's decision, or the fail-mode decision when none can be made."""
         address = client.address
         if address is None:
@@ -823,7 +826,9 @@ class Gate:
                     context = replace(context, signals=(*context.signals, *client.signals))
             return engine.decide(address, context)
         except Exception:
-            log.exception("geofence: no decision for %s; fail mode %s", address.text, config.fail_mode)
+            log.exception(
+                "geofence: no decision for %s; fail mode %s", address.text, config.fail_mode
+            )
             return self._fail(engine, DECISION_ERROR, client)
 
     def _fail(self, engine: Geofence, code: str, client: ClientAddress) -> Decision:
@@ -872,7 +877,11 @@ class Gate:
             return Reply.redirect(config.challenge_redirect)
         headers = [("WWW-Authenticate", f'Geofence challenge="{config.challenge_type}"'), no_store]
         if config.body_format == "json":
-            body = {"error": "challenge_required", "challenge": config.challenge_type, "reason": reason}
+            body = {
+                "error": "challenge_required",
+                "challenge": config.challenge_type,
+                "reason": reason,
+            }
             return Reply.json(401, body, headers)
         return Reply.plain(
             401, f"Verification required: {config.challenge_type} (reason: {reason})\n", headers

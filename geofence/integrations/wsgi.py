@@ -89,6 +89,7 @@ class GeofenceWSGIMiddleware:
         self._route_key = environ_key(self.config.route_header)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        """Handle one WSGI request."""
         verdict = self.gate.check(
             kind="http",
             method=environ.get("REQUEST_METHOD", "GET"),
