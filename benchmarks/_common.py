@@ -540,7 +540,11 @@ def check_ratio(
             f"{'ok' if ok else 'FAILED'}"
         )
         res.data["ratio_check"] = {
-            "ours": ours_label, "peer": name, "need": need, "got": round(got, 2), "ok": ok,
+            "ours": ours_label,
+            "peer": name,
+            "need": need,
+            "got": round(got, 2),
+            "ok": ok,
         }
         return 0 if ok else 1
     res.note("ratio check skipped: none of its peers could be measured")

