@@ -98,7 +98,8 @@ def test_decide_with_subject_and_explain(tmp_path: Path) -> None:
     )
     assert "deny" in out
     _, out, _ = run("decide", "8.8.8.8", "--policy", str(policy))
-    assert "challenge" in out and "unresolved:subject" in out
+    assert "challenge" in out
+    assert "unresolved:subject" in out
     status, out, _ = run("explain", "8.8.8.8", "--policy", str(policy))
     assert status == 0
     assert "on_unresolved applies" in out
@@ -122,10 +123,12 @@ def test_policy_check_good_and_bad(tmp_path: Path) -> None:
         '[policy]\nid = "b"\n[[rules]]\nid = "r"\naction = "deny"\njurisdictions = ["XX"]\n'
     )
     status, out, _ = run("policy", "check", str(good))
-    assert status == 0 and "ok" in out
+    assert status == 0
+    assert "ok" in out
     status, _, err = run("policy", "check", str(bad))
     assert status == 1
-    assert "rule 'r'" in err and "XX" in err
+    assert "rule 'r'" in err
+    assert "XX" in err
 
 
 def test_policy_check_lists_presets() -> None:
@@ -151,11 +154,12 @@ def test_data_build_from_csv_and_refuses_empty(tmp_path: Path) -> None:
     csv = tmp_path / "ranges.csv"
     csv.write_text("1.0.0.0,1.0.0.255,AU\n2001:200::,2001:200:ffff:ffff:ffff:ffff:ffff:ffff,JP\n")
     out_file = tmp_path / "snap.gfs"
-    status, out, err = run("data", "build", "--source", f"csv:{csv}", "-o", str(out_file))
+    status, _out, err = run("data", "build", "--source", f"csv:{csv}", "-o", str(out_file))
     assert status == 0, err
     snap = Snapshot.open(out_file)
     rec = snap.lookup("1.0.0.7").record
-    assert rec is not None and rec.country == "AU"
+    assert rec is not None
+    assert rec.country == "AU"
     empty = tmp_path / "empty.csv"
     empty.write_text("# nothing\n")
     status, _, err = run("data", "build", "--source", f"csv:{empty}", "-o", str(tmp_path / "e.gfs"))
@@ -170,7 +174,7 @@ def http_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     root.mkdir()
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
     handler = functools.partial(Quiet, directory=str(root))
@@ -206,9 +210,11 @@ def test_data_update_fetches_builds_and_keeps_old_file_on_failure(
     assert status == 0, err
     snap = Snapshot.open(out_file)
     rec = snap.lookup("185.220.101.2").record
-    assert rec is not None and rec.provider == "Tor"
+    assert rec is not None
+    assert rec.provider == "Tor"
     feed = snap.lookup("192.88.100.9").record
-    assert feed is not None and feed.subdivision == "DE-BE"
+    assert feed is not None
+    assert feed.subdivision == "DE-BE"
     assert any(s.url.startswith(base) for s in snap.sources)
     before = out_file.read_bytes()
     status, _, err = run(
