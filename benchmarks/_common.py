@@ -24,6 +24,7 @@ import platform
 import random
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -589,14 +590,39 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def _git_revision() -> str | None:
+    """HEAD of the checkout, with ``+dirty`` when ``geofence/`` has uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "geofence"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}+dirty" if dirty else head
+
+
 def environment(peers: Iterable[str] = ()) -> dict[str, object]:
-    """Facts about the run: date, machine, interpreter, package versions, load."""
+    """Facts about the run: date, machine, interpreter, package versions, load, revision."""
     try:
         load: list[float] | None = [round(x, 2) for x in os.getloadavg()]
     except OSError:
         load = None
     return {
         "date": dt.datetime.now(dt.UTC).date().isoformat(),
+        "revision": _git_revision(),
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
@@ -611,7 +637,7 @@ def print_environment(env: Mapping[str, object]) -> None:
     """Print the environment block at the top of a report."""
     print(
         f"# {env['date']}  Python {env['python']} ({env['implementation']})  "
-        f"nproc={env['nproc']}  load={env['loadavg']}"
+        f"nproc={env['nproc']}  load={env['loadavg']}  revision {env.get('revision')}"
     )
     print(f"# {env['cpu']}; {env['platform']}")
     versions = env.get("versions")

@@ -23,7 +23,7 @@ from typing import Any
 
 from geofence.addr import ParsedAddress, TunnelKind, parse_address
 from geofence.context import Context
-from geofence.decision import Decision
+from geofence.decision import Action, Decision
 from geofence.errors import GeofenceError
 from geofence.policy.compile import CompiledPolicy, compile_policy, make_decision
 from geofence.policy.evaluate import evaluate
@@ -182,13 +182,18 @@ class Geofence:
                 hit = cache.get(ip)
                 if hit is not None:
                     return hit
-            try:
-                v = _from_bytes(inet_pton(AF_INET, ip), "big")
-            except (OSError, ValueError):
-                d = self._decide_other(state, ip)
+            # IPv4 text never contains ":"; testing first avoids paying for a
+            # failed inet_pton (an exception) on every IPv6 request.
+            if ":" in ip:
+                d = self._decide_v6(state, ip)
             else:
-                p = v >> 16
-                d = table[ids[bisect_right(starts, v, index[p], index[p + 1] + 1) - 1]]  # type: ignore[assignment]
+                try:
+                    v = _from_bytes(inet_pton(AF_INET, ip), "big")
+                except (OSError, ValueError):
+                    d = self._decide_parsed(state, parse_address(ip))
+                else:
+                    p = v >> 16
+                    d = table[ids[bisect_right(starts, v, index[p], index[p + 1] + 1) - 1]]  # type: ignore[assignment]
             if cache is not None:
                 if len(cache) >= self._cache_size:
                     # Evict the oldest entry; another thread may race us to it.
@@ -200,21 +205,23 @@ class Geofence:
             return self._decide_other(state, ip)
         return self._decide_context(state, ip, context)
 
-    def _decide_other(self, state: _State, ip: Any) -> Decision:
-        """IPv6 strings, other input types, tunnels and zone ids (no context)."""
+    def _decide_v6(self, state: _State, ip: str) -> Decision:
+        """IPv6 text: one search, unless it is a tunnel prefix or needs full parsing."""
         c = state.compiled
+        try:
+            v = _from_bytes(inet_pton(AF_INET6, ip), "big")
+        except (OSError, ValueError):
+            return self._decide_parsed(state, parse_address(ip))  # zone ids, or invalid
+        vid = c.v6_ids[locate6(c.v6_hi, c.v6_lo, v)]
+        if vid in TUNNEL_BY_ID:
+            return self._decide_parsed(state, parse_address(ip))
+        return c.table[vid]  # type: ignore[return-value]
+
+    def _decide_other(self, state: _State, ip: Any) -> Decision:
+        """Other input types: bytes, ipaddress objects, ParsedAddress (no context)."""
         if type(ip) is str:
-            try:
-                v = _from_bytes(inet_pton(AF_INET6, ip), "big")
-            except (OSError, ValueError):
-                addr = parse_address(ip)
-            else:
-                vid = c.v6_ids[locate6(c.v6_hi, c.v6_lo, v)]
-                if vid not in TUNNEL_BY_ID:
-                    return c.table[vid]  # type: ignore[return-value]
-                addr = parse_address(ip)
-        else:
-            addr = ip if isinstance(ip, ParsedAddress) else parse_address(ip)
+            return self.decide(ip)
+        addr = ip if isinstance(ip, ParsedAddress) else parse_address(ip)
         return self._decide_parsed(state, addr)
 
     def _decide_parsed(self, state: _State, addr: ParsedAddress) -> Decision:
@@ -240,7 +247,9 @@ class Geofence:
         c = state.compiled
         addr = ip if isinstance(ip, ParsedAddress) else parse_address(ip)
         vid = c.locate(addr.version, addr.value)
-        return addr, vid, c.records[vid], self._decide_parsed(state, addr)
+        record = c.records[vid]
+        ip_only = _mark_jurisdiction(c, vid, record, self._decide_parsed(state, addr))
+        return addr, vid, record, ip_only
 
     def _finish(
         self,
@@ -402,8 +411,12 @@ class Geofence:
                     out.append("missing")
             return tuple(out)
 
+        # The baseline is taken here, not in the thread: a change made right after
+        # watch() returns must not become the thread's baseline and go unnoticed.
+        last = signature()
+
         def run() -> None:
-            last = signature()
+            nonlocal last
             while not self._stop.wait(interval):
                 now = signature()
                 if now == last:
@@ -481,3 +494,26 @@ def _base_special(c: CompiledPolicy, vid: int) -> Any:
     from geofence.kinds import SpecialRange
 
     return SpecialRange(d.special)
+
+
+def _mark_jurisdiction(c: CompiledPolicy, vid: int, record: Any, d: Decision) -> Decision:
+    """Name the jurisdiction on an IP-only denial by a jurisdiction rule (for signal providers).
+
+    The copy handed to a signal provider gets the reason ``"jurisdiction:<code>"`` when a rule
+    with location conditions denied the address, so that account history remembers denials
+    for a place, not denials for a network kind, ASN or CIDR (a subject denied on a cloud VM
+    who then comes from home is not evading a jurisdiction). Returned decisions are unchanged.
+    """
+    if d.action is not Action.DENY or d.outcome != "rule" or record is None:
+        return d
+    for cand in c.plans[vid]:
+        rule = cand.rule
+        if rule.id != d.rule_id:
+            continue
+        code = None
+        if rule.jurisdictions is not None:
+            code = record.country if record.country in rule.jurisdictions else record.subdivision
+        elif rule.not_jurisdictions is not None:
+            code = record.country
+        return replace(d, reasons=(*d.reasons, f"jurisdiction:{code}")) if code else d
+    return d

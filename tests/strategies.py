@@ -53,6 +53,7 @@ SUBDIVISIONS: Final[dict[str, tuple[str, ...]]] = {
     "CU": ("CU-03",),
 }
 
+_ALL_SUBDIVISIONS: Final = tuple(code for codes in SUBDIVISIONS.values() for code in codes)
 _CITIES: Final = ("Kyiv", "Simferopol", "Moscow", "Berlin", "Havana")
 _ASNS: Final = (13335, 15169, 16509, 64512, 4_200_000_000)
 _ORGS: Final = ("Cloudflare", "Google", "Amazon", "Example Net")
@@ -135,10 +136,15 @@ def networks(
 
 @st.composite
 def network_records(draw: st.DrawFn) -> NetworkRecord:
-    """Records with valid ISO codes, a subdivision only within its country, any kinds."""
+    """Records with valid ISO codes, a subdivision only within its country, any kinds.
+
+    A record may state a subdivision without a country; the code still implies it.
+    """
     country = draw(st.none() | st.sampled_from(COUNTRIES))
     subdivision = None
-    if country in SUBDIVISIONS:
+    if country is None:  # a subdivision alone still names its country ("UA-43")
+        subdivision = draw(st.none() | st.sampled_from(_ALL_SUBDIVISIONS))
+    elif country in SUBDIVISIONS:
         subdivision = draw(st.none() | st.sampled_from(SUBDIVISIONS[country]))
     coordinate = st.none() | st.floats(-90, 90, allow_nan=False, allow_subnormal=False)
     kinds = NetworkKind.UNKNOWN
@@ -179,8 +185,21 @@ def range_entries(draw: st.DrawFn, version: int) -> RangeEntry:
     top = top_of(version)
     anchor = draw(st.sampled_from(_anchors(version)))
     if draw(st.booleans()):  # a CIDR block of a typical size around the anchor
-        lengths = (0, 8, 16, 20, 24, 28, 30, 32) if version == 4 else (
-            0, 16, 32, 48, 64, 96, 112, 120, 126, 128,
+        lengths = (
+            (0, 8, 16, 20, 24, 28, 30, 32)
+            if version == 4
+            else (
+                0,
+                16,
+                32,
+                48,
+                64,
+                96,
+                112,
+                120,
+                126,
+                128,
+            )
         )
         length = draw(st.sampled_from(lengths))
         bits = 32 if version == 4 else 128
@@ -202,9 +221,7 @@ def source_sets(
     min_sources: int = 1, max_sources: int = 4, max_entries: int = 8
 ) -> st.SearchStrategy[list[list[RangeEntry]]]:
     """Several sources' entries (in priority order) that overlap within and between sources."""
-    return st.lists(
-        entries_of_source(max_entries), min_size=min_sources, max_size=max_sources
-    )
+    return st.lists(entries_of_source(max_entries), min_size=min_sources, max_size=max_sources)
 
 
 def make_source(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from itertools import pairwise
 from typing import Any, cast
 
 import pytest
@@ -330,7 +331,9 @@ def test_unwrap_false_keeps_ipv6() -> None:
     assert parsed.value == int(ipaddress.IPv6Address("::ffff:8.8.4.4"))
 
 
-@pytest.mark.parametrize("text", ["2001:db8::1", "2003::1", "64:ff9b:1::1", "::1.2.3.4", "2001:1::1"])
+@pytest.mark.parametrize(
+    "text", ["2001:db8::1", "2003::1", "64:ff9b:1::1", "::1.2.3.4", "2001:1::1"]
+)
 def test_near_tunnel_prefixes_are_not_unwrapped(text: str) -> None:
     """Addresses next to (but outside) the tunnel prefixes stay IPv6."""
     parsed = parse_address(text)
@@ -383,7 +386,7 @@ def test_special_ranges_are_sorted_and_disjoint() -> None:
     for version, top in ((4, V4_MAX), (6, V6_MAX)):
         spans = [(f, la) for v, f, la, _ in SPECIAL_RANGES if v == version]
         assert spans == sorted(spans)
-        for (_, last), (first, _) in zip(spans, spans[1:], strict=False):
+        for (_, last), (first, _) in pairwise(spans):
             assert last < first
         assert all(0 <= f <= la <= top for f, la in spans)
 
@@ -394,7 +397,7 @@ def test_tunnel_ranges_do_not_overlap_special_ranges() -> None:
         [(f, la) for v, f, la, _ in SPECIAL_RANGES if v == 6]
         + [(f, la) for _, f, la in TUNNEL_RANGES]
     )
-    for (_, last), (first, _) in zip(spans, spans[1:], strict=False):
+    for (_, last), (first, _) in pairwise(spans):
         assert last < first
 
 
@@ -403,7 +406,9 @@ def test_tunnel_ranges_do_not_overlap_special_ranges() -> None:
 
 @settings(max_examples=300)
 @given(ip_objects())
-def test_text_of_ipaddress_parses_to_its_integer(obj: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
+def test_text_of_ipaddress_parses_to_its_integer(
+    obj: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> None:
     """parse(str(obj)) gives int(obj) (as the outer address when a tunnel was unwrapped)."""
     raw = parse_address(str(obj), unwrap=False)
     assert (raw.version, raw.value) == (obj.version, int(obj))
@@ -464,9 +469,7 @@ _ADDRESSY = st.text(alphabet="0123456789abcdefABCDEF.:%/[] x\t\u0660\uff11", max
 # Any code point, and a mix rich in lone surrogates, controls, odd spaces and digits.
 _ANY_TEXT = st.text(alphabet=st.characters(exclude_categories=()), max_size=60)
 _ODD_TEXT = st.text(
-    alphabet=st.one_of(
-        st.characters(categories=["Cs", "Cc", "Zs", "Nd"]), st.sampled_from(".:%")
-    ),
+    alphabet=st.one_of(st.characters(categories=["Cs", "Cc", "Zs", "Nd"]), st.sampled_from(".:%")),
     max_size=30,
 )
 

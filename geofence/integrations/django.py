@@ -66,6 +66,14 @@ _lock = threading.Lock()
 _gate: Gate | None = None
 
 
+def _import(ref: str, what: str) -> Any:
+    """Import a dotted path named in the settings."""
+    try:
+        return import_string(ref)
+    except ImportError as exc:
+        raise ImproperlyConfigured(f"settings.GEOFENCE[{what!r}]: cannot import {ref!r}") from exc
+
+
 def _build() -> Gate:
     """Build the gate from ``settings.GEOFENCE``."""
     from geofence.engine import Geofence
@@ -79,7 +87,7 @@ def _build() -> Gate:
     options: dict[str, Any] = {k: v for k, v in raw.items() if k not in _ENGINE_KEYS}
     for name in _HOOKS:
         if isinstance(options.get(name), str):
-            options[name] = import_string(options[name])
+            options[name] = _import(options[name], name)
     audit = options.get("audit")
     if audit is False:
         options["audit"] = None
@@ -91,7 +99,7 @@ def _build() -> Gate:
         clash = sorted((set(raw) & _ENGINE_KEYS) - {"engine", "watch"})
         if clash:
             raise ImproperlyConfigured(f"settings.GEOFENCE: 'engine' excludes {clash}")
-        engine = import_string(engine_ref)() if isinstance(engine_ref, str) else engine_ref
+        engine = _import(engine_ref, "engine")() if isinstance(engine_ref, str) else engine_ref
         if not isinstance(engine, Geofence):
             raise ImproperlyConfigured(
                 f"settings.GEOFENCE['engine'] gave {engine!r}, not a Geofence"

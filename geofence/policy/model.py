@@ -363,6 +363,10 @@ class Policy:
     signal_weights: tuple[tuple[str, float], ...] = ()
     """Overrides of signal weights (code, weight) for the risk score."""
 
+    _digest: str = field(default="", init=False, repr=False, compare=False)
+    # Cache of :attr:`digest`: every decision with a context quotes it, and computing it
+    # serialises and hashes the whole policy.
+
     def canonical(self) -> dict[str, object]:
         """Canonical JSON-ready form; its hash is :attr:`digest`."""
 
@@ -385,8 +389,10 @@ class Policy:
     @property
     def digest(self) -> str:
         """SHA-256 (first 16 hex digits) of the canonical form: the policy's identity."""
-        blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        if not self._digest:  # computed once; a race only computes the same value twice
+            blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+            object.__setattr__(self, "_digest", hashlib.sha256(blob.encode()).hexdigest()[:16])
+        return self._digest
 
     @property
     def needs_context(self) -> bool:

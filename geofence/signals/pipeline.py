@@ -185,7 +185,13 @@ class SignalPipeline:
         subject = context.subject
         if subject is None or not subject.id:
             return None
-        denied = ip.action is Action.DENY and ip.outcome == "rule"
+        # Only denials by a jurisdiction rule count; the engine names the jurisdiction with a
+        # "jurisdiction:<code>" reason on the IP-only decision it hands us.
+        jurisdiction = next(
+            (r.removeprefix("jurisdiction:") for r in ip.reasons if r.startswith("jurisdiction:")),
+            None,
+        )
+        denied = ip.action is Action.DENY and ip.outcome == "rule" and jurisdiction is not None
         lat = record.latitude if record is not None else None
         lon = record.longitude if record is not None else None
         return Observation(
@@ -198,7 +204,7 @@ class SignalPipeline:
             longitude=lon if lat is not None else None,
             kinds=int(record.kinds) if record is not None else 0,
             denied=denied,
-            jurisdiction_denied=(ip.subdivision or ip.country) if denied else None,
+            jurisdiction_denied=jurisdiction if denied else None,
         )
 
     def _history(self, obs: Observation, view: HistoryView) -> tuple[list[Signal], bool]:

@@ -12,8 +12,9 @@ Precedence, explicit and documented (``docs/format.md``):
    order that states a value wins.
 3. **Location fields stay consistent.** ``subdivision``, ``city``, ``latitude``,
    ``longitude`` and ``accuracy_km`` are only taken from a source whose country
-   is unset or equal to the merged country, so a record never says
-   ``country=RU, subdivision=UA-43`` by mixing two sources.
+   is unset or equal to the merged country (a source's subdivision code counts
+   as stating its country), so a record never says ``country=RU,
+   subdivision=UA-43`` by mixing two sources.
 4. **Network kinds are unioned** over every source covering the address.
 5. **Provenance**: each record names every source that covered it, in priority order.
 
@@ -146,8 +147,11 @@ def _merge_record(
             value = getattr(rec, name)
             if value is None:
                 continue
-            if name in _LOCATION_DEPENDENT and rec.country not in (None, values.get("country")):
-                continue
+            if name in _LOCATION_DEPENDENT:
+                # A subdivision code names its country ("UA-43"): count it as stated.
+                own = rec.country or (rec.subdivision[:2] if rec.subdivision else None)
+                if own is not None and values.get("country") not in (None, own):
+                    continue
             values[name] = value
             break
     kinds = NetworkKind.UNKNOWN

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -16,8 +15,11 @@ from geofence.snapshot.build import build_snapshot
 from geofence.snapshot.reader import Snapshot
 from geofence.sources.base import RangeEntry, Source, SourceInfo
 
-# Starlette's TestClient asks for "httpx2" on newer releases; the tests use httpx.
-warnings.filterwarnings("ignore", message=".*httpx2.*")
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Starlette's TestClient asks for "httpx2" on newer releases; these tests use httpx."""
+    config.addinivalue_line("filterwarnings", "ignore:.*httpx2.*")
+
 
 #: One address per action of POLICY (and its country in the test snapshot).
 ADDR = {
@@ -99,10 +101,15 @@ _ENTRIES = (
 )
 
 
+def snapshot_bytes() -> bytes:
+    """The tiny test snapshot as file bytes."""
+    source = Source(info=SourceInfo(name="test", format="test"), read=lambda: _ENTRIES)
+    return build_snapshot([source], force=True)
+
+
 def make_snapshot() -> Snapshot:
     """The tiny test snapshot (built in memory)."""
-    source = Source(info=SourceInfo(name="test", format="test"), read=lambda: _ENTRIES)
-    return Snapshot.from_bytes(build_snapshot([source], force=True))
+    return Snapshot.from_bytes(snapshot_bytes())
 
 
 @pytest.fixture(scope="session")
@@ -127,6 +134,6 @@ def strict_engine(snapshot: Snapshot) -> Iterator[Geofence]:
 
 @pytest.fixture
 def audit_caplog(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    """caplog capturing the geofence.audit logger at INFO."""
+    """Caplog capturing the geofence.audit logger at INFO."""
     caplog.set_level(logging.INFO, logger="geofence.audit")
     return caplog

@@ -106,7 +106,9 @@ def mapped(ipv4: str) -> str:
 
 def sixtofour(ipv4: str) -> str:
     """A 6to4 address (RFC 3056) of the site with this IPv4 address."""
-    return str(ipaddress.IPv6Address((0x2002 << 112) | (int(ipaddress.IPv4Address(ipv4)) << 80) | 1))
+    return str(
+        ipaddress.IPv6Address((0x2002 << 112) | (int(ipaddress.IPv4Address(ipv4)) << 80) | 1)
+    )
 
 
 def teredo(ipv4: str) -> str:

@@ -70,7 +70,7 @@ ACTIONS = policy(
 
 def _all_addresses() -> list[str]:
     """Every interesting address of the world: named, tunnelled, unknown, reserved."""
-    out = list(ADDR.values()) + [UNKNOWN, UNKNOWN6, *RESERVED]
+    out = [*ADDR.values(), UNKNOWN, UNKNOWN6, *RESERVED]
     out += [make(ADDR[name]) for name in ("ir", "us", "ua_nosub") for make in TUNNELS.values()]
     return out
 
@@ -105,10 +105,12 @@ def test_every_action(
 
 
 def test_decision_properties(make_gf: MakeGf) -> None:
-    """allowed covers allow and review; blocked only deny."""
+    """Review and allow count as allowed; only deny counts as blocked."""
     gf = make_gf(ACTIONS)
-    assert gf.decide(ADDR["gb"]).allowed and not gf.decide(ADDR["gb"]).blocked
-    assert gf.decide(ADDR["ir"]).blocked and not gf.decide(ADDR["ir"]).allowed
+    assert gf.decide(ADDR["gb"]).allowed
+    assert not gf.decide(ADDR["gb"]).blocked
+    assert gf.decide(ADDR["ir"]).blocked
+    assert not gf.decide(ADDR["ir"]).allowed
     assert not gf.decide(ADDR["cu"]).allowed
     assert not gf.decide(ADDR["ru"]).allowed
 
@@ -307,8 +309,12 @@ def test_unknown_and_reserved_fallbacks(make_gf: MakeGf) -> None:
     gf = make_gf(p)
     for address in (UNKNOWN, UNKNOWN6):
         d = gf.decide(address)
-        assert (d.action, d.outcome, d.reasons) == (Action.CHALLENGE, "unknown", ("unknown_address",))
-        assert d.country is None and d.rule_id is None
+        assert (d.action, d.outcome, d.reasons) == (
+            Action.CHALLENGE,
+            "unknown",
+            ("unknown_address",),
+        )
+        assert (d.country, d.rule_id) == (None, None)
     for address, category in RESERVED.items():
         d = gf.decide(address)
         assert (d.action, d.route, d.outcome) == (Action.ROUTE, "internal", "reserved")
@@ -524,7 +530,7 @@ def test_tunnels_decide_like_their_ipv4(make_gf: MakeGf, tunnel: str, name: str)
         inner.rule_id,
         inner.outcome,
     )
-    assert outer.tunnel == tunnel and inner.tunnel is None
+    assert (outer.tunnel, inner.tunnel) == (tunnel, None)
     assert outer.reasons == (*inner.reasons, f"tunnel:{tunnel}")
     assert outer.country == inner.country
 
@@ -614,15 +620,31 @@ SUBJECTS = policy(
     [
         (Subject(nationalities=frozenset({"IR"})), Action.DENY, "deny-ir-nationals", None),
         (Subject(nationalities=frozenset({"US", "IR"})), Action.DENY, "deny-ir-nationals", None),
-        (Subject(nationalities=frozenset({"US"}), verified=False), Action.REVIEW,
-         "review-unverified", None),
-        (Subject(nationalities=frozenset({"US"}), verified=True, account_country="CU"),
-         Action.ROUTE, "route-cu-accounts", None),
-        (Subject(nationalities=frozenset({"US"}), verified=True, account_country="US"),
-         Action.ALLOW, None, None),
+        (
+            Subject(nationalities=frozenset({"US"}), verified=False),
+            Action.REVIEW,
+            "review-unverified",
+            None,
+        ),
+        (
+            Subject(nationalities=frozenset({"US"}), verified=True, account_country="CU"),
+            Action.ROUTE,
+            "route-cu-accounts",
+            None,
+        ),
+        (
+            Subject(nationalities=frozenset({"US"}), verified=True, account_country="US"),
+            Action.ALLOW,
+            None,
+            None,
+        ),
         (Subject(id="x"), Action.CHALLENGE, "deny-ir-nationals", "unresolved:subject.nationality"),
-        (Subject(nationalities=frozenset({"US"})), Action.CHALLENGE, "review-unverified",
-         "unresolved:subject.verified"),
+        (
+            Subject(nationalities=frozenset({"US"})),
+            Action.CHALLENGE,
+            "review-unverified",
+            "unresolved:subject.verified",
+        ),
         (None, Action.CHALLENGE, "deny-ir-nationals", "unresolved:subject"),
     ],
 )
@@ -637,7 +659,7 @@ def test_subject_rules(
     d = make_gf(SUBJECTS).decide(ADDR["us"], Context(subject=subject))
     assert (d.action, d.rule_id) == (action, rule_id)
     if reason is not None:
-        assert d.reasons[0] == reason and d.outcome == "unresolved"
+        assert (d.reasons[0], d.outcome) == (reason, "unresolved")
     assert d.address == ADDR["us"]
 
 
@@ -652,7 +674,7 @@ def test_subject_rules_without_context(make_gf: MakeGf) -> None:
 
 
 def test_subject_ids_and_orgs(make_gf: MakeGf) -> None:
-    """ids and org_ids match exactly; a subject without them does not match."""
+    """Subject ids and org_ids match exactly; a subject without them does not match."""
     p = policy(
         """
         [policy]
@@ -755,9 +777,8 @@ def test_explain_names_rule_and_provenance(make_gf: MakeGf, world: Snapshot) -> 
     """explain() names the action, the rule id, the address, the data and the policy."""
     gf = make_gf(ACTIONS)
     text = gf.explain(ADDR["ir"])
-    assert "deny" in text and "'deny-ir'" in text and ADDR["ir"] in text
-    assert world.snapshot_id in text and ACTIONS.digest in text
-    assert "test-geo" in text
+    for part in ("deny", "'deny-ir'", ADDR["ir"], world.snapshot_id, ACTIONS.digest, "test-geo"):
+        assert part in text
     tunnelled = gf.explain(mapped(ADDR["ir"]))
     assert "tunnelled (ipv4_mapped)" in tunnelled
     assert "on_unresolved" in make_gf(UNRESOLVED).explain(ADDR["ua_nosub"])
@@ -800,19 +821,24 @@ def test_reload_swaps_snapshot(make_gf: MakeGf, world: Snapshot) -> None:
     gf.reload(snapshot=other)
     d = gf.decide(ADDR["ir"])
     assert (d.country, d.rule_id, d.snapshot_id) == ("GB", "review-gb", other.snapshot_id)
-    assert gf.policy is ACTIONS and gf.snapshot is other
+    assert gf.policy is ACTIONS
+    assert gf.snapshot is other
 
 
 def test_failed_reload_keeps_old_state(make_gf: MakeGf, tmp_path: Path) -> None:
     """A reload with an invalid policy file raises and the old state keeps serving."""
     good = tmp_path / "policy.toml"
-    good.write_text('[policy]\nid = "p"\n[[rules]]\nid = "deny-ir"\naction = "deny"\n'
-                    'jurisdictions = ["IR"]\n', encoding="utf-8")
+    good.write_text(
+        '[policy]\nid = "p"\n[[rules]]\nid = "deny-ir"\naction = "deny"\njurisdictions = ["IR"]\n',
+        encoding="utf-8",
+    )
     gf = make_gf(str(good), cache_size=10)
     before = gf.decide(ADDR["ir"])
     digest = gf.policy.digest
-    good.write_text('[policy]\nid = "p"\n[[rules]]\nid = "deny-xx"\naction = "deny"\n'
-                    'jurisdictions = ["XX"]\n', encoding="utf-8")
+    good.write_text(
+        '[policy]\nid = "p"\n[[rules]]\nid = "deny-xx"\naction = "deny"\njurisdictions = ["XX"]\n',
+        encoding="utf-8",
+    )
     with pytest.raises(PolicyError, match="deny-xx"):
         gf.reload()
     with pytest.raises(PolicyError):

@@ -323,7 +323,8 @@ def test_random_byte_flips_are_refused(data: st.DataObject) -> None:
     )
     corrupt = bytearray(original)
     for pos in positions:
-        corrupt[pos] = data.draw(st.integers(0, 255).filter(lambda b, old=original[pos]: b != old))
+        # A non-zero XOR mask always changes the byte, to any of the 255 other values.
+        corrupt[pos] = original[pos] ^ data.draw(st.integers(1, 255))
     with pytest.raises(SnapshotError):
         Snapshot.from_bytes(bytes(corrupt))
 
@@ -439,7 +440,9 @@ CRAFTED: dict[str, Callable[[], bytes]] = {
     "header reserved": lambda: _header_patch(5, 7),
     "table tag": lambda: _table_patch(0, 0, b"ATEM"),
     "table reserved": lambda: _table_patch(1, 1, 1),
-    "table offset": lambda: _table_patch(1, 2, SECTION.unpack_from(_sample(), HEADER.size + SECTION.size)[2] + 8),
+    "table offset": lambda: _table_patch(
+        1, 2, SECTION.unpack_from(_sample(), HEADER.size + SECTION.size)[2] + 8
+    ),
     "table length": lambda: _table_patch(len(SECTION_TAGS) - 1, 3, 1 << 40),
     "meta not json": lambda: _with(META=b"{"),
     "meta not utf-8": lambda: _with(META=b"\xff\xfe"),
@@ -448,7 +451,9 @@ CRAFTED: dict[str, Callable[[], bytes]] = {
     "meta sources not a list": lambda: _with(META=b'{"sources": "x"}'),
     "meta source without name": lambda: _with(META=b'{"sources": [{"format": "x"}]}'),
     "meta source not an object": lambda: _with(META=b'{"sources": [1]}'),
-    "meta bad data date": lambda: _with(META=b'{"sources": [{"name": "a", "data_date": "2025-13-45"}]}'),
+    "meta bad data date": lambda: _with(
+        META=b'{"sources": [{"name": "a", "data_date": "2025-13-45"}]}'
+    ),
     "recs not a list": lambda: _with(RECS=b"{}"),
     "recs not json": lambda: _with(RECS=b"[[1,"),
     "record not a list": lambda: _with(RECS=b'["US"]'),
@@ -465,8 +470,12 @@ CRAFTED: dict[str, Callable[[], bytes]] = {
     "source index negative": lambda: _with(RECS=_recs_with(11, [-1])),
     "source index a bool": lambda: _with(RECS=_recs_with(11, [True])),
     "sources not a list": lambda: _with(RECS=_recs_with(11, 0)),
-    "record id too large": lambda: _with(V4ID=_i32(*[10_000] * (len(_sections(_sample())[b"V4ID"]) // 4))),
-    "record id too small": lambda: _with(V6ID=_i32(*[-1000] * (len(_sections(_sample())[b"V6ID"]) // 4))),
+    "record id too large": lambda: _with(
+        V4ID=_i32(*[10_000] * (len(_sections(_sample())[b"V4ID"]) // 4))
+    ),
+    "record id too small": lambda: _with(
+        V6ID=_i32(*[-1000] * (len(_sections(_sample())[b"V6ID"]) // 4))
+    ),
     "partial item": lambda: _with(V4ST=_sections(_sample())[b"V4ST"] + b"\x00"),
     "lengths differ": lambda: _with(V4ST=_sections(_sample())[b"V4ST"][:-4]),
     "empty ranges": lambda: _with(V4ST=b"", V4ID=b""),
@@ -493,6 +502,19 @@ def test_verify_detects_unordered_starts() -> None:
     patched = b"".join(s.to_bytes(4, "little") for s in swapped) + sections[b"V4ST"][16:]
     with pytest.raises(SnapshotError):
         Snapshot.from_bytes(_with(V4ST=patched)).verify()
+
+
+def test_other_special_table_is_reapplied(caplog: pytest.LogCaptureFixture) -> None:
+    """A file carved with another special-range table is re-carved on open, with a warning."""
+    sections = _sections(_sample())
+    meta = json.loads(sections[b"META"])
+    meta["special_table"] = "0000000000000000"
+    snap = Snapshot.from_bytes(_with(META=json.dumps(meta).encode()))
+    assert "special-range table" in caplog.text
+    expected = _shared()
+    assert list(snap.ranges(4)) == list(expected.ranges(4))
+    assert list(snap.ranges(6)) == list(expected.ranges(6))
+    snap.verify()
 
 
 # -- data age ----------------------------------------------------------------------------------

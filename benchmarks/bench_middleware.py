@@ -1,0 +1,391 @@
+"""Middleware benchmark: a FastAPI app under uvicorn, with and without GeofenceMiddleware.
+
+Usage (from a checkout)::
+
+    python benchmarks/bench_middleware.py                # 5 s per server, 8 connections
+    python benchmarks/bench_middleware.py --smoke        # 1 s per server (CI)
+    python benchmarks/bench_middleware.py --seconds 10 --connections 16
+
+For each mode (``plain``: no middleware; ``geofence``: the ASGI middleware on
+the bundled snapshot with a small policy), a uvicorn server runs in a
+subprocess on a free 127.0.0.1 port (one worker, ``--no-proxy-headers``,
+no access log). A loopback load generator (raw asyncio HTTP/1.1 keep-alive, one
+request in flight per connection) sends ``GET /v1/models`` with a seeded
+client address in ``X-Forwarded-For``; the server trusts 127.0.0.1, so the
+middleware decides on that address and decisions vary (allow, deny -> 451,
+route, review). Both modes get the same address sequence. The script prints
+requests/s, p50 and p99 latency per mode, and the ratios; it exits non-zero if
+any request fails (a connection error, a malformed response, or a status the
+mode cannot produce: anything but 200 in ``plain``, anything but 200/451 in
+``geofence``).
+
+Client and server share the machine: absolute figures depend on it; the
+ratios are what to compare. Latency includes queueing behind the other
+connections, so p50 ~ connections / throughput.
+
+No ``from __future__ import annotations``: FastAPI resolves the endpoint's
+annotations at runtime, and its imports are local to ``build_app``.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from _common import DEFAULT_SEED, environment, make_sample, print_environment
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: The benchmark's policy: a few embargoes, a routed region, anonymisers flagged.
+#: Not a compliance policy (see data/policies/ for those).
+POLICY = """
+[policy]
+id = "bench-middleware"
+version = "2026-01-01"
+default = "allow"
+on_unresolved = "review"
+on_unknown = "review"
+on_reserved = "allow"
+
+[[rules]]
+id = "embargo"
+action = "deny"
+jurisdictions = ["CU", "IR", "KP", "RU", "BY"]
+
+[[rules]]
+id = "eu-tier"
+action = "route:eu-tier"
+jurisdictions = ["@EU"]
+
+[[rules]]
+id = "anonymisers"
+action = "review"
+kinds = ["vpn", "tor", "public_proxy"]
+"""
+
+SAMPLE_SIZE = 20_000
+
+
+# --------------------------------------------------------------------------- server side
+
+
+def build_app(mode: str, *, audit: bool = True) -> object:
+    """The FastAPI application served in one mode."""
+    from fastapi import FastAPI, Request
+
+    app = FastAPI()
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> dict[str, str]:
+        route = getattr(request.state, "geofence_route", None)
+        return {"model": "demo", "tier": route or "default"}
+
+    if mode == "geofence":
+        from geofence.engine import Geofence
+        from geofence.integrations.asgi import GeofenceMiddleware
+        from geofence.integrations.common import AuditLogger
+        from geofence.policy import parse_policy
+
+        app.add_middleware(
+            GeofenceMiddleware,
+            geofence=Geofence(policy=parse_policy(POLICY)),
+            trusted_proxies=["127.0.0.1"],
+            audit=AuditLogger(_audit_logger("geofence.audit.bench")) if audit else None,
+        )
+    return app
+
+
+def _audit_logger(name: str) -> logging.Logger:
+    """A logger that formats and writes audit lines as production would, to os.devnull."""
+    logger = logging.getLogger(name)
+    if not logger.handlers:
+        sink = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+        logger.addHandler(logging.StreamHandler(sink))
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return logger
+
+
+def serve(mode: str, port: int, *, audit: bool) -> None:
+    """Run uvicorn in this process (the subprocess side)."""
+    import uvicorn
+
+    uvicorn.run(
+        build_app(mode, audit=audit),  # type: ignore[arg-type]  # a FastAPI app is an ASGI app
+        host="127.0.0.1",
+        port=port,
+        proxy_headers=False,  # geofence reads X-Forwarded-For itself, from 127.0.0.1 only
+        access_log=False,
+        log_level="warning",
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def start_server(mode: str, *, audit: bool) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    command = [sys.executable, __file__, "--serve", mode, "--port", str(port)]
+    if not audit:
+        command.append("--no-audit")
+    process = subprocess.Popen(command, env=env)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return process, port
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise SystemExit(f"the {mode} server did not start on port {port}") from None
+            time.sleep(0.05)
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+# --------------------------------------------------------------------------- load generator
+
+
+@dataclass
+class Run:
+    """What one load run measured."""
+
+    mode: str
+    seconds: float = 0.0
+    latencies_ns: list[int] = field(default_factory=list)
+    statuses: Counter[int] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def requests(self) -> int:
+        """Requests measured."""
+        return len(self.latencies_ns)
+
+    def percentile_us(self, q: float) -> float:
+        """The ``q`` quantile of the latencies, in microseconds."""
+        ordered = sorted(self.latencies_ns)
+        if not ordered:
+            return float("nan")
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000
+
+
+def _request(address: str) -> bytes:
+    return (
+        "GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"X-Forwarded-For: {address}\r\nUser-Agent: geofence-bench\r\n\r\n"
+    ).encode("ascii")
+
+
+async def _connection(
+    port: int,
+    requests: Sequence[bytes],
+    start: int,
+    step: int,
+    deadline: float,
+    warmup_until: float,
+    run: Run,
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    i = start
+    n = len(requests)
+    try:
+        while True:
+            now = time.perf_counter()
+            if now >= deadline:
+                return
+            t0 = time.perf_counter_ns()
+            writer.write(requests[i % n])
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+                elif name.strip().lower() == b"transfer-encoding":
+                    raise ValueError("chunked responses are not expected here")
+            if length:
+                await reader.readexactly(length)
+            elapsed = time.perf_counter_ns() - t0
+            if now >= warmup_until:
+                run.latencies_ns.append(elapsed)
+                run.statuses[status] += 1
+            i += step
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def load(
+    mode: str, port: int, requests: Sequence[bytes], seconds: float, warmup: float, conns: int
+) -> Run:
+    run = Run(mode=mode)
+    begin = time.perf_counter()
+    warmup_until = begin + warmup
+    deadline = warmup_until + seconds
+    tasks = [
+        _connection(port, requests, k, conns, deadline, warmup_until, run) for k in range(conns)
+    ]
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    run.seconds = time.perf_counter() - max(warmup_until, begin)
+    run.errors.extend(f"{type(r).__name__}: {r}" for r in results if isinstance(r, BaseException))
+    allowed = {200} if mode == "plain" else {200, 451}
+    for status, count in run.statuses.items():
+        if status not in allowed:
+            run.errors.append(f"{count} responses with unexpected status {status}")
+    return run
+
+
+# --------------------------------------------------------------------------- report
+
+
+def decision_mix(addresses: Sequence[str], *, audit: bool) -> tuple[Counter[str], float, float]:
+    """Actions the policy gives the sample, and the in-process cost of one middleware check.
+
+    Returns:
+        The action counts, and CPU ns per ``Gate.check`` with every client new
+        (client-resolution cache misses, as in the HTTP run) and with every
+        client seen before (cache hits).
+    """
+    from geofence.engine import Geofence
+    from geofence.integrations.common import AuditLogger, Gate, GeofenceConfig
+    from geofence.policy import parse_policy
+
+    engine = Geofence(policy=parse_policy(POLICY))
+    mix = Counter(engine.decide(a).action.value for a in addresses)
+    headers = [
+        [(b"host", b"127.0.0.1"), (b"x-forwarded-for", a.encode()), (b"user-agent", b"bench")]
+        for a in addresses
+    ]
+
+    def timed(warm: bool) -> float:
+        best = float("inf")
+        for _ in range(3):
+            logger = _audit_logger("geofence.audit.bench-inproc")
+            config = GeofenceConfig.from_options(
+                trusted_proxies=["127.0.0.1"], audit=AuditLogger(logger) if audit else None
+            )
+            gate = Gate(engine, config, integration="bench")
+            batch = headers[:4000] if warm else headers
+            if warm:
+                for h in batch:
+                    gate.check(
+                        kind="http",
+                        method="GET",
+                        path="/",
+                        peer="127.0.0.1",
+                        headers=h,
+                        native=None,
+                    )
+            t0 = time.process_time_ns()
+            for h in batch:
+                gate.check(
+                    kind="http", method="GET", path="/", peer="127.0.0.1", headers=h, native=None
+                )
+            best = min(best, (time.process_time_ns() - t0) / len(batch))
+        return best
+
+    cold, warm = timed(False), timed(True)
+    engine.close()
+    return mix, cold, warm
+
+
+def report(run: Run) -> None:
+    rate = run.requests / run.seconds if run.seconds else 0.0
+    statuses = ", ".join(f"{k}: {v}" for k, v in sorted(run.statuses.items()))
+    print(
+        f"{run.mode:<9} {run.requests:>8,} requests  {rate:>9,.0f} req/s  "
+        f"p50 {run.percentile_us(0.50):>8,.0f} µs  p99 {run.percentile_us(0.99):>8,.0f} µs  "
+        f"({statuses}; errors: {len(run.errors)})"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per mode")
+    parser.add_argument("--smoke", action="store_true", help="1 s per mode (CI)")
+    parser.add_argument("--connections", type=int, default=8, help="concurrent connections")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="address sample seed")
+    parser.add_argument(
+        "--no-audit", action="store_true", help="no audit lines (default: written to devnull)"
+    )
+    parser.add_argument("--serve", choices=("plain", "geofence"), help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve(args.serve, args.port, audit=not args.no_audit)
+        return 0
+    seconds = 1.0 if args.smoke else args.seconds
+    warmup = 0.3 if args.smoke else 1.0
+    if seconds <= 0 or args.connections < 1:
+        parser.error("--seconds must be > 0 and --connections >= 1")
+
+    from geofence.snapshot.reader import Snapshot
+
+    print_environment(environment(("fastapi", "starlette", "uvicorn")))
+    sample = make_sample(Snapshot.default(), SAMPLE_SIZE, seed=args.seed)
+    print(f"# sample: {sample.describe()}")
+    audit = not args.no_audit
+    mix, cold_ns, warm_ns = decision_mix(sample.addresses, audit=audit)
+    shares = ", ".join(f"{k} {v / len(sample.addresses):.1%}" for k, v in mix.most_common())
+    print(f"# decisions on the sample: {shares}")
+    print(
+        f"# in-process Gate.check (resolve X-Forwarded-For + decide"
+        f"{' + audit line' if audit else ''}): {cold_ns:,.0f} ns per new client, "
+        f"{warm_ns:,.0f} ns per repeat client (CPU time)"
+    )
+    print(
+        f"# {args.connections} keep-alive connections, {seconds:g} s per mode "
+        f"after {warmup:g} s warm-up; uvicorn, 1 worker, 127.0.0.1; "
+        f"audit lines {'formatted and written to devnull' if audit else 'off'}"
+    )
+    requests = [_request(a) for a in sample.addresses]
+    runs: dict[str, Run] = {}
+    for mode in ("plain", "geofence"):
+        process, port = start_server(mode, audit=audit)
+        try:
+            runs[mode] = asyncio.run(load(mode, port, requests, seconds, warmup, args.connections))
+        finally:
+            stop_server(process)
+        report(runs[mode])
+    plain, fenced = runs["plain"], runs["geofence"]
+    p50_ratio = fenced.percentile_us(0.5) / plain.percentile_us(0.5)
+    p99_ratio = fenced.percentile_us(0.99) / plain.percentile_us(0.99)
+    rps_ratio = (fenced.requests / fenced.seconds) / (plain.requests / plain.seconds)
+    print(
+        f"overhead: p50 x{p50_ratio:.3f}, p99 x{p99_ratio:.3f}, "
+        f"throughput x{rps_ratio:.3f} (geofence / plain)"
+    )
+    failures = [(run.mode, e) for run in runs.values() for e in run.errors]
+    if not all(run.requests for run in runs.values()):
+        failures.append(("all", "a mode completed no request"))
+    for mode, error in failures[:20]:
+        print(f"ERROR [{mode}] {error}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
