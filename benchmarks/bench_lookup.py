@@ -89,6 +89,58 @@ def _fresh_opens(path: Path, count: int) -> list[dict[str, float]]:
     return out
 
 
+def _smaps() -> dict[str, int]:
+    """This process's memory by kind (bytes), from ``/proc/self/smaps_rollup``."""
+    out: dict[str, int] = {}
+    with open("/proc/self/smaps_rollup", encoding="ascii") as fh:
+        for line in fh:
+            key, _, rest = line.partition(":")
+            parts = rest.split()
+            if len(parts) == 2 and parts[1] == "kB":
+                out[key] = int(parts[0]) * 1024
+    return out
+
+
+def _fork_check(gf: Geofence, ips: list[str]) -> dict[str, int] | None:
+    """Memory a forked worker copies when it decides ``ips`` (prefork servers).
+
+    Returns the child's ``Private_Dirty`` growth (pages it copied or allocated
+    while deciding) and how much stayed shared with the parent; ``None`` where
+    ``fork`` or ``smaps_rollup`` is unavailable.
+    """
+    if not hasattr(os, "fork") or not Path("/proc/self/smaps_rollup").exists():
+        return None
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: decide, report, and leave without cleanup
+        status = 1
+        try:
+            os.close(read_end)
+            before = _smaps()
+            for ip in ips:
+                gf.decide(ip)
+            after = _smaps()
+            report = {
+                "private_dirty_added": after["Private_Dirty"] - before["Private_Dirty"],
+                "shared_after": after.get("Shared_Clean", 0) + after.get("Shared_Dirty", 0),
+                "rss_after": after["Rss"],
+            }
+            os.write(write_end, json.dumps(report).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    chunks = []
+    while chunk := os.read(read_end, 65536):
+        chunks.append(chunk)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    if not chunks:
+        return None
+    result: dict[str, int] = json.loads(b"".join(chunks))
+    return result
+
+
 def _floor(ip: str, _pton: Callable[[int, str], bytes] = socket.inet_pton) -> int:
     """Parse an IPv4 string to an int: the least a pure-Python lookup must do."""
     return int.from_bytes(_pton(socket.AF_INET, ip), "big")
@@ -216,6 +268,16 @@ def main(argv: list[str] | None = None) -> int:
     t_lookup = measure("geofence Snapshot.lookup()", snap.lookup)
     t_decide = measure("geofence Geofence.decide() allow-all", gf.decide)
     ours = {"Snapshot.lookup": t_lookup.median, "decide": t_decide.median}
+
+    forked = _fork_check(gf, ips)
+    if forked is not None:
+        print(
+            f"\nprefork: a forked child that decided the whole sample copied or allocated "
+            f"{forked['private_dirty_added'] / 2**20:.1f} MiB; "
+            f"{forked['shared_after'] / 2**20:.1f} MiB of its {forked['rss_after'] / 2**20:.1f} "
+            f"MiB RSS stayed shared with the parent"
+        )
+        res.data["fork"] = forked
 
     # -- peers ------------------------------------------------------------------------------
     print("\npeers (same sample, same process)")

@@ -73,6 +73,7 @@ kinds = ["vpn", "tor", "public_proxy"]
 """
 
 SAMPLE_SIZE = 20_000
+MODES = ("plain", "geofence")
 
 
 # --------------------------------------------------------------------------- server side
@@ -240,23 +241,33 @@ async def _connection(
 
 
 async def load(
-    mode: str, port: int, requests: Sequence[bytes], seconds: float, warmup: float, conns: int
-) -> Run:
-    run = Run(mode=mode)
+    run: Run,
+    port: int,
+    requests: Sequence[bytes],
+    seconds: float,
+    warmup: float,
+    conns: int,
+    offset: int,
+) -> None:
+    """One round of load on one server; measurements are added to ``run``."""
     begin = time.perf_counter()
     warmup_until = begin + warmup
     deadline = warmup_until + seconds
     tasks = [
-        _connection(port, requests, k, conns, deadline, warmup_until, run) for k in range(conns)
+        _connection(port, requests, offset + k, conns, deadline, warmup_until, run)
+        for k in range(conns)
     ]
     results = await asyncio.gather(*tasks, return_exceptions=True)
-    run.seconds = time.perf_counter() - max(warmup_until, begin)
+    run.seconds += time.perf_counter() - warmup_until
     run.errors.extend(f"{type(r).__name__}: {r}" for r in results if isinstance(r, BaseException))
-    allowed = {200} if mode == "plain" else {200, 451}
+
+
+def check_statuses(run: Run) -> None:
+    """Record statuses the mode cannot produce as errors."""
+    allowed = {200} if run.mode == "plain" else {200, 451}
     for status, count in run.statuses.items():
         if status not in allowed:
             run.errors.append(f"{count} responses with unexpected status {status}")
-    return run
 
 
 # --------------------------------------------------------------------------- report
@@ -313,6 +324,60 @@ def decision_mix(addresses: Sequence[str], *, audit: bool) -> tuple[Counter[str]
     return mix, cold, warm
 
 
+def asgi_cost(addresses: Sequence[str], *, audit: bool) -> dict[str, float]:
+    """CPU ns per request of each mode's app called in-process (no server, no network).
+
+    Less exposed to other load on the machine than the HTTP figures: the
+    difference is the middleware's own cost per request.
+    """
+    apps = {mode: build_app(mode, audit=audit) for mode in MODES}
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: object) -> None:
+        return None
+
+    def scope(address: str) -> dict[str, object]:
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": "/v1/models",
+            "raw_path": b"/v1/models",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [
+                (b"host", b"127.0.0.1"),
+                (b"x-forwarded-for", address.encode()),
+                (b"user-agent", b"geofence-bench"),
+            ],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8000),
+            "state": {},
+        }
+
+    async def drive(app: object, batch: Sequence[str]) -> float:
+        call = app  # an ASGI callable
+        t0 = time.process_time_ns()
+        for address in batch:
+            await call(scope(address), receive, send)  # type: ignore[operator]
+        return (time.process_time_ns() - t0) / len(batch)
+
+    async def run() -> dict[str, float]:
+        best = {mode: float("inf") for mode in MODES}
+        for mode in MODES:
+            await drive(apps[mode], addresses[:500])  # warm-up
+        for _ in range(3):
+            for mode in MODES:
+                best[mode] = min(best[mode], await drive(apps[mode], addresses))
+        return best
+
+    return asyncio.run(run())
+
+
 def report(run: Run) -> None:
     rate = run.requests / run.seconds if run.seconds else 0.0
     statuses = ", ".join(f"{k}: {v}" for k, v in sorted(run.statuses.items()))
@@ -328,6 +393,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per mode")
     parser.add_argument("--smoke", action="store_true", help="1 s per mode (CI)")
     parser.add_argument("--connections", type=int, default=8, help="concurrent connections")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per mode")
+    parser.add_argument(
+        "--clients",
+        type=int,
+        default=SAMPLE_SIZE,
+        help=f"distinct client addresses, cycled (default {SAMPLE_SIZE:,}: every request "
+        "a new client for the middleware's resolution cache, the worst case)",
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="address sample seed")
     parser.add_argument(
         "--no-audit", action="store_true", help="no audit lines (default: written to devnull)"
@@ -340,14 +413,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     seconds = 1.0 if args.smoke else args.seconds
     warmup = 0.3 if args.smoke else 1.0
-    if seconds <= 0 or args.connections < 1:
-        parser.error("--seconds must be > 0 and --connections >= 1")
+    if seconds <= 0 or args.connections < 1 or args.rounds < 1:
+        parser.error("--seconds must be > 0, --connections and --rounds >= 1")
+    if not 1 <= args.clients <= SAMPLE_SIZE:
+        parser.error(f"--clients must be between 1 and {SAMPLE_SIZE}")
+    conns = args.connections
 
     from geofence.snapshot.reader import Snapshot
 
     print_environment(environment(("fastapi", "starlette", "uvicorn")))
     sample = make_sample(Snapshot.default(), SAMPLE_SIZE, seed=args.seed)
-    print(f"# sample: {sample.describe()}")
+    print(f"# sample: {sample.describe()}; {args.clients:,} used as clients")
     audit = not args.no_audit
     mix, cold_ns, warm_ns = decision_mix(sample.addresses, audit=audit)
     shares = ", ".join(f"{k} {v / len(sample.addresses):.1%}" for k, v in mix.most_common())
@@ -357,20 +433,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{' + audit line' if audit else ''}): {cold_ns:,.0f} ns per new client, "
         f"{warm_ns:,.0f} ns per repeat client (CPU time)"
     )
+    cost = asgi_cost(sample.addresses[: args.clients], audit=audit)
     print(
-        f"# {args.connections} keep-alive connections, {seconds:g} s per mode "
-        f"after {warmup:g} s warm-up; uvicorn, 1 worker, 127.0.0.1; "
+        f"# in-process ASGI call of the app (no network, CPU time): plain "
+        f"{cost['plain'] / 1000:,.1f} µs, geofence {cost['geofence'] / 1000:,.1f} µs "
+        f"(+{(cost['geofence'] - cost['plain']) / 1000:,.1f} µs, "
+        f"x{cost['geofence'] / cost['plain']:.2f})"
+    )
+    print(
+        f"# {conns} keep-alive connections, {seconds:g} s per mode in {args.rounds} "
+        f"interleaved rounds after {warmup:g} s warm-up; uvicorn, 1 worker, 127.0.0.1; "
         f"audit lines {'formatted and written to devnull' if audit else 'off'}"
     )
-    requests = [_request(a) for a in sample.addresses]
-    runs: dict[str, Run] = {}
-    for mode in ("plain", "geofence"):
-        process, port = start_server(mode, audit=audit)
-        try:
-            runs[mode] = asyncio.run(load(mode, port, requests, seconds, warmup, args.connections))
-        finally:
+    requests = [_request(a) for a in sample.addresses[: args.clients]]
+    runs = {mode: Run(mode=mode) for mode in MODES}
+    servers = {mode: start_server(mode, audit=audit) for mode in MODES}
+    try:
+        for mode in MODES:  # warm both servers up once
+            asyncio.run(load(Run(mode), servers[mode][1], requests, 0.0, warmup, conns, 0))
+        # Interleaved rounds, order alternating, so that load from elsewhere on the
+        # machine falls on both modes alike; both see the same address sequence.
+        per_round = seconds / args.rounds
+        for n in range(args.rounds):
+            order = MODES if n % 2 == 0 else MODES[::-1]
+            for mode in order:
+                offset = n * conns * 997
+                asyncio.run(
+                    load(runs[mode], servers[mode][1], requests, per_round, 0.0, conns, offset)
+                )
+    finally:
+        for process, _ in servers.values():
             stop_server(process)
-        report(runs[mode])
+    for run in runs.values():
+        check_statuses(run)
+        report(run)
     plain, fenced = runs["plain"], runs["geofence"]
     p50_ratio = fenced.percentile_us(0.5) / plain.percentile_us(0.5)
     p99_ratio = fenced.percentile_us(0.99) / plain.percentile_us(0.99)

@@ -157,9 +157,12 @@ class Pools:
 
     def countries(self, kind: str, version: int = 4) -> list[str]:
         """Countries with ranges of ``kind`` (sorted, reproducible)."""
-        return sorted(cc for (k, cc, v), pool in self._ranges.items() if k == kind and v == version and pool)
+        return sorted(
+            cc for (k, cc, v), pool in self._ranges.items() if k == kind and v == version and pool
+        )
 
     def has(self, kind: str, country: str, version: int = 4) -> bool:
+        """Whether any range of ``kind`` in ``country`` and family ``version`` is known."""
         return bool(self._ranges.get((kind, country, version)))
 
     def address(self, kind: str, country: str, *, v6_share: float = 0.0) -> str:
@@ -214,6 +217,7 @@ class Request:
     account_country: str | None = None
 
     def context(self) -> Context:
+        """The request context the engine sees."""
         return Context(
             subject=Subject(id=self.subject, account_country=self.account_country),
             timezone=self.timezone,
@@ -231,7 +235,7 @@ class Hints:
 
 
 def _language(tag: str) -> str:
-    return f"{tag},{tag.split('-')[0]};q=0.9"
+    return f"{tag},{tag.split('-', maxsplit=1)[0]};q=0.9"
 
 
 class Generator:
@@ -243,7 +247,9 @@ class Generator:
         homes = [cc for cc in PROFILES if pools.has("plain", cc)]
         self.homes = homes
         self.home_weights = [PROFILES[cc][2] for cc in homes]
-        self.relay_homes = [cc for cc in homes if pools.has("relay", cc) or pools.has("relay", cc, 6)]
+        self.relay_homes = [
+            cc for cc in homes if pools.has("relay", cc) or pools.has("relay", cc, 6)
+        ]
         self.vpn_exits = [cc for cc in pools.countries("vpn") if cc not in SANCTIONED]
         self.tor_exits = [cc for cc in pools.countries("tor") if cc not in SANCTIONED]
         self.hosting = [cc for cc in CLOUD_COUNTRIES if pools.has("hosting", cc)]
@@ -252,12 +258,15 @@ class Generator:
     # -- helpers ---------------------------------------------------------------------------
 
     def home(self, choices: Sequence[str] | None = None) -> str:
+        """A home country, weighted by :data:`PROFILES` (among ``choices`` if given)."""
         if choices is None:
             return self.rng.choices(self.homes, self.home_weights)[0]
         weights = [PROFILES[cc][2] for cc in choices]
         return self.rng.choices(list(choices), weights)[0]
 
-    def hints(self, country: str, *, api_share: float = 0.2, default_en_share: float = 0.3) -> Hints:
+    def hints(
+        self, country: str, *, api_share: float = 0.2, default_en_share: float = 0.3
+    ) -> Hints:
         """Hints of an honest client at home: some API clients send none, many browsers en-US."""
         rng = self.rng
         zones, tag, _ = PROFILES[country]
@@ -267,6 +276,7 @@ class Generator:
         return Hints(rng.choice(zones), language)
 
     def times(self, start: float, span: float, n: int) -> list[float]:
+        """``n`` sorted uniform times in ``[start, start + span)``."""
         return sorted(start + self.rng.random() * span for _ in range(n))
 
     def emit(
@@ -279,8 +289,11 @@ class Generator:
         hints: Hints,
         account: str | None,
     ) -> None:
+        """Add one request."""
         self.out.append(
-            Request(at, subject, pattern, should_flag, address, hints.timezone, hints.language, account)
+            Request(
+                at, subject, pattern, should_flag, address, hints.timezone, hints.language, account
+            )
         )
 
     def flight(self, a: str, b: str) -> float:
@@ -296,6 +309,7 @@ class Generator:
     # -- patterns --------------------------------------------------------------------------
 
     def ordinary(self, sid: str) -> None:
+        """Stable home country, one to three home ISPs; some expatriates, some API clients."""
         rng = self.rng
         cc = self.home()
         hints = self.hints(cc)
@@ -309,6 +323,7 @@ class Generator:
             self.emit(at, sid, "ordinary", False, rng.choice(isps), hints, account)
 
     def traveller(self, sid: str) -> None:
+        """Home, a plausible flight (sometimes via a hub), a stay abroad, home again."""
         rng = self.rng
         cc = self.home()
         hints = self.hints(cc, api_share=0.05)
@@ -319,7 +334,9 @@ class Generator:
             self.emit(at, sid, "traveller", False, home_isp, hints, cc)
         here = cc
         if rng.random() < 0.3:  # a connecting flight, with a request at the hub
-            hub = rng.choice([h for h in HUBS if h not in (cc, dest) and self.pools.has("plain", h)])
+            hub = rng.choice(
+                [h for h in HUBS if h not in (cc, dest) and self.pools.has("plain", h)]
+            )
             t += self.flight(here, hub)
             self.emit(
                 t + rng.random() * HOUR,
@@ -349,7 +366,7 @@ class Generator:
         return Hints(self.rng.choice(PROFILES[country][0]), hints.language)
 
     def relay(self, sid: str, relay_addresses: dict[str, list[str]]) -> None:
-        """iCloud Private Relay for Safari, the home ISP for other apps; shared egress."""
+        """Private Relay (iCloud) for Safari, the home ISP for other apps; shared egress."""
         rng = self.rng
         cc = self.home(self.relay_homes)
         hints = self.hints(cc, api_share=0.0)
@@ -386,7 +403,9 @@ class Generator:
         for some neighbours (US-CA, US-MX, FR-DE) are farther apart than a short commute.
         """
         rng = self.rng
-        pairs = [p for p in COMMUTES if self.pools.has("plain", p[0]) and self.pools.has("plain", p[1])]
+        pairs = [
+            p for p in COMMUTES if self.pools.has("plain", p[0]) and self.pools.has("plain", p[1])
+        ]
         home_cc, work_cc = rng.choice(pairs)
         hints = self.hints(home_cc, api_share=0.1)
         home = self.pools.address("plain", home_cc, v6_share=0.3)
@@ -400,9 +419,18 @@ class Generator:
             for at in self.times(arrive, leave - arrive, rng.randint(1, 4)):
                 self.emit(at, sid, "commuter", False, work, hints, home_cc)
             if rng.random() < 0.6:
-                self.emit(leave + (1 + rng.random() * 3) * HOUR, sid, "commuter", False, home, hints, home_cc)
+                self.emit(
+                    leave + (1 + rng.random() * 3) * HOUR,
+                    sid,
+                    "commuter",
+                    False,
+                    home,
+                    hints,
+                    home_cc,
+                )
 
     def cloud_client(self, sid: str) -> None:
+        """An API key used from one to three servers in a cloud region; no client hints."""
         rng = self.rng
         cc = self.home()
         region = cc if cc in self.hosting and rng.random() < 0.5 else rng.choice(self.hosting)
@@ -443,8 +471,11 @@ class Generator:
             self.emit(at, sid, "sanctioned_visitor", False, isp, hints, cc)
 
     def vpn_evader(self, sid: str) -> None:
-        """Denied at home in a sanctioned country, then back through a VPN, a server or a
-        plain connection in a permitted country; two in five align hints with the exit."""
+        """Denied at home in a sanctioned country, then back another way.
+
+        Through a VPN, a server or a plain connection in a permitted country; two in five
+        align their client hints with the exit.
+        """
         rng = self.rng
         names = list(SANCTIONED_PROFILES)
         cc = rng.choices(names, [SANCTIONED_PROFILES[c][2] for c in names])[0]
@@ -472,12 +503,18 @@ class Generator:
         for at in self.times(t, (0.5 + rng.random() * 9.5) * DAY, rng.randint(3, 12)):
             if channel == "vpn" and rng.random() < 0.3:
                 exit_cc, address = exit_address()  # another server of the same VPN
-            seen = self.updated(Hints(tz, _language(PROFILES[exit_cc][1])), exit_cc) if spoof and exit_cc in PROFILES else hints
+            seen = (
+                self.updated(Hints(tz, _language(PROFILES[exit_cc][1])), exit_cc)
+                if spoof and exit_cc in PROFILES
+                else hints
+            )
             self.emit(at, sid, "vpn_evader", True, address, seen, account)
 
     def careful_evader(self, sid: str) -> None:
-        """Lives in a sanctioned country but never connects directly: always a VPN or a
-        server abroad, so there is no denial in the history to remember."""
+        """Lives in a sanctioned country but never connects directly.
+
+        Always a VPN or a server abroad, so there is no denial in the history to remember.
+        """
         rng = self.rng
         names = list(SANCTIONED_PROFILES)
         cc = rng.choices(names, [SANCTIONED_PROFILES[c][2] for c in names])[0]
@@ -550,21 +587,26 @@ class Tally:
 
     @property
     def tp(self) -> int:
+        """True positives."""
         return self.flagged if self.should_flag else 0
 
     @property
     def fp(self) -> int:
+        """False positives."""
         return 0 if self.should_flag else self.flagged
 
     @property
     def fn(self) -> int:
+        """False negatives."""
         return self.requests - self.flagged if self.should_flag else 0
 
     @property
     def tn(self) -> int:
+        """True negatives."""
         return 0 if self.should_flag else self.requests - self.flagged
 
     def row(self) -> dict[str, object]:
+        """JSON-ready counts and rates."""
         return {
             "should_flag": self.should_flag,
             "subjects": len(self.subjects),
@@ -617,8 +659,9 @@ def run(gf: Geofence, requests: Iterable[Request]) -> tuple[dict[str, Tally], fl
     return tallies, spent
 
 
-def _pct(x: float | None) -> str:
-    return "    —" if x is None else f"{100 * x:5.1f}"
+def _pct(x: object) -> str:
+    """A share as a percentage, or a dash when undefined."""
+    return f"{100 * x:5.1f}" if isinstance(x, (int, float)) else "    —"
 
 
 def report(tallies: dict[str, Tally]) -> dict[str, object]:
@@ -641,8 +684,8 @@ def report(tallies: dict[str, Tally]) -> dict[str, object]:
             f"{name:<19}{'yes' if t.should_flag else 'no':>6}{len(t.subjects):>7}{t.requests:>8}"
             f"{_pct(t.flagged / t.requests):>9}{_pct(t.denied / t.requests):>8}"
             f"{t.tp:>7}{t.fp:>6}{t.fn:>6}{t.tn:>7}"
-            f"{_pct(r['precision']):>7}{_pct(r['recall']):>8}{_pct(r['fp_rate']):>8}"  # type: ignore[arg-type]
-            f"{_pct(r['subjects_flagged']):>11}"  # type: ignore[arg-type]
+            f"{_pct(r['precision']):>7}{_pct(r['recall']):>8}{_pct(r['fp_rate']):>8}"
+            f"{_pct(r['subjects_flagged']):>11}"
         )
 
     def total(names: Iterable[str]) -> dict[str, object]:
@@ -663,11 +706,11 @@ def report(tallies: dict[str, Tally]) -> dict[str, object]:
     # Without the requests the address alone decides (Tor, sanctioned countries): what the
     # context (history, hints) adds.
     context_only = total(n for n in order if n not in ("tor", DIRECT))
-    for label, t in (("ALL", every), ("context-decided", context_only)):
+    for label, tot in (("ALL", every), ("context-decided", context_only)):
         print(
             f"{label:<19}{'':>6}{'':>7}{'':>8}{'':>9}{'':>8}"
-            f"{t['tp']:>7}{t['fp']:>6}{t['fn']:>6}{t['tn']:>7}"
-            f"{_pct(t['precision']):>7}{_pct(t['recall']):>8}{_pct(t['fp_rate']):>8}"  # type: ignore[arg-type]
+            f"{tot['tp']:>7}{tot['fp']:>6}{tot['fn']:>6}{tot['tn']:>7}"
+            f"{_pct(tot['precision']):>7}{_pct(tot['recall']):>8}{_pct(tot['fp_rate']):>8}"
         )
     evader = tallies.get("vpn_evader")
     if evader is not None and evader.firsts:

@@ -23,7 +23,9 @@ from __future__ import annotations
 import enum
 import ipaddress
 import socket
+from bisect import bisect_right
 from dataclasses import dataclass
+from typing import Final
 
 from geofence.errors import InvalidAddressError
 from geofence.kinds import SpecialRange
@@ -158,10 +160,25 @@ def special_range(version: int, value: int) -> SpecialRange | None:
         version: 4 or 6.
         value: The address as an integer (already unwrapped from any tunnel).
     """
-    for v, first, last, category in SPECIAL_RANGES:
-        if v == version and first <= value <= last:
+    firsts, table = _SPECIAL_INDEX[version]
+    i = bisect_right(firsts, value) - 1
+    if i >= 0:
+        _first, last, category = table[i]
+        if value <= last:
             return category
     return None
+
+
+def _special_index() -> dict[int, tuple[list[int], list[tuple[int, int, SpecialRange]]]]:
+    out: dict[int, tuple[list[int], list[tuple[int, int, SpecialRange]]]] = {}
+    for version in (4, 6):
+        rows = sorted((f, la, c) for v, f, la, c in SPECIAL_RANGES if v == version)
+        out[version] = ([f for f, _, _ in rows], rows)
+    return out
+
+
+# Sorted per family for a bisect: parse_address runs on every header hop.
+_SPECIAL_INDEX: Final = _special_index()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -339,11 +356,38 @@ def parse_address(
         if found is not None:
             tunnel, inner = found
             outer, ver, num = num, 4, inner
-    return ParsedAddress(
-        version=ver,
-        value=num,
-        tunnel=tunnel,
-        outer=outer,
-        zone=zone,
-        special=special_range(ver, num),
-    )
+    return _make_parsed(ver, num, tunnel, outer, zone, special_range(ver, num))
+
+
+def _make_parsed(
+    version: int,
+    value: int,
+    tunnel: TunnelKind | None,
+    outer: int | None,
+    zone: str | None,
+    special: SpecialRange | None,
+) -> ParsedAddress:
+    """Build a ParsedAddress without the frozen dataclass ``__init__``.
+
+    The generated ``__init__`` of a frozen dataclass calls ``object.__setattr__``
+    per field, which made construction ~75% of ``parse_address``; writing the
+    slots through their descriptors is several times faster. Serves the header
+    parsing in client address resolution, which parses every hop.
+    """
+    obj = _new(ParsedAddress)
+    _set_version(obj, version)
+    _set_value(obj, value)
+    _set_tunnel(obj, tunnel)
+    _set_outer(obj, outer)
+    _set_zone(obj, zone)
+    _set_special(obj, special)
+    return obj
+
+
+_new = object.__new__
+_set_version = ParsedAddress.__dict__["version"].__set__
+_set_value = ParsedAddress.__dict__["value"].__set__
+_set_tunnel = ParsedAddress.__dict__["tunnel"].__set__
+_set_outer = ParsedAddress.__dict__["outer"].__set__
+_set_zone = ParsedAddress.__dict__["zone"].__set__
+_set_special = ParsedAddress.__dict__["special"].__set__

@@ -247,6 +247,9 @@ class Geofence:
         c = state.compiled
         addr = ip if isinstance(ip, ParsedAddress) else parse_address(ip)
         vid = c.locate(addr.version, addr.value)
+        if vid in TUNNEL_BY_ID:  # an unwrap=False parse: decide the IPv4 inside, as without context
+            addr = parse_address(addr.value, version=6)
+            vid = c.locate(addr.version, addr.value)
         record = c.records[vid]
         ip_only = _mark_jurisdiction(c, vid, record, self._decide_parsed(state, addr))
         return addr, vid, record, ip_only
@@ -432,7 +435,7 @@ class Geofence:
         self._watcher.start()
 
     def close(self) -> None:
-        """Stop the watcher and the date-refresh timer."""
+        """Stop the watcher and the date-refresh timer (the engine keeps deciding)."""
         self._stop.set()
         if self._watcher is not None:
             self._watcher.join(timeout=5)
@@ -446,13 +449,19 @@ class Geofence:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if compiled.valid_until is None:
+        if compiled.valid_until is None or self._stop.is_set():
             return
         now = dt.datetime.now(dt.UTC)
         at = dt.datetime.combine(compiled.valid_until, dt.time(), tzinfo=dt.UTC)
-        delay = min(max((at - now).total_seconds(), 1.0), 86_400.0)
+        # At least a minute: when the configured `today` lags the UTC date (a
+        # local-time clock), the boundary may be "due" by UTC but not yet by
+        # `today`; retrying every second would recompile in a loop. At most a
+        # day, so clock changes are picked up.
+        delay = min(max((at - now).total_seconds(), 60.0), 86_400.0)
 
         def fire() -> None:
+            if self._stop.is_set():
+                return  # closed while the timer was due
             try:
                 self.reload()
             except GeofenceError as exc:  # pragma: no cover - logged, old state kept

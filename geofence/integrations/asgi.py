@@ -71,9 +71,7 @@ class GeofenceMiddleware:
         self.app = app
         self.config = config if config is not None else GeofenceConfig.from_options(**options)
         self.gate = Gate(geofence, self.config, integration="asgi")
-        name = self.config.route_header.lower()
-        self._route_name = name.encode("latin-1")
-        self._response_route = self.config.route_response_header
+        self._route_name = self.config.route_header.lower().encode("latin-1")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
@@ -83,7 +81,7 @@ class GeofenceMiddleware:
             return
         client = scope.get("client")
         headers: list[tuple[bytes, bytes]] = scope.get("headers") or []
-        verdict = self.gate.check(
+        verdict = await self.gate.acheck(
             kind=kind,
             method=scope.get("method", "GET"),
             path=scope.get("path", "/"),

@@ -36,6 +36,7 @@ import re
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
@@ -717,6 +718,30 @@ def _under(path: str, prefix: str) -> bool:
     return prefix.endswith("/") or len(path) == len(prefix) or path[len(prefix)] == "/"
 
 
+class _Pending:
+    """A request between the start of :meth:`Gate.check` and the engine's answer."""
+
+    __slots__ = ("client", "context", "decision", "engine", "info", "kind", "method", "path")
+
+    def __init__(
+        self,
+        kind: str,
+        method: str,
+        path: str,
+        client: ClientAddress,
+        info: RequestInfo | None,
+        engine: Geofence,
+    ) -> None:
+        self.kind = kind
+        self.method = method
+        self.path = path
+        self.client = client
+        self.info = info
+        self.engine = engine
+        self.context: Context | None = None
+        self.decision: Decision | None = None  # set when no engine call is needed
+
+
 class Gate:
     """Decide one request and say what to do with it, framework-neutrally.
 
@@ -763,7 +788,9 @@ class Gate:
         # Replies per (action, reason code): reason codes come from the policy, so
         # this stays as small as the policy; built once, then shared.
         self._replies: dict[tuple[Action, str], Reply] = {}
-        self._clients: dict[tuple[object, ...], ClientAddress] = {}
+        # OrderedDict: FIFO eviction in O(1) (a dict's oldest key is found by
+        # scanning past the holes that earlier deletions left).
+        self._clients: OrderedDict[tuple[object, ...], ClientAddress] = OrderedDict()
         # Per engine: (policy object, whether it needs a context), refreshed on reload.
         self._context_needs: dict[int, tuple[Policy, bool]] = {}
 
@@ -815,7 +842,69 @@ class Gate:
         """
         if path in self._exact or (self._prefixes and self.is_exempt(path)):
             return _EXEMPT
-        config = self._config
+        pending = self._start(kind, method, path, peer, headers, native)
+        decision = pending.decision
+        if decision is None:
+            address = pending.client.address
+            try:
+                decision = pending.engine.decide(address, pending.context)
+            except Exception:
+                decision = self._error(pending)
+        return self._finish(pending, decision)
+
+    async def acheck(
+        self,
+        *,
+        kind: str,
+        method: str,
+        path: str,
+        peer: str | None,
+        headers: HeaderSource,
+        native: object,
+    ) -> Verdict:
+        """Decide one request from async code: like :meth:`check`, but awaits the engine.
+
+        Decisions with a context go through :meth:`Geofence.adecide`, so an
+        asyncio history store (Redis) does not block the event loop; the
+        rest (and every decision without a context) is the same synchronous
+        sub-microsecond work as :meth:`check`.
+
+        Args:
+            kind: ``"http"`` or ``"websocket"``.
+            method: HTTP method.
+            path: Request path as the application routes it.
+            peer: The socket peer's address, ``None`` when there is none.
+            headers: The request headers.
+            native: The framework's request object, handed to hooks.
+
+        Returns:
+            What to do: pass (with the decision and route) or reply.
+        """
+        if path in self._exact or (self._prefixes and self.is_exempt(path)):
+            return _EXEMPT
+        pending = self._start(kind, method, path, peer, headers, native)
+        decision = pending.decision
+        if decision is None:
+            address = pending.client.address
+            try:
+                if pending.context is None:
+                    decision = pending.engine.decide(address)
+                else:
+                    decision = await pending.engine.adecide(address, pending.context)
+            except Exception:
+                decision = self._error(pending)
+        return self._finish(pending, decision)
+
+    def _start(
+        self,
+        kind: str,
+        method: str,
+        path: str,
+        peer: str | None,
+        headers: HeaderSource,
+        native: object,
+    ) -> _Pending:
+        """Everything before the engine is asked: client, hooks' view, engine, context."""
         client = self._client(peer, headers)
         info = (
             RequestInfo(
@@ -825,8 +914,55 @@ class Gate:
             else None
         )
         engine = self.engine_for(path) if self._routes else self._engine
-        decision = self._decide(engine, client, info)
+        pending = _Pending(kind, method, path, client, info, engine)
+        if client.address is None:
+            pending.decision = self._fail(engine, NO_CLIENT_ADDRESS, client)
+            return pending
+        try:
+            pending.context = self._context(engine, client, info)
+        except Exception:
+            pending.decision = self._error(pending)
+        return pending
 
+    def _context(
+        self, engine: Geofence, client: ClientAddress, info: RequestInfo | None
+    ) -> Context | None:
+        """The request context: from the subject hook, client evidence, policy needs."""
+        config = self._config
+        context: Context | None = None
+        if config.subject is not None and info is not None:
+            found = config.subject(info)
+            if isinstance(found, Subject):
+                context = Context(subject=found)
+            elif isinstance(found, Context):
+                context = found
+            elif found is not None:
+                raise TypeError(f"subject hook returned {found!r}, not Subject or Context")
+        if config.client_signals and client.signals:
+            if context is None:
+                context = Context(signals=client.signals)
+            else:
+                context = replace(context, signals=(*context.signals, *client.signals))
+        if context is None and self._needs_context(engine):
+            # Rules on signals or subjects are "unresolved" without a context;
+            # with an empty one, absent evidence is a plain "no".
+            context = _EMPTY_CONTEXT
+        return context
+
+    def _error(self, pending: _Pending) -> Decision:
+        """Log the exception being handled; the fail mode decides."""
+        address = pending.client.address
+        log.exception(
+            "geofence: no decision for %s; fail mode %s",
+            address.text if address is not None else pending.client.text,
+            self._config.fail_mode,
+        )
+        return self._fail(pending.engine, DECISION_ERROR, pending.client)
+
+    def _finish(self, pending: _Pending, decision: Decision) -> Verdict:
+        """Everything after the decision: route, reply, headers, audit, metrics."""
+        config = self._config
+        info = pending.info
         route: str | None = decision.route if decision.action is Action.ROUTE else None
         if config.router is not None and info is not None:
             try:
@@ -865,13 +1001,13 @@ class Gate:
         if self._audit is not None:
             self._audit.record(
                 decision,
-                client=client,
+                client=pending.client,
                 request=info,
                 status=reply.status if reply is not None else None,
                 integration=self._integration,
-                kind=kind,
-                method=method,
-                path=path,
+                kind=pending.kind,
+                method=pending.method,
+                path=pending.path,
             )
         if self._metrics is not None:
             self._metrics.observe(decision)
@@ -879,7 +1015,7 @@ class Gate:
             decision=decision,
             route=route,
             reply=reply,
-            client=client,
+            client=pending.client,
             response_headers=extra if reply is None else (),
         )
 
@@ -902,44 +1038,10 @@ class Gate:
         if sum(len(value) for _, value in forwarding) <= _CLIENT_KEY_MAX:
             if len(cache) >= _CLIENT_CACHE_SIZE:
                 # The oldest entry (FIFO); another thread may evict concurrently.
-                with contextlib.suppress(KeyError, RuntimeError, StopIteration):
-                    del cache[next(iter(cache))]
+                with contextlib.suppress(KeyError):
+                    cache.popitem(last=False)
             cache[key] = client
         return client
-
-    def _decide(
-        self, engine: Geofence, client: ClientAddress, info: RequestInfo | None
-    ) -> Decision:
-        """The engine's decision, or the fail-mode decision when none can be made."""
-        address = client.address
-        if address is None:
-            return self._fail(engine, NO_CLIENT_ADDRESS, client)
-        context: Context | None = None
-        config = self._config
-        try:
-            if config.subject is not None and info is not None:
-                found = config.subject(info)
-                if isinstance(found, Subject):
-                    context = Context(subject=found)
-                elif isinstance(found, Context):
-                    context = found
-                elif found is not None:
-                    raise TypeError(f"subject hook returned {found!r}, not Subject or Context")
-            if config.client_signals and client.signals:
-                if context is None:
-                    context = Context(signals=client.signals)
-                else:
-                    context = replace(context, signals=(*context.signals, *client.signals))
-            if context is None and self._needs_context(engine):
-                # Rules on signals or subjects are "unresolved" without a context;
-                # with an empty one, absent evidence is a plain "no".
-                context = _EMPTY_CONTEXT
-            return engine.decide(address, context)
-        except Exception:
-            log.exception(
-                "geofence: no decision for %s; fail mode %s", address.text, config.fail_mode
-            )
-            return self._fail(engine, DECISION_ERROR, client)
 
     def _needs_context(self, engine: Geofence) -> bool:
         """Whether the engine's current policy has rules only a context can answer."""

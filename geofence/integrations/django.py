@@ -14,11 +14,11 @@ engine and options in ``settings.GEOFENCE``::
 
 Keys:
 
-* engine: ``policy``, ``snapshot``, ``cache_size``, ``watch`` (seconds between
-  file-change checks for hot reload, off by default), ``route_policies``
-  (path prefix -> policy reference, on the same snapshot), or ``engine``: a
-  ready :class:`~geofence.engine.Geofence` or a dotted path to a zero-argument
-  callable returning one (then the other engine keys must be absent);
+* engine: ``policy`` (required), ``snapshot``, ``cache_size``, or instead
+  ``engine``: a ready :class:`~geofence.engine.Geofence` or a dotted path to a
+  zero-argument callable returning one; ``watch`` (seconds between file-change
+  checks for hot reload, off by default); ``route_policies`` (path prefix ->
+  policy reference on the same snapshot, or a ``Geofence``);
 * every :class:`~geofence.integrations.common.GeofenceOptions` key; the hooks
   (``challenge``, ``subject``, ``router``) may be dotted paths, and receive a
   :class:`~geofence.integrations.common.RequestInfo` whose ``native`` is the
@@ -95,8 +95,9 @@ def _build() -> Gate:
         options["audit"] = AuditLogger(**audit)
 
     engine_ref = raw.get("engine")
+    cache_size = raw.get("cache_size", 0)
     if engine_ref is not None:
-        clash = sorted((set(raw) & _ENGINE_KEYS) - {"engine", "watch"})
+        clash = sorted({"policy", "snapshot", "cache_size"} & set(raw))
         if clash:
             raise ImproperlyConfigured(f"settings.GEOFENCE: 'engine' excludes {clash}")
         engine = _import(engine_ref, "engine")() if isinstance(engine_ref, str) else engine_ref
@@ -104,21 +105,28 @@ def _build() -> Gate:
             raise ImproperlyConfigured(
                 f"settings.GEOFENCE['engine'] gave {engine!r}, not a Geofence"
             )
+        snap = engine.snapshot
     else:
+        if "policy" not in raw:
+            # No silent allow-all: a compliance control must name its policy.
+            raise ImproperlyConfigured(
+                "settings.GEOFENCE needs 'policy' (a preset name, a TOML path or a Policy) "
+                "or 'engine'"
+            )
         snapshot = raw.get("snapshot")
         snap = (
             snapshot
             if isinstance(snapshot, Snapshot)
             else (Snapshot.default() if snapshot is None else Snapshot.open(snapshot))
         )
-        cache_size = raw.get("cache_size", 0)
-        engine = Geofence(snap, raw.get("policy", "allow-all"), cache_size=cache_size)
-        routes = raw.get("route_policies") or {}
-        if not isinstance(routes, Mapping):
-            raise ImproperlyConfigured("settings.GEOFENCE['route_policies'] must be a dict")
-        options["route_policies"] = {
-            prefix: Geofence(snap, ref, cache_size=cache_size) for prefix, ref in routes.items()
-        }
+        engine = Geofence(snap, raw["policy"], cache_size=cache_size)
+    routes = raw.get("route_policies") or {}
+    if not isinstance(routes, Mapping):
+        raise ImproperlyConfigured("settings.GEOFENCE['route_policies'] must be a dict")
+    options["route_policies"] = {
+        prefix: ref if isinstance(ref, Geofence) else Geofence(snap, ref, cache_size=cache_size)
+        for prefix, ref in routes.items()
+    }
     watch = raw.get("watch")
     if watch:
         engine.watch(float(watch))
@@ -196,8 +204,10 @@ class GeofenceMiddleware:
         return _add_headers(response, verdict)
 
     async def __acall__(self, request: Any) -> Any:
-        """The async path: the decision itself is synchronous and sub-microsecond."""
-        verdict = self._check(request)
+        """The async path: decisions with a context await the engine (asyncio stores)."""
+        gate = get_gate()
+        verdict = await gate.acheck(**_request_fields(request))
+        _attach(request, verdict, gate)
         if verdict.reply is not None:
             return _response(verdict)
         response = await self.get_response(request)
@@ -205,23 +215,34 @@ class GeofenceMiddleware:
 
     def _check(self, request: Any) -> Verdict:
         gate = get_gate()
-        meta = request.META
-        verdict = gate.check(
-            kind="http",
-            method=request.method or "GET",
-            path=request.path_info or "/",
-            peer=meta.get("REMOTE_ADDR") or None,
-            headers=list(environ_headers(meta)),
-            native=request,
-        )
-        request.geofence = verdict.decision
-        request.geofence_route = verdict.route
-        key = environ_key(gate.config.route_header)
-        meta.pop(key, None)  # never let a client choose its route
-        if verdict.route is not None:
-            meta[key] = verdict.route
-        request.__dict__.pop("headers", None)  # HttpRequest.headers caches META
+        verdict = gate.check(**_request_fields(request))
+        _attach(request, verdict, gate)
         return verdict
+
+
+def _request_fields(request: Any) -> dict[str, Any]:
+    """Gate.check keyword arguments for a Django request."""
+    meta = request.META
+    return {
+        "kind": "http",
+        "method": request.method or "GET",
+        "path": request.path_info or "/",
+        "peer": meta.get("REMOTE_ADDR") or None,
+        "headers": list(environ_headers(meta)),
+        "native": request,
+    }
+
+
+def _attach(request: Any, verdict: Verdict, gate: Gate) -> None:
+    """Put the decision and route target on the request (and the route header in META)."""
+    meta = request.META
+    request.geofence = verdict.decision
+    request.geofence_route = verdict.route
+    key = environ_key(gate.config.route_header)
+    meta.pop(key, None)  # never let a client choose its route
+    if verdict.route is not None:
+        meta[key] = verdict.route
+    request.__dict__.pop("headers", None)  # HttpRequest.headers caches META
 
 
 def _response(verdict: Verdict) -> Any:

@@ -67,7 +67,7 @@ class GeofenceDependency:
         """Decide the request; raise when it must not be served."""
         scope = request.scope
         client = scope.get("client")
-        verdict = self.gate.check(
+        verdict = await self.gate.acheck(
             kind=scope["type"],
             method=scope.get("method", "GET"),
             path=scope.get("path", "/"),

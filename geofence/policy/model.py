@@ -90,17 +90,21 @@ class SubjectCondition:
             return Match.YES, ""
         if subject is None:
             return Match.UNRESOLVED, "subject"
+        # AND over three values: a condition that fails decides (NO) even when another
+        # cannot be checked; only if none fails does a missing attribute leave it unresolved.
+        missing = ""
         if self.nationality is not None or self.nationality_not is not None:
-            if not subject.nationalities:
-                return Match.UNRESOLVED, "subject.nationality"
-            if self.nationality is not None and not subject.nationalities & self.nationality:
-                return Match.NO, ""
-            if self.nationality_not is not None and subject.nationalities & self.nationality_not:
+            nats = subject.nationalities
+            if not nats:
+                missing = "subject.nationality"
+            elif (self.nationality is not None and not nats & self.nationality) or (
+                self.nationality_not is not None and nats & self.nationality_not
+            ):
                 return Match.NO, ""
         if self.account_country is not None:
             if subject.account_country is None:
-                return Match.UNRESOLVED, "subject.account_country"
-            if subject.account_country not in self.account_country:
+                missing = missing or "subject.account_country"
+            elif subject.account_country not in self.account_country:
                 return Match.NO, ""
         if self.org_ids is not None and subject.org_id not in self.org_ids:
             return Match.NO, ""
@@ -108,10 +112,10 @@ class SubjectCondition:
             return Match.NO, ""
         if self.verified is not None:
             if subject.verified is None:
-                return Match.UNRESOLVED, "subject.verified"
-            if subject.verified is not self.verified:
+                missing = missing or "subject.verified"
+            elif subject.verified is not self.verified:
                 return Match.NO, ""
-        return Match.YES, ""
+        return (Match.UNRESOLVED, missing) if missing else (Match.YES, "")
 
 
 # CIDR ranges as (version, first, last).
@@ -261,16 +265,16 @@ class Rule:
         if not self.needs_context:
             return Match.YES, ""
         m, why = self.subject.test(context.subject if context is not None else None)
-        if m is not Match.YES:
+        if m is Match.NO:
             return m, why
         if self.signals is not None or self.min_risk is not None:
             if context is None:
-                return Match.UNRESOLVED, "context"
+                return Match.UNRESOLVED, why or "context"
             if self.signals is not None and not self.signals & codes:
-                return Match.NO, ""
+                return Match.NO, ""  # fails, even if the subject part was unresolved
             if self.min_risk is not None and risk < self.min_risk:
                 return Match.NO, ""
-        return Match.YES, ""
+        return m, why
 
     def canonical(self) -> dict[str, object]:
         """A canonical, JSON-ready form (for the policy digest and reports)."""

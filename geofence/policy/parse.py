@@ -35,7 +35,6 @@ _POLICY_KEYS = {
     "on_unknown",
     "on_reserved",
     "shadow",
-    "effective_date",
 }
 _RULE_KEYS = {
     "id",
@@ -57,7 +56,10 @@ _RULE_KEYS = {
     "note",
 }
 _SUBJECT_KEYS = {"nationality", "nationality_not", "account_country", "org_ids", "ids", "verified"}
-_TOP_KEYS = {"policy", "groups", "rules", "exceptions", "signal_weights", "sources"}
+_TOP_KEYS = {"policy", "groups", "rules", "exceptions", "signal_weights"}
+#: ISO 3166 user-assigned codes in common use for places pycountry does not list:
+#: XK is Kosovo (used by the European Commission, SWIFT and the IP registries' data).
+_USER_ASSIGNED = frozenset({"XK"})
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
 _SIGNAL = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
@@ -285,7 +287,7 @@ class _Parser:
                 continue
             code = code.upper()
             if len(code) == 2:
-                if pycountry.countries.get(alpha_2=code) is None:
+                if code not in _USER_ASSIGNED and pycountry.countries.get(alpha_2=code) is None:
                     raise self.fail(
                         f"{where}: unknown country code {item!r} (ISO 3166-1 alpha-2)", rule_id
                     )

@@ -197,7 +197,7 @@ class SignalPipeline:
         return Observation(
             subject=subject.id,
             at=context.at if context.at is not None else time.time(),
-            address=addr.original_text,
+            address=addr.text,  # the effective address: ::ffff:a.b.c.d and a.b.c.d are one egress
             country=record.country if record is not None else None,
             subdivision=record.subdivision if record is not None else None,
             latitude=lat if lon is not None else None,

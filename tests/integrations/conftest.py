@@ -11,6 +11,7 @@ import pytest
 from geofence.engine import Geofence
 from geofence.policy import parse_policy
 from geofence.records import NetworkRecord
+from geofence.signals.base import Signal
 from geofence.snapshot.build import build_snapshot
 from geofence.snapshot.reader import Snapshot
 from geofence.sources.base import RangeEntry, Source, SourceInfo
@@ -137,3 +138,22 @@ def audit_caplog(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     """Caplog capturing the geofence.audit logger at INFO."""
     caplog.set_level(logging.INFO, logger="geofence.audit")
     return caplog
+
+
+class RecordingProvider:
+    """A signal provider with a sync and an async collect; records which one ran."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(
+        self, addr: object, record: object, context: object, ip_only: object
+    ) -> tuple[tuple[Signal, ...], bool]:
+        self.calls.append("sync")
+        return (Signal(code="seen_before", weight=0.0),), False
+
+    async def acollect(
+        self, addr: object, record: object, context: object, ip_only: object
+    ) -> tuple[tuple[Signal, ...], bool]:
+        self.calls.append("async")
+        return (Signal(code="seen_before", weight=0.0),), False

@@ -18,12 +18,15 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from geofence.context import Subject
 from geofence.decision import Action, Decision
 from geofence.engine import Geofence
 from geofence.integrations import GeofenceMiddleware
 from geofence.integrations.asgi import Message, Receive, Scope, Send
 from geofence.integrations.common import PrometheusMetrics, Reply, RequestInfo
-from tests.integrations.conftest import ADDR
+from geofence.policy import parse_policy
+from geofence.snapshot.reader import Snapshot
+from tests.integrations.conftest import ADDR, POLICY, RecordingProvider
 
 BLOCKED_BY = "https://example.com/legal/geo"
 
@@ -405,3 +408,18 @@ def test_config_or_options_not_both(engine: Geofence) -> None:
 
     with pytest.raises(ValueError, match="either"):
         GeofenceMiddleware(echo, geofence=engine, config=GeofenceConfig(), fail_mode="open")  # type: ignore[arg-type]
+
+
+# -- async engine path -------------------------------------------------------------------------
+
+
+def test_context_decisions_use_adecide(snapshot: Snapshot) -> None:
+    """With a context, the ASGI middleware awaits Geofence.adecide (asyncio stores)."""
+    provider = RecordingProvider()
+    engine = Geofence(snapshot, parse_policy(POLICY), signals=provider)
+    app = make_app(engine, subject=lambda info: Subject(id="user-1"))
+    assert client_for(app, ADDR["route"]).get("/").json()["action"] == "route"
+    assert provider.calls == ["async"]
+    no_context = make_app(engine)
+    assert client_for(no_context, ADDR["route"]).get("/").status_code == 200
+    assert provider.calls == ["async"]  # no context: the precomputed table, no provider

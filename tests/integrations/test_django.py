@@ -265,6 +265,24 @@ def test_engine_excludes_engine_keys(engine: Geofence) -> None:
         gf_django.get_gate()
 
 
+def test_policy_is_required() -> None:
+    """Without 'policy' or 'engine' nothing is silently allowed: configuration error."""
+    with (
+        geofence_settings(exempt_paths=["/x"]),
+        pytest.raises(ImproperlyConfigured, match="policy"),
+    ):
+        gf_django.get_gate()
+
+
+def test_engine_with_route_policy_engines(engine: Geofence, strict_engine: Geofence) -> None:
+    """'engine' combines with route_policies given as engines or policy references."""
+    routes = {"/strict": strict_engine, "/preset": "allow-all"}
+    with geofence_settings(engine=engine, route_policies=routes):
+        assert get(ADDR["allow"], "/strict/x").status_code == 451
+        assert get(ADDR["deny"], "/preset/x").status_code == 200
+        assert get(ADDR["deny"], "/other").status_code == 451
+
+
 def test_settings_must_be_a_dict() -> None:
     """GEOFENCE must be a dict."""
     with override_settings(GEOFENCE=["x"]), pytest.raises(ImproperlyConfigured):

@@ -11,6 +11,7 @@ from flask import Flask, request
 from prometheus_client import CollectorRegistry
 from werkzeug.test import Client
 
+from geofence.context import Subject
 from geofence.engine import Geofence
 from geofence.integrations.common import PrometheusMetrics
 from geofence.integrations.flask import current_decision, current_route, init_app
@@ -22,7 +23,9 @@ from geofence.integrations.wsgi import (
     StartResponse,
     environ_headers,
 )
-from tests.integrations.conftest import ADDR
+from geofence.policy import parse_policy
+from geofence.snapshot.reader import Snapshot
+from tests.integrations.conftest import ADDR, POLICY, RecordingProvider
 
 
 def make_app(engine: Geofence, **options: Any) -> Flask:
@@ -189,3 +192,12 @@ def test_environ_headers() -> None:
     """WSGI environ keys become lower-case header names."""
     environ = {"HTTP_X_FORWARDED_FOR": "1.2.3.4", "CONTENT_TYPE": "a/b", "PATH_INFO": "/"}
     assert dict(environ_headers(environ)) == {"x-forwarded-for": "1.2.3.4", "content-type": "a/b"}
+
+
+def test_context_decisions_are_synchronous(snapshot: Snapshot) -> None:
+    """WSGI decides with context through the engine's synchronous path."""
+    provider = RecordingProvider()
+    engine = Geofence(snapshot, parse_policy(POLICY), signals=provider)
+    app = make_app(engine, subject=lambda info: Subject(id="user-1"))
+    assert get(app, ADDR["route"]).json["action"] == "route"
+    assert provider.calls == ["sync"]

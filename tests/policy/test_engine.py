@@ -546,6 +546,16 @@ def test_tunnels_with_context(make_gf: MakeGf) -> None:
     assert ipaddress.ip_address(d.address) == ipaddress.ip_address(mapped(ADDR["ir"]))
 
 
+def test_unwrapped_later_with_context(make_gf: MakeGf) -> None:
+    """A ParsedAddress parsed with unwrap=False decides like its IPv4, with or without context."""
+    gf = make_gf(ACTIONS)
+    outer = parse_address(mapped(ADDR["ir"]), unwrap=False)
+    ctx = Context(subject=Subject(id="u"))
+    for d in (gf.decide(outer), gf.decide(outer, ctx)):
+        assert (d.action, d.rule_id, d.tunnel) == (Action.DENY, "deny-ir", "ipv4_mapped")
+        assert d.reasons == ("rule:deny-ir", "tunnel:ipv4_mapped")
+
+
 def test_ipv6(make_gf: MakeGf) -> None:
     """Native IPv6 addresses are located and decided like IPv4 ones."""
     gf = make_gf(UNRESOLVED_ORDER)
@@ -693,6 +703,40 @@ def test_subject_ids_and_orgs(make_gf: MakeGf) -> None:
     assert gf.decide(ADDR["us"], Context(subject=Subject(id="bad-1"))).rule_id == "deny-id"
     assert gf.decide(ADDR["us"], Context(subject=Subject(org_id="org-9"))).route == "org-tier"
     assert gf.decide(ADDR["us"], Context(subject=Subject(id="ok"))).outcome == "default"
+
+
+def test_a_failing_condition_beats_a_missing_attribute(make_gf: MakeGf) -> None:
+    """A rule with one condition that fails does not match, even if another is unknown."""
+    p = policy(
+        """
+        [policy]
+        id = "kleene"
+        on_unresolved = "challenge"
+        [[rules]]
+        id = "ir-nationals-with-cu-accounts"
+        action = "deny"
+        subject = { nationality = ["IR"], account_country = ["CU"] }
+        [[rules]]
+        id = "unverified-with-tz-mismatch"
+        action = "review"
+        subject = { verified = false }
+        signals = ["tz_mismatch"]
+        """
+    )
+    gf = make_gf(p)
+    # Nationality unknown, but the account is not Cuban: the first rule cannot match.
+    d = gf.decide(ADDR["us"], Context(subject=Subject(account_country="US", verified=True)))
+    assert (d.action, d.outcome) == (Action.ALLOW, "default")
+    # Verification unknown, but no tz_mismatch signal: the second rule cannot match.
+    d = gf.decide(ADDR["us"], Context(subject=Subject(nationalities=frozenset({"US"}))))
+    assert (d.action, d.outcome) == (Action.ALLOW, "default")
+    # No subject at all, and no signal: still cannot match.
+    d = gf.decide(ADDR["us"], Context(subject=None, signals=()))
+    assert d.rule_id == "ir-nationals-with-cu-accounts"  # unresolved: nothing fails there
+    assert d.reasons[0] == "unresolved:subject"
+    # Unknown stays unresolved when nothing fails.
+    d = gf.decide(ADDR["us"], Context(subject=Subject(account_country="CU")))
+    assert (d.action, d.reasons[0]) == (Action.CHALLENGE, "unresolved:subject.nationality")
 
 
 SIGNALS = policy(

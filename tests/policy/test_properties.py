@@ -27,6 +27,7 @@ from geofence.engine import Geofence
 from geofence.kinds import NetworkKind
 from geofence.policy import Policy, Rule, SubjectCondition, load_policy
 from geofence.records import NetworkRecord
+from geofence.signals.base import Signal
 from geofence.snapshot.build import build_snapshot
 from geofence.snapshot.reader import Snapshot
 from geofence.sources.base import RangeEntry
@@ -84,8 +85,43 @@ def _located_in(record: NetworkRecord, codes: frozenset[str]) -> Tri:
     return Tri.NO
 
 
-def _matches(rule: Rule, record: NetworkRecord | None, ip: ipaddress._BaseAddress) -> Tri:
-    """Test every condition of a rule, without a request context."""
+def _held(value: bool) -> Tri:
+    return Tri.YES if value else Tri.NO
+
+
+def _subject_parts(cond: SubjectCondition, subject: Subject | None) -> list[Tri]:
+    """One truth value per stated subject condition."""
+    if cond.is_empty():
+        return []
+    if subject is None:
+        return [Tri.UNKNOWN]
+    nats = subject.nationalities
+    parts: list[Tri] = []
+    if cond.nationality is not None:
+        parts.append(_held(bool(nats & cond.nationality)) if nats else Tri.UNKNOWN)
+    if cond.nationality_not is not None:
+        parts.append(_held(not nats & cond.nationality_not) if nats else Tri.UNKNOWN)
+    if cond.account_country is not None:
+        acct = subject.account_country
+        parts.append(Tri.UNKNOWN if acct is None else _held(acct in cond.account_country))
+    if cond.org_ids is not None:
+        parts.append(_held(subject.org_id in cond.org_ids))
+    if cond.ids is not None:
+        parts.append(_held(subject.id in cond.ids))
+    if cond.verified is not None:
+        known = subject.verified
+        parts.append(Tri.UNKNOWN if known is None else _held(known is cond.verified))
+    return parts
+
+
+def _matches(
+    rule: Rule,
+    record: NetworkRecord | None,
+    ip: ipaddress._BaseAddress,
+    context: Context | None = None,
+    risk: float = 0.0,
+) -> Tri:
+    """Test every condition of a rule (AND over three values)."""
     parts: list[Tri] = []
     if rule.cidrs is not None:
         nets = [ipaddress.ip_network(text) for text in rule.cidr_text]
@@ -113,8 +149,12 @@ def _matches(rule: Rule, record: NetworkRecord | None, ip: ipaddress._BaseAddres
             if rule.partial_jurisdictions is not None:
                 inside = _located_in(record, rule.partial_jurisdictions)
                 parts.append(Tri.NO if inside is Tri.NO else Tri.UNKNOWN)
-    if not rule.subject.is_empty() or rule.signals is not None or rule.min_risk is not None:
-        parts.append(Tri.UNKNOWN)  # needs a context, and there is none
+    parts += _subject_parts(rule.subject, context.subject if context else None)
+    codes = {s.code for s in context.signals} if context else set()
+    if rule.signals is not None:
+        parts.append(Tri.UNKNOWN if context is None else _held(bool(rule.signals & codes)))
+    if rule.min_risk is not None:
+        parts.append(Tri.UNKNOWN if context is None else _held(risk >= rule.min_risk))
     return _all(parts)
 
 
@@ -151,17 +191,22 @@ class Expected:
     shadow_action: Action | None
     shadow_rule_id: str | None
     tunnel: str | None
+    risk: float = 0.0
 
 
-def naive(policy: Policy, snapshot: Snapshot, text: str, day: dt.date) -> Expected:
+def naive(
+    policy: Policy, snapshot: Snapshot, text: str, day: dt.date, context: Context | None = None
+) -> Expected:
     """Evaluate ``policy`` for one address, straight from the documented semantics."""
+    weights = dict(policy.signal_weights)
+    risk = sum(weights.get(s.code, s.weight) for s in context.signals) if context else 0.0
     ip, tunnel = _unwrap(ipaddress.ip_address(text))
     record = snapshot.lookup(int(ip), version=ip.version).record
     special = special_range(ip.version, int(ip))
     shadow: tuple[Action, str] | None = None
     result: tuple[Action, str | None, str, str | None, tuple[str, ...]] | None = None
     for exc in policy.exceptions:
-        if not _active(exc, day) or _matches(exc, record, ip) is not Tri.YES:
+        if not _active(exc, day) or _matches(exc, record, ip, context, risk) is not Tri.YES:
             continue  # an allow-list that cannot be checked does not apply
         if exc.shadow:
             shadow = shadow or (exc.action, exc.id)
@@ -172,7 +217,7 @@ def naive(policy: Policy, snapshot: Snapshot, text: str, day: dt.date) -> Expect
         for rule in policy.rules:
             if not _active(rule, day):
                 continue
-            m = _matches(rule, record, ip)
+            m = _matches(rule, record, ip, context, risk)
             if m is Tri.NO:
                 continue
             if rule.shadow:
@@ -213,6 +258,7 @@ def naive(policy: Policy, snapshot: Snapshot, text: str, day: dt.date) -> Expect
         shadow_action=shadow[0] if shadow else None,
         shadow_rule_id=shadow[1] if shadow else None,
         tunnel=tunnel,
+        risk=risk,
     )
 
 
@@ -228,6 +274,7 @@ def observed(d: Decision) -> Expected:
         shadow_action=d.shadow_action,
         shadow_rule_id=d.shadow_rule_id,
         tunnel=d.tunnel,
+        risk=d.risk,
     )
 
 
@@ -254,6 +301,48 @@ def _dates(draw: st.DrawFn) -> tuple[dt.date | None, dt.date | None]:
     return start, end
 
 
+_SIGNALS = ("tz_mismatch", "header_spoof", "impossible_travel")
+_ORGS = ("org-1", "org-2")
+_IDS = ("u1", "u2")
+
+
+def _some(pool: Sequence[str]) -> st.SearchStrategy[frozenset[str] | None]:
+    return st.none() | st.frozensets(st.sampled_from(pool), min_size=1, max_size=2)
+
+
+@st.composite
+def subject_conditions(draw: st.DrawFn) -> SubjectCondition:
+    """Subject conditions over a small vocabulary, at least one of them stated."""
+    cond = SubjectCondition(
+        nationality=draw(_some(COUNTRIES)),
+        nationality_not=draw(_some(COUNTRIES)),
+        account_country=draw(_some(COUNTRIES)),
+        org_ids=draw(_some(_ORGS)),
+        ids=draw(_some(_IDS)),
+        verified=draw(st.none() | st.booleans()),
+    )
+    return cond if not cond.is_empty() else SubjectCondition(ids=frozenset(_IDS[:1]))
+
+
+@st.composite
+def contexts(draw: st.DrawFn) -> Context:
+    """Request contexts: maybe a subject with some attributes, and some signals."""
+    subject = None
+    if draw(st.integers(0, 4)) != 0:
+        subject = Subject(
+            id=draw(st.none() | st.sampled_from(_IDS)),
+            nationalities=draw(st.frozensets(st.sampled_from(COUNTRIES), max_size=2)),
+            account_country=draw(st.none() | st.sampled_from(COUNTRIES)),
+            org_id=draw(st.none() | st.sampled_from(_ORGS)),
+            verified=draw(st.none() | st.booleans()),
+        )
+    signals = tuple(
+        Signal(code=code, weight=draw(st.sampled_from((0.0, 0.5, 1.0, 3.0))))
+        for code in draw(st.lists(st.sampled_from(_SIGNALS), max_size=3, unique=True))
+    )
+    return Context(subject=subject, signals=signals)
+
+
 @st.composite
 def rules(
     draw: st.DrawFn,
@@ -265,9 +354,7 @@ def rules(
     """A random rule (or exception, which takes only CIDR and subject conditions)."""
     action, route = _parse_action(draw(st.sampled_from(_ACTIONS)))
     nets = draw(st.none() | st.lists(cidr_pool, min_size=1, max_size=3))
-    subject = SubjectCondition()
-    if draw(st.integers(0, 5)) == 0:
-        subject = SubjectCondition(nationality=frozenset({draw(st.sampled_from(COUNTRIES))}))
+    subject = draw(subject_conditions()) if draw(st.integers(0, 4)) == 0 else SubjectCondition()
     start, end = draw(_dates())
     fields: dict[str, object] = {}
     if not exception:
@@ -284,7 +371,12 @@ def rules(
             else None,
             "kinds": kinds,
             "asns": draw(st.none() | st.frozensets(st.sampled_from(_ASNS), min_size=1)),
-            "signals": frozenset({"tz_mismatch"}) if draw(st.integers(0, 9)) == 0 else None,
+            "signals": draw(st.frozensets(st.sampled_from(_SIGNALS), min_size=1))
+            if draw(st.integers(0, 6)) == 0
+            else None,
+            "min_risk": draw(st.sampled_from((0.0, 1.0, 2.5, 4.0)))
+            if draw(st.integers(0, 6)) == 0
+            else None,
         }
     return Rule(
         id=rid,
@@ -326,6 +418,9 @@ def policies(
         on_unknown=fallback(),
         on_reserved=fallback(),
         shadow=draw(st.integers(0, 5)) == 0,
+        signal_weights=tuple(
+            sorted(draw(st.dictionaries(st.sampled_from(_SIGNALS), st.just(2.0))).items())
+        ),
     )
 
 
@@ -398,6 +493,26 @@ def test_compiled_equals_naive(entry_sets: list[list[RangeEntry]], data: st.Data
         for text in texts:
             assert observed(gf.decide(text)) == naive(pol, snapshot, text, TODAY), text
         assert gf.decide_many(texts) == [gf.decide(t) for t in texts]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=_SLOW)
+@given(entry_sets=source_sets(max_sources=2, max_entries=6), data=st.data())
+def test_context_decisions_equal_naive(
+    entry_sets: list[list[RangeEntry]], data: st.DataObject
+) -> None:
+    """With random subjects and signals, decide(ip, context) equals the naive interpreter."""
+    snapshot = _snapshot(entry_sets)
+    edges = _near(entry_sets)
+    pol = data.draw(policies(_cidr_pool(edges)), label="policy")
+    points = edges + _cidr_edges(pol)
+    picked = data.draw(st.lists(addresses(), max_size=6), label="addresses")
+    if points:
+        picked += data.draw(st.lists(st.sampled_from(points), max_size=10), label="edges")
+    with Geofence(snapshot, pol, today=lambda: TODAY) as gf:
+        for version, value in picked:
+            text = _text(version, value)
+            ctx = data.draw(contexts(), label="context")
+            assert observed(gf.decide(text, ctx)) == naive(pol, snapshot, text, TODAY, ctx), text
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=_SLOW)
