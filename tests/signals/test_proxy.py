@@ -829,3 +829,57 @@ def test_ipv4_and_mapped_peer_resolve_alike(
     assert text(plain) == text(mapped)
     assert plain.source == mapped.source
     assert codes(plain) == codes(mapped)
+
+
+_FAST_PEERS = st.sampled_from(
+    ["127.0.0.1", "10.0.0.1", "8.8.8.8", "::1", "::ffff:10.0.0.1", "2001:db8::1", "1.2.3.4:80", "x"]
+)
+_FAST_VALUES = st.one_of(
+    st.sampled_from(
+        [
+            "8.8.8.8",
+            " 1.2.3.4 ",
+            "::1",
+            "2a00:1450::1",
+            "::ffff:8.8.8.8",
+            "10.0.0.7",
+            "",
+            "1.1.1.1, 2.2.2.2",
+            "junk",
+            "[::1]:80",
+            "fe80::1%eth0",
+        ]
+    ),
+    st.text(max_size=20),
+)
+
+
+@given(
+    peer=_FAST_PEERS,
+    value=_FAST_VALUES,
+    as_bytes=st.booleans(),
+    cidrs=st.sampled_from([(), ("127.0.0.0/8",), ("10.0.0.0/8", "::1/128")]),
+    extra=st.sampled_from([(), (("host", "example"),), (("x-real-ip", "9.9.9.9"),)]),
+    with_xff=st.booleans(),
+)
+def test_fast_path_equals_general_resolution(
+    peer: str,
+    value: str,
+    as_bytes: bool,
+    cidrs: tuple[str, ...],
+    extra: tuple[tuple[str, str], ...],
+    with_xff: bool,
+) -> None:
+    """The fast path of resolve_client answers exactly what the general resolution answers."""
+    from geofence.signals.proxy import _resolve_general
+
+    trusted = TrustedProxies(cidrs=cidrs)
+    pairs: list[tuple[str, str]] = list(extra)
+    if with_xff:
+        pairs.append(("X-Forwarded-For", value))
+    headers: list[tuple[str | bytes, str | bytes]] = (
+        [(n.encode(), v.encode("latin-1", "replace")) for n, v in pairs]
+        if as_bytes
+        else list(pairs)
+    )
+    assert resolve_client(peer, headers, trusted) == _resolve_general(peer, headers, trusted)
