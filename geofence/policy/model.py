@@ -181,23 +181,15 @@ class Rule:
     min_risk: float | None = None
     """Holds when the risk score is at least this (needs context)."""
 
-    def active_on(self, day: dt.date) -> bool:
-        """Whether the rule is in force on ``day``."""
-        if self.effective_from is not None and day < self.effective_from:
-            return False
-        return not (self.effective_to is not None and day >= self.effective_to)
+    # Derived once: both are asked per candidate rule on every request with context.
+    _needs_context: bool = field(default=False, init=False, repr=False, compare=False)
+    _needs_data: bool = field(default=False, init=False, repr=False, compare=False)
 
-    @property
-    def needs_context(self) -> bool:
-        """Whether the rule has conditions that only a request context can answer."""
-        return (
-            (not self.subject.is_empty()) or self.signals is not None or (self.min_risk is not None)
+    def __post_init__(self) -> None:
+        context = (
+            (not self.subject.is_empty()) or self.signals is not None or self.min_risk is not None
         )
-
-    @property
-    def needs_data(self) -> bool:
-        """Whether the rule has conditions about the address's data record."""
-        return any(
+        data = any(
             x is not None
             for x in (
                 self.jurisdictions,
@@ -207,6 +199,24 @@ class Rule:
                 self.asns,
             )
         )
+        object.__setattr__(self, "_needs_context", context)
+        object.__setattr__(self, "_needs_data", data)
+
+    def active_on(self, day: dt.date) -> bool:
+        """Whether the rule is in force on ``day``."""
+        if self.effective_from is not None and day < self.effective_from:
+            return False
+        return not (self.effective_to is not None and day >= self.effective_to)
+
+    @property
+    def needs_context(self) -> bool:
+        """Whether the rule has conditions that only a request context can answer."""
+        return self._needs_context
+
+    @property
+    def needs_data(self) -> bool:
+        """Whether the rule has conditions about the address's data record."""
+        return self._needs_data
 
     def in_cidrs(self, version: int, value: int) -> bool:
         """Whether an (unwrapped) address is in this rule's CIDRs (True when it has none)."""
