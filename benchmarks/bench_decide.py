@@ -194,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     cached = Geofence(snap, policy, cache_size=n + 1)
     t_hit = measure("decide(), cache hit (every address cached)", cached.decide, ips)
     print(f"    {_goal(t_hit.median, GOAL_CACHE_HIT)} (median)")
+    missing = Geofence(snap, policy, cache_size=10_000)
+    measure("decide(), cache_size=10k, every call a miss", missing.decide, ips)
+    print(f"    (no cache: {fmt_ns(t_decide.median)}; a miss also evicts the oldest entry)")
     skewed = _skewed(ips, n, args.seed)
     small = Geofence(snap, policy, cache_size=10_000)
     t_skew = measure("decide(), cache_size=10k, Zipf-skewed stream", small.decide, skewed)
@@ -213,6 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     print_row(f"decide_many(list of {n:,} str)", fmt_ns(many_str))
     print(f"    {_goal(many_str, GOAL_MANY_STR)}")
     rows["decide_many str"] = {"median_ns_per_address": round(many_str, 1), "n": n}
+    for family, items in (("IPv4", sample.v4), ("IPv6", sample.v6)):
+
+        def batch(items: list[str] = items) -> object:
+            return gf.decide_many(items)
+
+        per = time_call(batch, repeats=repeats, warmup=True).median / len(items)
+        print_row(f"decide_many(list of {len(items):,} {family} str)", fmt_ns(per))
+        rows[f"decide_many {family} str"] = {"median_ns_per_address": round(per, 1)}
     many_int: float | None = None
     np = optional_module("numpy")
     if np is None:

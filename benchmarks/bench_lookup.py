@@ -106,18 +106,23 @@ def _fork_check(gf: Geofence, ips: list[str]) -> dict[str, int] | None:
 
     Returns the child's ``Private_Dirty`` growth (pages it copied or allocated
     while deciding) and how much stayed shared with the parent; ``None`` where
-    ``fork`` or ``smaps_rollup`` is unavailable.
+    ``fork`` or ``smaps_rollup`` is unavailable. The child splits its own copy of
+    the addresses out of one string before measuring: iterating the parent's
+    list would copy every page holding an address (reference counts are
+    writes) and charge the sample's memory to geofence.
     """
     if not hasattr(os, "fork") or not Path("/proc/self/smaps_rollup").exists():
         return None
+    blob = "\n".join(ips)
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: decide, report, and leave without cleanup
         status = 1
         try:
             os.close(read_end)
+            own = blob.split("\n")
             before = _smaps()
-            for ip in ips:
+            for ip in own:
                 gf.decide(ip)
             after = _smaps()
             report = {

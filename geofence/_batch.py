@@ -42,13 +42,17 @@ def decide_many(gf: Geofence, ips: Iterable[Any], *, version: int | None = None)
     where: list[int] = []
     out: list[Decision | None] = [None] * len(items)
     from_bytes = int.from_bytes
+    v6 = gf._decide_v6
     for k, ip in enumerate(items):
         if type(ip) is str:
+            if ":" in ip:  # IPv6 text: skip the failing IPv4 parse
+                out[k] = v6(state, ip)
+                continue
             try:
                 values.append(from_bytes(inet_pton(AF_INET, ip), "big"))
                 where.append(k)
                 continue
-            except (OSError, ValueError):
+            except (OSError, ValueError, UnicodeEncodeError):
                 pass
         out[k] = gf.decide(ip)
     if values:
@@ -60,7 +64,7 @@ def decide_many(gf: Geofence, ips: Iterable[Any], *, version: int | None = None)
                 out[k] = table[v]
         else:
             for k, v in zip(where, values, strict=True):
-                out[k] = gf.decide(ip=items[k]) if False else _one(gf, v)
+                out[k] = _one(gf, v)
     del state
     return out  # type: ignore[return-value]
 

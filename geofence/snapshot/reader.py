@@ -19,6 +19,7 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Iterator
 from pathlib import Path
+from socket import AF_INET, AF_INET6, inet_pton
 from typing import Any, Final
 
 from geofence.addr import ParsedAddress, parse_address
@@ -65,6 +66,8 @@ __all__ = [
 #: Lowest segment id a file may contain (the last tunnel id).
 _LOWEST_ID: Final = min(TUNNEL_BY_ID)
 _KINDS_CACHE: dict[int, NetworkKind] = {}
+_from_bytes = int.from_bytes
+_ALL_KINDS: Final = sum(k.value for k in NetworkKind)
 
 log = logging.getLogger("geofence")
 
@@ -277,7 +280,7 @@ class Snapshot:
                     if values[key] is not None and not isinstance(values[key], (int, float)):
                         raise TypeError(key)
                 kinds = values["kinds"]
-                if type(kinds) is not int or kinds < 0 or kinds & ~sum(NetworkKind):
+                if type(kinds) is not int or kinds < 0 or kinds & ~_ALL_KINDS:
                     raise TypeError("kinds")
                 flag = _KINDS_CACHE.get(kinds)
                 if flag is None:  # IntFlag construction is slow; few distinct values exist
@@ -398,6 +401,39 @@ class Snapshot:
             return i, self._v4_ids[i]
         i = locate6(self._v6_hi, self._v6_lo, value)
         return i, self._v6_ids[i]
+
+    def get(self, ip: str) -> NetworkRecord | None:
+        """The record for an address string, or ``None`` (no data, or special-purpose).
+
+        The fast counterpart of :meth:`lookup` (like ``maxminddb``'s ``get``):
+        no result object and no covering network. Tunnelled IPv6 forms are
+        unwrapped like :meth:`lookup` does.
+
+        Raises:
+            InvalidAddressError: ``ip`` is not an acceptable address.
+        """
+        if ":" not in ip:
+            try:
+                v = _from_bytes(inet_pton(AF_INET, ip), "big")
+            except (OSError, ValueError, UnicodeEncodeError):
+                pass
+            else:
+                p = v >> 16
+                index = self._v4_index
+                rid = self._v4_ids[bisect_right(self._v4_starts, v, index[p], index[p + 1] + 1) - 1]
+                return self.records[rid] if rid >= 0 else None
+        else:
+            try:
+                v = _from_bytes(inet_pton(AF_INET6, ip), "big")
+            except (OSError, ValueError, UnicodeEncodeError):
+                pass
+            else:
+                rid = self._v6_ids[locate6(self._v6_hi, self._v6_lo, v)]
+                if rid >= 0:
+                    return self.records[rid]
+                if rid not in TUNNEL_BY_ID:
+                    return None
+        return self.lookup(ip).record
 
     def segment_bounds(self, version: int, i: int) -> tuple[int, int]:
         """First and last address of segment ``i`` of family ``version``."""

@@ -641,3 +641,20 @@ def test_lookup_is_total(address: tuple[int, int]) -> None:
     assert (result.record is None) == (result.record_id < 0)
     if result.address.special is not None:
         assert result.record is None
+
+
+@given(address=st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)))
+@settings(max_examples=300, deadline=None)
+def test_get_equals_lookup_record(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
+    """Snapshot.get(text) returns exactly lookup(text).record, for every address."""
+    snap = Snapshot.default()
+    text = str(address)
+    assert snap.get(text) == snap.lookup(text).record
+
+
+def test_get_rejects_invalid_text() -> None:
+    """Snapshot.get raises InvalidAddressError for a malformed address."""
+    from geofence.errors import InvalidAddressError
+
+    with pytest.raises(InvalidAddressError):
+        Snapshot.default().get("01.2.3.4")
