@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import struct
 import threading
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
@@ -29,7 +30,7 @@ from geofence.policy.evaluate import evaluate
 from geofence.policy.model import Policy
 from geofence.policy.parse import load_policy
 from geofence.signals.base import Signal
-from geofence.snapshot.partition import SPECIAL_BY_ID, TUNNEL_BY_ID, locate6
+from geofence.snapshot.partition import SPECIAL_BY_ID, TUNNEL_BY_ID, locate6_indexed
 from geofence.snapshot.reader import Snapshot
 
 __all__ = ["Geofence", "SignalProvider"]
@@ -43,6 +44,7 @@ SignalProvider = Callable[[ParsedAddress, Any, Context, Decision], tuple[Sequenc
 
 _MASK64 = (1 << 64) - 1
 _from_bytes = int.from_bytes
+_unpack_v6 = struct.Struct(">QQ").unpack
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,10 +227,12 @@ class Geofence:
         """IPv6 text: one search, unless it is a tunnel prefix or needs full parsing."""
         c = state.compiled
         try:
-            v = _from_bytes(inet_pton(AF_INET6, ip), "big")
-        except (OSError, ValueError):
+            # Two 64-bit halves straight from the packed form: the search
+            # compares halves, so the 128-bit integer is never needed here.
+            h, low = _unpack_v6(inet_pton(AF_INET6, ip))
+        except (OSError, ValueError, UnicodeEncodeError):
             return self._decide_parsed(state, parse_address(ip))  # zone ids, or invalid
-        vid = c.v6_ids[locate6(c.v6_hi, c.v6_lo, v)]
+        vid = c.v6_ids[locate6_indexed(c.v6_hi, c.v6_lo, c.v6_index, h, low)]
         if vid in TUNNEL_BY_ID:
             return self._decide_parsed(state, parse_address(ip))
         return c.table[vid]  # type: ignore[return-value]

@@ -28,6 +28,7 @@ from geofence.snapshot.partition import (
     V6_TOP,
     index16,
     locate6,
+    locate6_indexed,
 )
 from geofence.snapshot.reader import Snapshot
 
@@ -54,6 +55,7 @@ class CompiledPolicy:
     v6_hi: array[int]
     v6_lo: array[int]
     v6_ids: array[int]
+    v6_index: array[int]
     table: list[Decision | None]
     """Decision per id; negative ids index from the end (gap, special ranges);
     tunnel slots are ``None`` (unwrap and look up the IPv4 address)."""
@@ -68,7 +70,9 @@ class CompiledPolicy:
             p = value >> 16
             ix = self.v4_index
             return self.v4_ids[bisect_right(self.v4_starts, value, ix[p], ix[p + 1] + 1) - 1]
-        return self.v6_ids[locate6(self.v6_hi, self.v6_lo, value)]
+        return self.v6_ids[
+            locate6_indexed(self.v6_hi, self.v6_lo, self.v6_index, value >> 64, value & _MASK64)
+        ]
 
 
 def _carve(
@@ -169,6 +173,7 @@ def compile_policy(
     cidr_rules = [r for r in (*policy.exceptions, *policy.rules) if r.cidrs is not None]
     v4s, v4i, v4x = snapshot._v4_starts, snapshot._v4_ids, snapshot._v4_index
     v6h, v6l, v6i = snapshot._v6_hi, snapshot._v6_lo, snapshot._v6_ids
+    v6x = snapshot._v6_index
     virtual: dict[tuple[int, int], int] = {}
     all_labels: list[list[frozenset[str]]] = []
     if cidr_rules:
@@ -214,6 +219,7 @@ def compile_policy(
                     V6_TOP,
                     assign,
                 )
+                v6x = index16(v6h, 48)
     size = nrec + len(virtual) + TAIL
     table: list[Decision | None] = [None] * size
     plans: list[tuple[Candidate, ...]] = [()] * size
@@ -252,6 +258,7 @@ def compile_policy(
         v6_hi=v6h,
         v6_lo=v6l,
         v6_ids=v6i,
+        v6_index=v6x,
         table=table,
         plans=plans,
         records=recs,

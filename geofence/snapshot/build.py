@@ -294,8 +294,9 @@ def encode_snapshot(
         ),
     )
     v4_index = index16(v4_starts)
+    v6_index = index16(v6_hi, 48)
     blobs = [meta_bytes, recs_bytes]
-    for arr in (v4_starts, v4_ids, v4_index, v6_hi, v6_lo, v6_ids):
+    for arr in (v4_starts, v4_ids, v4_index, v6_hi, v6_lo, v6_ids, v6_index):
         if not _little_endian():
             arr.byteswap()
         blobs.append(arr.tobytes())

@@ -25,6 +25,7 @@ A snapshot file is little-endian and laid out as::
     |   V6HI  u64[n6]  high 64 bits of each IPv6 segment start      |
     |   V6LO  u64[n6]  low 64 bits of each IPv6 segment start       |
     |   V6ID  i32[n6]  id of each IPv6 segment                        |
+    |   V6IX  i32[65537] /16 bucket index into V6HI (see below)      |
     +--------------------------------------------------------------+
 
 Segments partition each address space: the first starts at 0, starts are
@@ -45,6 +46,7 @@ V4IX: for each /16 bucket ``p`` (0..65535, plus a sentinel), ``V4IX[p]`` is the
 index of the segment containing the last address before bucket ``p``
 (``0`` for ``p = 0``); the segment of any address in bucket ``p`` is then found
 by bisecting ``V4ST`` between ``V4IX[p]`` and ``V4IX[p + 1]`` inclusive.
+V6IX is the same over the top 16 bits of the IPv6 starts (``V6HI >> 48``).
 
 The digest in the header is both the integrity check (any flipped or missing
 byte changes it) and the snapshot's identity (:attr:`Snapshot.snapshot_id`).
@@ -79,7 +81,17 @@ HEADER: Final = struct.Struct("<8sHHIIIQ32s")
 SECTION: Final = struct.Struct("<4sIQQ")
 
 #: The sections, in the order they must appear.
-SECTION_TAGS: Final = (b"META", b"RECS", b"V4ST", b"V4ID", b"V4IX", b"V6HI", b"V6LO", b"V6ID")
+SECTION_TAGS: Final = (
+    b"META",
+    b"RECS",
+    b"V4ST",
+    b"V4ID",
+    b"V4IX",
+    b"V6HI",
+    b"V6LO",
+    b"V6ID",
+    b"V6IX",
+)
 
 #: Each record in RECS is a JSON array with these fields in this order; ``sources``
 #: is a list of indexes into META["sources"].
@@ -107,6 +119,7 @@ ARRAY_TYPES: Final = {
     b"V6HI": ("Q", 8),
     b"V6LO": ("Q", 8),
     b"V6ID": ("i", 4),
+    b"V6IX": ("i", 4),
 }
 
 

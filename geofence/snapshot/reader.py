@@ -47,7 +47,7 @@ from geofence.snapshot.partition import (
     V6_TOP,
     apply_special_ranges,
     index16,
-    locate6,
+    locate6_indexed,
 )
 from geofence.sources.base import SourceInfo
 
@@ -67,6 +67,7 @@ __all__ = [
 _LOWEST_ID: Final = min(TUNNEL_BY_ID)
 _KINDS_CACHE: dict[int, NetworkKind] = {}
 _from_bytes = int.from_bytes
+_M64: Final = (1 << 64) - 1
 _ALL_KINDS: Final = sum(k.value for k in NetworkKind)
 
 log = logging.getLogger("geofence")
@@ -94,6 +95,7 @@ class Snapshot:
         "_v4_starts",
         "_v6_hi",
         "_v6_ids",
+        "_v6_index",
         "_v6_lo",
         "digest",
         "meta",
@@ -245,18 +247,20 @@ class Snapshot:
                 arr.byteswap()
             arrays[tag] = arr
         v4s, v4i, v4x = arrays[b"V4ST"], arrays[b"V4ID"], arrays[b"V4IX"]
-        v6h, v6l, v6i = arrays[b"V6HI"], arrays[b"V6LO"], arrays[b"V6ID"]
+        v6h, v6l, v6i, v6x = arrays[b"V6HI"], arrays[b"V6LO"], arrays[b"V6ID"], arrays[b"V6IX"]
         if not (len(v4s) == len(v4i) > 0 and len(v6h) == len(v6l) == len(v6i) > 0):
             raise _fail("range sections have inconsistent lengths", name)
         if len(v4x) != 65537 or min(v4x) < 0 or max(v4x) >= len(v4s):
             raise _fail("corrupt IPv4 index section", name)
+        if len(v6x) != 65537 or min(v6x) < 0 or max(v6x) >= len(v6h):
+            raise _fail("corrupt IPv6 index section", name)
         if v4s[0] or v6h[0] or v6l[0]:
             raise _fail("range sections do not start at address 0", name)
         nrec = len(self.records)
         for ids in (v4i, v6i):
             if min(ids) < _LOWEST_ID or max(ids) >= nrec:
                 raise _fail("range section refers to a record that does not exist", name)
-        self._install(v4s, v4i, v4x, v6h, v6l, v6i)
+        self._install(v4s, v4i, v4x, v6h, v6l, v6i, v6x)
 
     def _decode_records(self, rows: object) -> tuple[NetworkRecord, ...]:
         if not isinstance(rows, list):
@@ -303,6 +307,7 @@ class Snapshot:
         v6h: array[int],
         v6l: array[int],
         v6i: array[int],
+        v6x: array[int],
     ) -> None:
         """Install the tables, re-applying the special ranges if built with another table."""
         if self.meta.get("special_table") != SPECIAL_TABLE:
@@ -315,8 +320,9 @@ class Snapshot:
             )
             (v4s, v4i), (v6h, v6l, v6i) = apply_special_ranges((v4s, v4i), (v6h, v6l, v6i))
             v4x = index16(v4s)
+            v6x = index16(v6h, 48)
         self._v4_starts, self._v4_ids, self._v4_index = v4s, v4i, v4x
-        self._v6_hi, self._v6_lo, self._v6_ids = v6h, v6l, v6i
+        self._v6_hi, self._v6_lo, self._v6_ids, self._v6_index = v6h, v6l, v6i, v6x
 
     # -- properties -------------------------------------------------------------------------
 
@@ -399,7 +405,7 @@ class Snapshot:
             index = self._v4_index
             i = bisect_right(self._v4_starts, value, index[p], index[p + 1] + 1) - 1
             return i, self._v4_ids[i]
-        i = locate6(self._v6_hi, self._v6_lo, value)
+        i = locate6_indexed(self._v6_hi, self._v6_lo, self._v6_index, value >> 64, value & _M64)
         return i, self._v6_ids[i]
 
     def get(self, ip: str) -> NetworkRecord | None:
@@ -428,7 +434,9 @@ class Snapshot:
             except (OSError, ValueError, UnicodeEncodeError):
                 pass
             else:
-                rid = self._v6_ids[locate6(self._v6_hi, self._v6_lo, v)]
+                rid = self._v6_ids[
+                    locate6_indexed(self._v6_hi, self._v6_lo, self._v6_index, v >> 64, v & _M64)
+                ]
                 if rid >= 0:
                     return self.records[rid]
                 if rid not in TUNNEL_BY_ID:
@@ -501,6 +509,8 @@ class Snapshot:
                 raise _fail("IPv6 starts are not strictly increasing", self.origin)
         if self._v4_index != index16(s4):
             raise _fail("IPv4 /16 index does not match the starts", self.origin)
+        if self._v6_index != index16(hi, 48):
+            raise _fail("IPv6 /16 index does not match the starts", self.origin)
 
     def __repr__(self) -> str:
         n4, n6 = self.range_counts

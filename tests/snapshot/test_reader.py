@@ -658,3 +658,16 @@ def test_get_rejects_invalid_text() -> None:
 
     with pytest.raises(InvalidAddressError):
         Snapshot.default().get("01.2.3.4")
+
+
+@given(value=st.integers(min_value=0, max_value=(1 << 128) - 1))
+@settings(max_examples=400, deadline=None)
+def test_indexed_ipv6_search_equals_full_bisect(value: int) -> None:
+    """The V6IX-bounded IPv6 search finds the same segment as a bisect over all starts."""
+    from geofence.snapshot.partition import locate6, locate6_indexed
+
+    snap = Snapshot.default()
+    hi, lo, index = snap._v6_hi, snap._v6_lo, snap._v6_index
+    assert locate6_indexed(hi, lo, index, value >> 64, value & ((1 << 64) - 1)) == locate6(
+        hi, lo, value
+    )
