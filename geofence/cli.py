@@ -295,6 +295,10 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument("--max-age-days", type=int, help="warn when the data is older")
         q.add_argument("--stale", choices=("warn", "error"), default="warn")
 
+    def source_opts(q: argparse.ArgumentParser, metavar: str, hlp: str) -> None:
+        q.add_argument("--source", action="append", required=True, metavar=metavar, help=hlp)
+        q.add_argument("-o", "--output", required=True)
+
     q = sub.add_parser("lookup", help="where an address is and what network it is")
     q.add_argument("ips", nargs="*", help="addresses (or - / stdin)")
     q.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -334,15 +338,11 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--verify", action="store_true", help="also re-check ordering invariants")
     i.add_argument("--max-age-days", type=int, help="exit 1 when the data is older")
     i.set_defaults(func=cmd_data_info)
+
     b = dsub.add_parser("build", help="merge sources into a snapshot")
-    b.add_argument(
-        "--source",
-        action="append",
-        required=True,
-        metavar="KIND:PATH",
-        help="a source spec (repeat; first = highest priority); see docs/sources.md",
+    source_opts(
+        b, "KIND:PATH", "a source spec (repeat; first = highest priority); see docs/sources.md"
     )
-    b.add_argument("-o", "--output", required=True)
     b.add_argument("--field-priority", help='JSON, e.g. {"asn": ["ipinfo", "dbip"]}')
     b.add_argument("--previous", help="previous snapshot for the shrink guard (default: -o)")
     b.add_argument("--force", action="store_true", help="write even an empty or shrunk build")
@@ -350,14 +350,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("-q", "--quiet", action="store_true")
     b.set_defaults(func=cmd_data_build)
     u = dsub.add_parser("update", help="download sources from their upstream URLs and rebuild")
-    u.add_argument(
-        "--source",
-        action="append",
-        required=True,
-        metavar="KIND:URL",
-        help="a source spec whose path is an http(s) URL (repeat)",
-    )
-    u.add_argument("-o", "--output", required=True)
+    source_opts(u, "KIND:URL", "a source spec whose path is an http(s) URL (repeat)")
     u.add_argument("--force", action="store_true")
     u.add_argument("--timeout", type=float, default=60.0)
     u.add_argument("-q", "--quiet", action="store_true")

@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any, Unpack
 
-from geofence.integrations.common import Gate, GeofenceConfig, GeofenceOptions, Reply, Verdict
+from geofence.integrations.common import (
+    Gate,
+    GeofenceConfig,
+    GeofenceOptions,
+    Reply,
+    Verdict,
+    resolve_config,
+)
 
 if TYPE_CHECKING:
     from geofence.engine import Geofence
@@ -66,10 +73,8 @@ class GeofenceMiddleware:
         config: GeofenceConfig | None = None,
         **options: Unpack[GeofenceOptions],
     ) -> None:
-        if config is not None and options:
-            raise ValueError("pass either config or keyword options, not both")
         self.app = app
-        self.config = config if config is not None else GeofenceConfig.from_options(**options)
+        self.config = resolve_config(config, options)
         self.gate = Gate(geofence, self.config, integration="asgi")
         self._route_name = self.config.route_header.lower().encode("latin-1")
 

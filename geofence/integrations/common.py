@@ -671,6 +671,17 @@ class GeofenceConfig:
         return cls(**kwargs)
 
 
+def resolve_config(config: GeofenceConfig | None, options: GeofenceOptions) -> GeofenceConfig:
+    """The settings of a middleware: ``config``, or one built from keyword ``options``.
+
+    Raises:
+        ValueError: Both are given, or an option is invalid.
+    """
+    if config is not None and options:
+        raise ValueError("pass either config or keyword options, not both")
+    return config if config is not None else GeofenceConfig.from_options(**options)
+
+
 def _trusted(value: object) -> TrustedProxies:
     if value is None:
         return TrustedProxies()

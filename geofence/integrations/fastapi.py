@@ -16,7 +16,13 @@ from starlette.requests import HTTPConnection
 
 from geofence.decision import Decision
 from geofence.integrations.asgi import WS_POLICY_VIOLATION
-from geofence.integrations.common import Gate, GeofenceConfig, GeofenceOptions, Reply
+from geofence.integrations.common import (
+    Gate,
+    GeofenceConfig,
+    GeofenceOptions,
+    Reply,
+    resolve_config,
+)
 
 if TYPE_CHECKING:
     from geofence.engine import Geofence
@@ -58,9 +64,7 @@ class GeofenceDependency:
         config: GeofenceConfig | None = None,
         **options: Unpack[GeofenceOptions],
     ) -> None:
-        if config is not None and options:
-            raise ValueError("pass either config or keyword options, not both")
-        self.config = config if config is not None else GeofenceConfig.from_options(**options)
+        self.config = resolve_config(config, options)
         self.gate = Gate(geofence, self.config, integration="fastapi")
 
     async def __call__(self, request: HTTPConnection) -> Decision | None:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Unpack
 
-from geofence.integrations.common import Gate, GeofenceConfig, GeofenceOptions
+from geofence.integrations.common import Gate, GeofenceConfig, GeofenceOptions, resolve_config
 
 if TYPE_CHECKING:
     from geofence.engine import Geofence
@@ -81,10 +81,8 @@ class GeofenceWSGIMiddleware:
         config: GeofenceConfig | None = None,
         **options: Unpack[GeofenceOptions],
     ) -> None:
-        if config is not None and options:
-            raise ValueError("pass either config or keyword options, not both")
         self.app = app
-        self.config = config if config is not None else GeofenceConfig.from_options(**options)
+        self.config = resolve_config(config, options)
         self.gate = Gate(geofence, self.config, integration="wsgi")
         self._route_key = environ_key(self.config.route_header)
 

@@ -682,6 +682,8 @@ _FORWARDING_NAMES: frozenset[str | bytes] = frozenset(
 )
 _XFF_NAMES: frozenset[str | bytes] = frozenset({"x-forwarded-for", b"x-forwarded-for"})
 _FAST_MAX = 45  # longest textual IPv6 address
+_PEERS: dict[str, ParsedAddress] = {}
+_PEERS_MAX = 4096
 
 
 def _fast_path(
@@ -700,12 +702,19 @@ def _fast_path(
     """
     if type(peer) is not str or len(peer) > _FAST_MAX:
         return None
-    try:
-        peer_addr = parse_address(peer)
-    except InvalidAddressError:
-        return None
-    if peer_addr.zone is not None:
-        return None
+    peer_addr = _PEERS.get(peer)
+    if peer_addr is None:
+        # Peers repeat (the same few proxies, keep-alive clients): remember their
+        # parses. ParsedAddress is immutable, so sharing is safe across threads.
+        try:
+            peer_addr = parse_address(peer)
+        except InvalidAddressError:
+            return None
+        if peer_addr.zone is not None:
+            return None
+        if len(_PEERS) >= _PEERS_MAX:
+            _PEERS.clear()
+        _PEERS[peer] = peer_addr
     items: Iterable[tuple[object, object]]
     items = headers.items() if isinstance(headers, Mapping) else headers
     xff: object = None

@@ -24,7 +24,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, Self, TypeVar
 
 from geofence.signals.history import (
     FailureMode,
@@ -37,6 +37,7 @@ from geofence.signals.history import (
 if TYPE_CHECKING:
     import redis
     import redis.asyncio
+    from redis.commands.core import AsyncScript, Script
 
 __all__ = [
     "AsyncHistoryStore",
@@ -110,7 +111,25 @@ class _Egress(_Entry):
         self.seen: OrderedDict[str, float] = OrderedDict()
 
 
-class MemoryHistoryStore:
+class _ClosedOnExit:
+    """``with store:`` closes the store on leaving the block."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class MemoryHistoryStore(_ClosedOnExit):
     """In-process history store: the default for a single process.
 
     Thread-safe with one lock held only for dictionary updates. Memory is bounded:
@@ -247,17 +266,6 @@ class MemoryHistoryStore:
             self._subjects.clear()
             self._egress.clear()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 # --------------------------------------------------------------------------- redis
 
@@ -293,17 +301,28 @@ def _digest(text: str) -> str:
     return hashlib.blake2b(raw, digest_size=16).hexdigest()
 
 
-class _RedisCommon:
-    """Key layout, script arguments, reply parsing and the circuit breaker."""
+_C = TypeVar("_C")  # the Redis client (sync or asyncio)
+_S = TypeVar("_S")  # the registered script of that client
+
+
+class _RedisCommon(Generic[_C, _S]):
+    """Constructor, key layout, script arguments, reply parsing and the circuit breaker.
+
+    Subclasses say how to make a client from a URL (:meth:`_connect`) and how
+    to register the script with it (:meth:`_register`).
+    """
 
     def __init__(
         self,
+        client: _C | str,
         *,
-        config: HistoryConfig | None,
-        prefix: str,
-        failure_mode: FailureMode,
-        retry_after_s: float,
-        clock: Clock,
+        config: HistoryConfig | None = None,
+        prefix: str = "geofence:",
+        failure_mode: FailureMode = "open",
+        socket_connect_timeout: float = 0.05,
+        socket_timeout: float = 0.1,
+        retry_after_s: float = 1.0,
+        clock: Clock = time.monotonic,
     ) -> None:
         if failure_mode not in _FAILURE_MODES:
             raise ValueError(f"failure_mode must be 'open' or 'closed', got {failure_mode!r}")
@@ -322,6 +341,27 @@ class _RedisCommon:
         self._ttl = str(max(1, math.ceil(cfg.ttl_s)))
         self._egress_ttl = str(max(1, math.ceil(cfg.egress_window_s)))
         self._cap = str(cfg.max_subjects_per_egress)
+        self._client: _C
+        if isinstance(client, str):
+            self._client = self._connect(client, socket_connect_timeout, socket_timeout)
+            self._owns_client = True
+        else:
+            self._client = client
+            self._owns_client = False
+        self._script: _S = self._register(self._client)
+
+    @staticmethod
+    def _connect(url: str, connect_timeout: float, timeout: float) -> _C:
+        raise NotImplementedError
+
+    @staticmethod
+    def _register(client: _C) -> _S:
+        raise NotImplementedError
+
+    @property
+    def client(self) -> _C:
+        """The Redis client in use."""
+        return self._client
 
     def subject_key(self, subject: str) -> str:
         """The Redis list holding ``subject``'s observations (newest first)."""
@@ -419,7 +459,7 @@ def _async_client(url: str, connect_timeout: float, timeout: float) -> redis.asy
     )
 
 
-class RedisHistoryStore(_RedisCommon):
+class RedisHistoryStore(_RedisCommon["redis.Redis", "Script"], _ClosedOnExit):
     """History in Redis, shared by a fleet (synchronous client).
 
     Each :meth:`record` is one EVALSHA of a Lua script (see ``docs/history.md``),
@@ -447,37 +487,11 @@ class RedisHistoryStore(_RedisCommon):
         ImportError: ``redis`` is not installed.
     """
 
-    def __init__(
-        self,
-        client: redis.Redis | str,
-        *,
-        config: HistoryConfig | None = None,
-        prefix: str = "geofence:",
-        failure_mode: FailureMode = "open",
-        socket_connect_timeout: float = 0.05,
-        socket_timeout: float = 0.1,
-        retry_after_s: float = 1.0,
-        clock: Clock = time.monotonic,
-    ) -> None:
-        super().__init__(
-            config=config,
-            prefix=prefix,
-            failure_mode=failure_mode,
-            retry_after_s=retry_after_s,
-            clock=clock,
-        )
-        if isinstance(client, str):
-            self._client = _sync_client(client, socket_connect_timeout, socket_timeout)
-            self._owns_client = True
-        else:
-            self._client = client
-            self._owns_client = False
-        self._script = self._client.register_script(_RECORD_LUA)
+    _connect = staticmethod(_sync_client)
 
-    @property
-    def client(self) -> redis.Redis:
-        """The Redis client in use."""
-        return self._client
+    @staticmethod
+    def _register(client: redis.Redis) -> Script:
+        return client.register_script(_RECORD_LUA)
 
     def record(self, obs: Observation) -> HistoryView:
         """Append ``obs`` and return the subject's earlier history (never raises).
@@ -502,19 +516,8 @@ class RedisHistoryStore(_RedisCommon):
         if self._owns_client:
             self._client.close()
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class AsyncRedisHistoryStore(_RedisCommon):
+class AsyncRedisHistoryStore(_RedisCommon["redis.asyncio.Redis", "AsyncScript"]):
     """History in Redis for asyncio servers (``redis.asyncio`` client).
 
     Same script, key layout, failure handling and arguments as
@@ -525,37 +528,11 @@ class AsyncRedisHistoryStore(_RedisCommon):
         ImportError: ``redis`` is not installed.
     """
 
-    def __init__(
-        self,
-        client: redis.asyncio.Redis | str,
-        *,
-        config: HistoryConfig | None = None,
-        prefix: str = "geofence:",
-        failure_mode: FailureMode = "open",
-        socket_connect_timeout: float = 0.05,
-        socket_timeout: float = 0.1,
-        retry_after_s: float = 1.0,
-        clock: Clock = time.monotonic,
-    ) -> None:
-        super().__init__(
-            config=config,
-            prefix=prefix,
-            failure_mode=failure_mode,
-            retry_after_s=retry_after_s,
-            clock=clock,
-        )
-        if isinstance(client, str):
-            self._client = _async_client(client, socket_connect_timeout, socket_timeout)
-            self._owns_client = True
-        else:
-            self._client = client
-            self._owns_client = False
-        self._script = self._client.register_script(_RECORD_LUA)
+    _connect = staticmethod(_async_client)
 
-    @property
-    def client(self) -> redis.asyncio.Redis:
-        """The Redis client in use."""
-        return self._client
+    @staticmethod
+    def _register(client: redis.asyncio.Redis) -> AsyncScript:
+        return client.register_script(_RECORD_LUA)
 
     async def record(self, obs: Observation) -> HistoryView:
         """Append ``obs`` and return the subject's earlier history (never raises).

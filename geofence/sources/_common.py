@@ -20,11 +20,12 @@ from pathlib import Path
 from geofence.addr import V4_MAX, V6_MAX, address_text, parse_address
 from geofence.errors import InvalidAddressError, SourceError
 from geofence.records import NetworkRecord
-from geofence.sources.base import RangeEntry
+from geofence.sources.base import RangeEntry, SourceInfo
 
 __all__ = [
     "StrPath",
     "country_code",
+    "dated_file_info",
     "display",
     "entry",
     "file_sha256",
@@ -108,6 +109,36 @@ def file_sha256(path: StrPath) -> str:
     except OSError as exc:
         raise SourceError(f"{display(path)}: cannot read: {exc.strerror or exc}") from exc
     return digest.hexdigest()
+
+
+def dated_file_info(
+    file: Path,
+    *,
+    name: str,
+    format: str,
+    license: str,
+    attribution: str,
+    url: str,
+    data_date: dt.date | None,
+) -> SourceInfo:
+    """Provenance of a one-file source whose format carries no version.
+
+    The data date (if any) doubles as the version, and the file's SHA-256 is
+    recorded.
+
+    Raises:
+        SourceError: The file cannot be read.
+    """
+    return SourceInfo(
+        name=name,
+        format=format,
+        version=data_date.isoformat() if data_date else "",
+        license=license,
+        attribution=attribution,
+        url=url,
+        data_date=data_date,
+        sha256=file_sha256(file),
+    )
 
 
 def iter_lines(path: StrPath) -> Iterator[tuple[int, str]]:

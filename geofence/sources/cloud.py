@@ -108,16 +108,7 @@ def aws_source(
     Raises:
         SourceError: The file is missing, not JSON, or not laid out as AWS's.
     """
-    return _source(
-        _AWS,
-        path,
-        name=name,
-        provider=provider,
-        license=license,
-        attribution=attribution,
-        url=url,
-        data_date=data_date,
-    )
+    return _source(_AWS, path, name, provider, license, attribution, url, data_date)
 
 
 def gcp_source(
@@ -147,16 +138,7 @@ def gcp_source(
     Raises:
         SourceError: The file is missing, not JSON, or not laid out as GCP's.
     """
-    return _source(
-        _GCP,
-        path,
-        name=name,
-        provider=provider,
-        license=license,
-        attribution=attribution,
-        url=url,
-        data_date=data_date,
-    )
+    return _source(_GCP, path, name, provider, license, attribution, url, data_date)
 
 
 def azure_source(
@@ -189,16 +171,7 @@ def azure_source(
     Raises:
         SourceError: The file is missing, not JSON, or not laid out as Azure's.
     """
-    return _source(
-        _AZURE,
-        path,
-        name=name,
-        provider=provider,
-        license=license,
-        attribution=attribution,
-        url=url,
-        data_date=data_date,
-    )
+    return _source(_AZURE, path, name, provider, license, attribution, url, data_date)
 
 
 def oracle_source(
@@ -228,22 +201,12 @@ def oracle_source(
     Raises:
         SourceError: The file is missing, not JSON, or not laid out as Oracle's.
     """
-    return _source(
-        _ORACLE,
-        path,
-        name=name,
-        provider=provider,
-        license=license,
-        attribution=attribution,
-        url=url,
-        data_date=data_date,
-    )
+    return _source(_ORACLE, path, name, provider, license, attribution, url, data_date)
 
 
 def _source(
     layout: _Layout,
     path: StrPath,
-    *,
     name: str | None,
     provider: str,
     license: str,
@@ -251,6 +214,7 @@ def _source(
     url: str,
     data_date: dt.date | None,
 ) -> Source:
+    """The source behind every public reader: ``layout`` says how its file is laid out."""
     file = require_file(path)
     shown = display(path)
     document = _load(file, shown)

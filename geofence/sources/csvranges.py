@@ -29,9 +29,9 @@ from geofence.records import NetworkRecord
 from geofence.sources._common import (
     StrPath,
     country_code,
+    dated_file_info,
     display,
     entry,
-    file_sha256,
     is_header,
     iter_csv_rows,
     iter_lines,
@@ -41,7 +41,7 @@ from geofence.sources._common import (
     slug,
     subdivision_code,
 )
-from geofence.sources.base import RangeEntry, Source, SourceInfo
+from geofence.sources.base import RangeEntry, Source
 
 __all__ = ["cidr_list_source", "csv_ranges_source"]
 
@@ -79,15 +79,14 @@ def csv_ranges_source(
             when the source is read.
     """
     file = require_file(path)
-    info = SourceInfo(
+    info = dated_file_info(
+        file,
         name=name or slug(file.stem) or "csv",
         format="csv",
-        version=data_date.isoformat() if data_date else "",
         license=license,
         attribution=attribution,
         url=url,
         data_date=data_date,
-        sha256=file_sha256(file),
     )
     shown = display(path)
 
@@ -171,15 +170,14 @@ def cidr_list_source(
     """
     file = require_file(path)
     default_country = country_code(country, "cidr list option", field="country")
-    info = SourceInfo(
+    info = dated_file_info(
+        file,
         name=name or slug(file.stem) or "cidr",
         format="cidr",
-        version=data_date.isoformat() if data_date else "",
         license=license,
         attribution=attribution,
         url=url,
         data_date=data_date,
-        sha256=file_sha256(file),
     )
     shown = display(path)
     kinds = NetworkKind(kinds)

@@ -29,16 +29,16 @@ from geofence.records import NetworkRecord
 from geofence.sources._common import (
     StrPath,
     country_code,
+    dated_file_info,
     display,
     entry,
-    file_sha256,
     iter_csv_rows,
     parse_network,
     require_file,
     slug,
     subdivision_code,
 )
-from geofence.sources.base import RangeEntry, Source, SourceInfo
+from geofence.sources.base import RangeEntry, Source
 
 __all__ = ["geofeed_source", "read_geofeed"]
 
@@ -73,15 +73,14 @@ def geofeed_source(
             when the source is read.
     """
     file = require_file(path)
-    info = SourceInfo(
+    info = dated_file_info(
+        file,
         name=name or slug(file.stem) or "geofeed",
         format="geofeed",
-        version=data_date.isoformat() if data_date else "",
         license=license,
         attribution=attribution,
         url=url,
         data_date=data_date,
-        sha256=file_sha256(file),
     )
     shown = display(path)
 

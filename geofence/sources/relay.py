@@ -14,8 +14,8 @@ import datetime as dt
 from collections.abc import Iterator
 
 from geofence.kinds import NetworkKind
-from geofence.sources._common import StrPath, display, file_sha256, require_file
-from geofence.sources.base import RangeEntry, Source, SourceInfo
+from geofence.sources._common import StrPath, dated_file_info, display, require_file
+from geofence.sources.base import RangeEntry, Source
 from geofence.sources.geofeed import read_geofeed
 
 __all__ = ["APPLE_RELAY_URL", "relay_source"]
@@ -55,15 +55,14 @@ def relay_source(
             when the source is read.
     """
     file = require_file(path)
-    info = SourceInfo(
+    info = dated_file_info(
+        file,
         name=name or "icloud-private-relay",
         format="relay",
-        version=data_date.isoformat() if data_date else "",
         license=license,
         attribution=attribution,
         url=url,
         data_date=data_date,
-        sha256=file_sha256(file),
     )
     shown = display(path)
 

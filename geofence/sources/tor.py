@@ -29,15 +29,15 @@ from geofence.kinds import NetworkKind
 from geofence.records import NetworkRecord
 from geofence.sources._common import (
     StrPath,
+    dated_file_info,
     display,
     entry,
-    file_sha256,
     iter_lines,
     parse_address_text,
     require_file,
     show,
 )
-from geofence.sources.base import RangeEntry, Source, SourceInfo
+from geofence.sources.base import RangeEntry, Source
 
 __all__ = ["TOR_BULK_EXIT_LIST_URL", "TOR_EXIT_ADDRESSES_URL", "tor_exit_source"]
 
@@ -86,18 +86,16 @@ def tor_exit_source(
     file = require_file(path)
     shown = display(path)
     dnsel, latest = _scan(file, shown)
-    when = data_date or latest
-    info = SourceInfo(
+    info = dated_file_info(
+        file,
         name=name or "tor-exits",
         format="tor",
-        version=when.isoformat() if when else "",
         license=license,
         attribution=attribution,
         url=url
         if url is not None
         else (TOR_EXIT_ADDRESSES_URL if dnsel else TOR_BULK_EXIT_LIST_URL),
-        data_date=when,
-        sha256=file_sha256(file),
+        data_date=data_date or latest,
     )
     record = NetworkRecord(kinds=NetworkKind.TOR, provider=provider or None)
 
