@@ -271,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     print_row("(floor: inet_pton + int.from_bytes, IPv4)", fmt_ns(floor.median))
     timings["floor inet_pton"] = floor.as_dict()
     t_lookup = measure("geofence Snapshot.lookup()", snap.lookup)
+    measure("geofence Snapshot.get() (record only)", snap.get)
     t_decide = measure("geofence Geofence.decide() allow-all", gf.decide)
     ours = {"Snapshot.lookup": t_lookup.median, "decide": t_decide.median}
 
