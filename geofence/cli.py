@@ -370,11 +370,11 @@ def main(
     except GeofenceError as exc:
         print(f"geofence: {exc}", file=err)
         return 2
+    except BrokenPipeError:  # pragma: no cover - `geofence lookup ... | head`
+        return 0
     except (OSError, json.JSONDecodeError) as exc:
         print(f"geofence: {exc}", file=err)
         return 2
-    except BrokenPipeError:  # pragma: no cover - `geofence lookup ... | head`
-        return 0
     return status
 
 

@@ -405,8 +405,9 @@ class AuditLogger:
             if cached is None or cached[0] is not decision:
                 cached = (decision, decision.as_dict())
                 if len(self._bases) >= _AUDIT_CACHE_SIZE:
-                    with contextlib.suppress(KeyError, RuntimeError, StopIteration):
-                        del self._bases[next(iter(self._bases))]
+                    # Start over when full (O(1), atomic); evicting the oldest entry
+                    # one by one walks the dict's deleted slots on every miss.
+                    self._bases.clear()
                 self._bases[id(decision)] = cached
             data = dict(cached[1])
             data.update(extra)
