@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable
 from socket import AF_INET, inet_pton
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,8 @@ __all__ = ["decide_many"]
 
 def decide_many(gf: Geofence, ips: Iterable[Any], *, version: int | None = None) -> list[Decision]:
     """See :meth:`geofence.Geofence.decide_many`."""
-    starts, ids, _index, table, _cache, state = gf._hot
+    # One state for the whole batch: a reload during it must not mix old and new.
+    starts, ids, index, table, _cache, state = gf._hot
     try:
         import numpy as np
     except ImportError:  # pragma: no cover - numpy is an optional extra
@@ -64,14 +66,6 @@ def decide_many(gf: Geofence, ips: Iterable[Any], *, version: int | None = None)
                 out[k] = table[v]
         else:
             for k, v in zip(where, values, strict=True):
-                out[k] = _one(gf, v)
-    del state
+                p = v >> 16
+                out[k] = table[ids[bisect_right(starts, v, index[p], index[p + 1] + 1) - 1]]
     return out  # type: ignore[return-value]
-
-
-def _one(gf: Geofence, v: int) -> Decision:
-    starts, ids, index, table, _cache, _state = gf._hot
-    from bisect import bisect_right
-
-    p = v >> 16
-    return table[ids[bisect_right(starts, v, index[p], index[p + 1] + 1) - 1]]  # type: ignore[return-value]

@@ -42,7 +42,6 @@ log = logging.getLogger("geofence")
 #: :class:`geofence.signals.pipeline.SignalPipeline`.
 SignalProvider = Callable[[ParsedAddress, Any, Context, Decision], tuple[Sequence[Signal], bool]]
 
-_MASK64 = (1 << 64) - 1
 _from_bytes = int.from_bytes
 _unpack_v6 = struct.Struct(">QQ").unpack
 
@@ -286,7 +285,7 @@ class Geofence:
     ) -> Decision:
         """Evaluate the context rules with the gathered signals."""
         c = state.compiled
-        weights = dict(c.policy.signal_weights)
+        weights = c.signal_weights
         signals = [
             replace(s, weight=weights[s.code]) if s.code in weights else s
             for s in (*context.signals, *extra)

@@ -22,6 +22,7 @@ from geofence.policy.model import Policy, Rule
 from geofence.records import NetworkRecord
 from geofence.snapshot.partition import (
     GAP,
+    MASK64,
     SPECIAL_BY_ID,
     TUNNEL_BY_ID,
     V4_TOP,
@@ -34,7 +35,6 @@ from geofence.snapshot.reader import Snapshot
 
 __all__ = ["CompiledPolicy", "compile_policy"]
 
-_MASK64 = (1 << 64) - 1
 #: Negative ids run down to the lowest tunnel id; the table keeps that many tail slots.
 TAIL = -min(TUNNEL_BY_ID)
 
@@ -63,6 +63,8 @@ class CompiledPolicy:
     """Candidate rules per id, for evaluation with a context."""
     records: list[NetworkRecord | None]
     """Record per id (``None`` for gaps and special ranges)."""
+    signal_weights: dict[str, float]
+    """The policy's signal weight overrides, as a mapping (read per request with context)."""
 
     def locate(self, version: int, value: int) -> int:
         """Virtual id of an (unwrapped) address; may be a tunnel id for IPv6."""
@@ -71,7 +73,7 @@ class CompiledPolicy:
             ix = self.v4_index
             return self.v4_ids[bisect_right(self.v4_starts, value, ix[p], ix[p + 1] + 1) - 1]
         return self.v6_ids[
-            locate6_indexed(self.v6_hi, self.v6_lo, self.v6_index, value >> 64, value & _MASK64)
+            locate6_indexed(self.v6_hi, self.v6_lo, self.v6_index, value >> 64, value & MASK64)
         ]
 
 
@@ -213,7 +215,7 @@ def compile_policy(
                 v6h, v6l, v6i = _carve(
                     (v6h, v6l, v6i),
                     key6,
-                    lambda a: (a >> 64, a & _MASK64),
+                    lambda a: (a >> 64, a & MASK64),
                     loc6,
                     pieces,
                     V6_TOP,
@@ -262,6 +264,7 @@ def compile_policy(
         table=table,
         plans=plans,
         records=recs,
+        signal_weights=dict(policy.signal_weights),
     )
 
 

@@ -30,7 +30,7 @@ import json
 import os
 import tempfile
 from array import array
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 
@@ -502,12 +502,3 @@ def _check_shrink(stats: BuildStats, previous: str | os.PathLike[str], max_shrin
                 f"(more than {max_shrink:.0%} less than {os.fspath(previous)}); "
                 "check the sources, or pass force=True"
             )
-
-
-def iter_ranges(
-    starts: Sequence[int], ids: Sequence[int], top: int
-) -> Iterable[tuple[int, int, int]]:
-    """Yield ``(first, last, record_id)`` for every segment of a partition."""
-    for i, rid in enumerate(ids):
-        end = starts[i + 1] - 1 if i + 1 < len(starts) else top
-        yield starts[i], end, rid

@@ -20,6 +20,7 @@ from geofence.kinds import SpecialRange
 
 __all__ = [
     "GAP",
+    "MASK64",
     "SPECIAL_BY_ID",
     "SPECIAL_IDS",
     "SPECIAL_TABLE",

@@ -38,6 +38,7 @@ from geofence.snapshot.format import (
 )
 from geofence.snapshot.partition import (
     GAP,
+    MASK64,
     SPECIAL_BY_ID,
     SPECIAL_IDS,
     SPECIAL_TABLE,
@@ -67,7 +68,6 @@ __all__ = [
 _LOWEST_ID: Final = min(TUNNEL_BY_ID)
 _KINDS_CACHE: dict[int, NetworkKind] = {}
 _from_bytes = int.from_bytes
-_M64: Final = (1 << 64) - 1
 _ALL_KINDS: Final = sum(k.value for k in NetworkKind)
 
 log = logging.getLogger("geofence")
@@ -405,7 +405,7 @@ class Snapshot:
             index = self._v4_index
             i = bisect_right(self._v4_starts, value, index[p], index[p + 1] + 1) - 1
             return i, self._v4_ids[i]
-        i = locate6_indexed(self._v6_hi, self._v6_lo, self._v6_index, value >> 64, value & _M64)
+        i = locate6_indexed(self._v6_hi, self._v6_lo, self._v6_index, value >> 64, value & MASK64)
         return i, self._v6_ids[i]
 
     def get(self, ip: str) -> NetworkRecord | None:
@@ -435,7 +435,7 @@ class Snapshot:
                 pass
             else:
                 rid = self._v6_ids[
-                    locate6_indexed(self._v6_hi, self._v6_lo, self._v6_index, v >> 64, v & _M64)
+                    locate6_indexed(self._v6_hi, self._v6_lo, self._v6_index, v >> 64, v & MASK64)
                 ]
                 if rid >= 0:
                     return self.records[rid]
