@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from geofence._batch import VECTOR_MIN
 from geofence.addr import parse_address
 from geofence.context import Context, Subject
 from geofence.decision import Action, Decision
@@ -586,6 +587,45 @@ def test_decide_many_strings(make_gf: MakeGf) -> None:
     many = [f"1.0.{i % 40}.{i % 256}" for i in range(300)] + addresses
     assert gf.decide_many(many) == [gf.decide(a) for a in many]
     assert gf.decide_many([]) == []
+
+
+def test_decide_many_long_batches_take_the_vector_path(make_gf: MakeGf) -> None:
+    """Batches of VECTOR_MIN or more (numpy) equal decide() item by item, in order.
+
+    Mixed in: tunnelled IPv6 text, zone ids, packed bytes, ipaddress objects and
+    parsed addresses (these go through the scalar path of the same state).
+    """
+    gf = make_gf(UNRESOLVED_ORDER)
+    texts = [*_all_addresses(), "fe80::1%eth0", "::ffff:1.0.3.7", "64:ff9b::102:304"]
+    assert len(texts) < VECTOR_MIN
+    long_texts = texts * (VECTOR_MIN // len(texts) + 1)
+    assert gf.decide_many(long_texts) == [gf.decide(a) for a in long_texts]
+    objects: list[object] = [ipaddress.ip_address(ADDR["ir"]), parse_address(ADDR["us6"])]
+    objects += [ipaddress.ip_address(ADDR["ir"]).packed]
+    mixed = long_texts + objects + long_texts
+    assert gf.decide_many(mixed) == [gf.decide(a) for a in mixed]
+    assert gf.decide_many(iter(long_texts)) == [gf.decide(a) for a in long_texts]
+
+
+def test_decide_many_long_batch_raises_the_first_invalid(make_gf: MakeGf) -> None:
+    """An invalid address in a long batch raises InvalidAddressError naming it."""
+    gf = make_gf(UNRESOLVED_ORDER)
+    good = _all_addresses() * (VECTOR_MIN // len(_all_addresses()) + 1)
+    for bad in ("1.0.3.01", "not an address", "1.2.3.4/24", "::g", ""):
+        with pytest.raises(InvalidAddressError) as caught:
+            gf.decide_many([*good, bad, "also bad", *good])
+        assert repr(bad) in str(caught.value)
+    with pytest.raises(InvalidAddressError, match="'second::x'"):
+        gf.decide_many([*good, "second::x", "first"])
+
+
+def test_decide_many_numpy_unsorted_large(make_gf: MakeGf) -> None:
+    """A large shuffled uint32 array keeps input order (the search sorts internally)."""
+    gf = make_gf(UNRESOLVED_ORDER)
+    rng = np.random.default_rng(20261127)
+    values = rng.integers(0, 2**32, size=5000, dtype=np.uint64).astype(np.uint32)
+    expected = [gf.decide(str(ipaddress.IPv4Address(int(v)))) for v in values]
+    assert gf.decide_many(values, version=4) == expected
 
 
 def test_decide_many_numpy(make_gf: MakeGf) -> None:

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from geofence._batch import VECTOR_MIN
 from geofence.addr import special_range
 from geofence.context import Context, Subject
 from geofence.decision import Action, Decision
@@ -492,7 +493,11 @@ def test_compiled_equals_naive(entry_sets: list[list[RangeEntry]], data: st.Data
     with Geofence(snapshot, pol, today=lambda: TODAY) as gf:
         for text in texts:
             assert observed(gf.decide(text)) == naive(pol, snapshot, text, TODAY), text
-        assert gf.decide_many(texts) == [gf.decide(t) for t in texts]
+        expected = [gf.decide(t) for t in texts]
+        assert gf.decide_many(texts) == expected
+        # Long batches take the numpy path: same answers, same order.
+        reps = -(-VECTOR_MIN // max(1, len(texts)))
+        assert gf.decide_many(texts * reps) == expected * reps
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=_SLOW)
