@@ -31,6 +31,7 @@ from geofence.snapshot.format import (
     SECTION_TAGS,
     align8,
 )
+from geofence.snapshot.partition import TUNNEL_BY_ID
 from geofence.snapshot.reader import GAP, Snapshot
 from geofence.sources.base import RangeEntry, Source
 from tests.strategies import addresses, ipv4_ints, make_source, source_sets
@@ -484,6 +485,37 @@ CRAFTED: dict[str, Callable[[], bytes]] = {
 if b"V4IX" in SECTION_TAGS:
     CRAFTED["index too short"] = lambda: _with(V4IX=_i32(0))
     CRAFTED["index out of range"] = lambda: _with(V4IX=_i32(*[1 << 30] * 65537))
+
+
+def _one_changed(tag: str, at: int, value: int) -> bytes:
+    """The sample with item ``at`` of an i32 section set to ``value`` (the rest valid)."""
+    blob = bytearray(_sections(_sample())[tag.encode()])
+    blob[4 * at : 4 * at + 4] = _i32(value)
+    return _with(**{tag: bytes(blob)})
+
+
+def _record_count() -> int:
+    return len(json.loads(_sections(_sample())[b"RECS"]))
+
+
+# Bounds are exact: one item just outside them, among valid ones, is refused.
+CRAFTED["one record id one past the last"] = lambda: _one_changed("V4ID", 1, _record_count())
+CRAFTED["one record id below the tunnel ids"] = lambda: _one_changed(
+    "V6ID", 1, min(TUNNEL_BY_ID) - 1
+)
+CRAFTED["one IPv4 index item past the end"] = lambda: _one_changed(
+    "V4IX", 300, len(_sections(_sample())[b"V4ST"]) // 4
+)
+CRAFTED["one IPv6 index item negative"] = lambda: _one_changed("V6IX", 9000, -1)
+
+
+def test_bounds_at_their_edges_are_accepted() -> None:
+    """The largest record id and the lowest tunnel id are valid: the bounds are not off by one."""
+    last = _record_count() - 1
+    snap = Snapshot.from_bytes(_one_changed("V4ID", 1, last))
+    assert snap._v4_ids[1] == last
+    snap = Snapshot.from_bytes(_one_changed("V6ID", 1, min(TUNNEL_BY_ID)))
+    assert snap._v6_ids[1] == min(TUNNEL_BY_ID)
 
 
 @pytest.mark.parametrize("opener", OPENERS.values(), ids=OPENERS.keys())
