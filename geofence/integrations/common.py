@@ -31,6 +31,7 @@ import contextlib
 import http
 import json
 import logging
+import math
 import random
 import re
 import threading
@@ -39,6 +40,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
 
 from geofence.context import Context, Subject
@@ -261,6 +263,36 @@ _EMPTY_CONTEXT = Context()
 # --------------------------------------------------------------------------- audit
 
 
+def _dumps(value: object) -> str:
+    """The audit line's JSON form: compact, sorted keys, unknown types as ``str``."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+
+
+def _member(key: str, value: object) -> str:
+    """``"key":value`` exactly as :func:`_dumps` writes it inside an object.
+
+    Strings, ``None``, booleans and integers (nearly every audit field) skip
+    the ``json.dumps`` call; the rest goes through it.
+    """
+    if isinstance(value, str):
+        text = encode_basestring_ascii(value)
+    elif value is None:
+        text = "null"
+    elif value is True:
+        text = "true"
+    elif value is False:
+        text = "false"
+    elif isinstance(value, int):  # IntEnum and IntFlag too, as json writes them
+        text = int.__repr__(value)
+    elif isinstance(value, float) and math.isfinite(value):
+        text = float.__repr__(value)
+    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+        text = "[" + ",".join([encode_basestring_ascii(item) for item in value]) + "]"
+    else:
+        text = _dumps(value)
+    return encode_basestring_ascii(key) + ":" + text
+
+
 class AuditLogger:
     """Writes one JSON line per decision worth keeping to a stdlib logger.
 
@@ -304,8 +336,8 @@ class AuditLogger:
         if not 0.0 <= allow_sample_rate <= 1.0:
             raise ValueError(f"allow_sample_rate must be between 0 and 1, got {allow_sample_rate}")
         self._actions = frozenset(Action(a) for a in actions)
-        # id(decision) -> (decision, decision.as_dict()) for shared decisions.
-        self._bases: dict[int, tuple[Decision, dict[str, object]]] = {}
+        # id(decision) -> (decision, its JSON members) for shared decisions.
+        self._bases: dict[int, tuple[Decision, dict[str, str]]] = {}
         self._logger = logging.getLogger(logger) if isinstance(logger, str) else logger
         self._rate = float(allow_sample_rate)
         # random.Random.random is a single C call: safe to share between threads.
@@ -377,7 +409,22 @@ class AuditLogger:
             method=method,
             path=path,
         )
-        self._logger.log(self._level, self.line(decision, address or None, extra))
+        logger = self._logger
+        # makeRecord + handle is what Logger.log does after its level check (done
+        # above), minus the stack walk that finds the caller's file and line:
+        # every audit line comes from here, so the record names this method.
+        logger.handle(
+            logger.makeRecord(
+                logger.name,
+                self._level,
+                __file__,
+                0,
+                self.line(decision, address or None, extra),
+                (),
+                None,
+                "AuditLogger.record",
+            )
+        )
 
     def line(
         self,
@@ -400,22 +447,28 @@ class AuditLogger:
             extra: More keys (they override the decision's own).
             at: Unix time of the decision (default: now).
         """
-        if decision.address is None:
-            cached = self._bases.get(id(decision))
-            if cached is None or cached[0] is not decision:
-                cached = (decision, decision.as_dict())
-                if len(self._bases) >= _AUDIT_CACHE_SIZE:
-                    # Start over when full (O(1), atomic); evicting the oldest entry
-                    # one by one walks the dict's deleted slots on every miss.
-                    self._bases.clear()
-                self._bases[id(decision)] = cached
-            data = dict(cached[1])
-            data.update(extra)
-        else:
+        stamp = round(time.time() if at is None else at, 3)
+        if decision.address is not None:  # made for one request: nothing to reuse
             data = decision.as_dict(**extra)
-        data["address"] = address if address is not None else decision.address
-        data["ts"] = round(time.time() if at is None else at, 3)
-        return json.dumps(data, separators=(",", ":"), sort_keys=True, default=str)
+            data["address"] = address if address is not None else decision.address
+            data["ts"] = stamp
+            return _dumps(data)
+        cached = self._bases.get(id(decision))
+        if cached is None or cached[0] is not decision:
+            pieces = {key: _member(key, value) for key, value in decision.as_dict().items()}
+            cached = (decision, pieces)
+            if len(self._bases) >= _AUDIT_CACHE_SIZE:
+                # Start over when full (O(1), atomic); evicting the oldest entry
+                # one by one walks the dict's deleted slots on every miss.
+                self._bases.clear()
+            self._bases[id(decision)] = cached
+        members = dict(cached[1])
+        for key, value in extra.items():
+            members[key] = _member(key, value)
+        members["address"] = _member("address", address)
+        members["ts"] = _member("ts", stamp)
+        # What json.dumps(..., separators=(",", ":"), sort_keys=True) writes.
+        return "{" + ",".join([members[key] for key in sorted(members)]) + "}"
 
 
 # --------------------------------------------------------------------------- metrics

@@ -9,6 +9,8 @@ from dataclasses import fields
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from geofence.context import Context, Subject
@@ -25,6 +27,7 @@ from geofence.integrations.common import (
     Reply,
     RequestInfo,
 )
+from geofence.kinds import NetworkKind
 from geofence.policy import parse_policy
 from geofence.signals.proxy import TrustedProxies
 from geofence.snapshot.reader import Snapshot
@@ -405,6 +408,8 @@ def test_audit_line_is_json_with_request_fields(
     check(g, ADDR["allow"], "/v1/chat")
     records = [r for r in audit_caplog.records if r.name == "geofence.audit"]
     assert len(records) == 1
+    assert records[0].funcName == "AuditLogger.record"  # made without walking the stack
+    assert records[0].levelno == logging.INFO
     line = json.loads(records[0].getMessage())
     assert line["action"] == "deny"
     assert line["event"] == "deny"
@@ -432,6 +437,49 @@ def test_audit_line_equals_decision_to_json(engine: Geofence) -> None:
             theirs = decision.to_json(address=address, at=123.456, **extra)
             assert json.loads(ours) == json.loads(theirs)
             assert ours == theirs
+
+
+_JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12)
+    | st.sampled_from(list(Action))
+    | st.sampled_from(list(NetworkKind))
+)
+_JSON_VALUES = st.recursive(
+    _JSON_SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    extra=st.dictionaries(st.text(max_size=10), _JSON_VALUES, max_size=8),
+    address=st.none() | st.text(max_size=40),
+    at=st.floats(min_value=0, max_value=4e9),
+    shared=st.booleans(),
+)
+def test_audit_line_equals_to_json_for_any_fields(
+    extra: dict[str, object], address: str | None, at: float, shared: bool
+) -> None:
+    """Property: the cached, piecewise audit line is byte for byte Decision.to_json."""
+    decision = _decision(
+        Action.ROUTE,
+        route="eu-tier",
+        country="DE",
+        kinds=NetworkKind.HOSTING | NetworkKind.VPN,
+        sources=("dbip", "iporigin"),
+        address=None if shared else "2001:db8::1",
+    )
+    audit = AuditLogger()
+    for _ in range(2):  # a cache miss, then a hit
+        ours = audit.line(decision, address, extra, at=at)
+        assert ours == decision.to_json(address=address, at=at, **extra)
 
 
 def test_audit_disabled_logger_costs_nothing(engine: Geofence) -> None:
