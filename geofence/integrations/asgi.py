@@ -103,7 +103,7 @@ class GeofenceMiddleware:
         state["geofence"] = verdict.decision
         state["geofence_route"] = verdict.route
         name = self._route_name
-        if verdict.route is not None or any(key.lower() == name for key, _ in headers):
+        if verdict.route is not None or _has_header(headers, name):
             kept = [(key, value) for key, value in headers if key.lower() != name]
             if verdict.route is not None:
                 kept.append((name, verdict.route.encode("latin-1")))
@@ -128,6 +128,14 @@ class GeofenceMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def _has_header(headers: list[tuple[bytes, bytes]], name: bytes) -> bool:
+    """Whether a header (lower-case ``name``) is present; a loop, cheaper than any() here."""
+    for key, _ in headers:  # noqa: SIM110 - measured faster than any() with a generator
+        if key.lower() == name:
+            return True
+    return False
 
 
 def _raw_headers(reply: Reply) -> list[tuple[bytes, bytes]]:

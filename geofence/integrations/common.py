@@ -772,7 +772,11 @@ def _text(value: str | bytes) -> str:
 
 def _forwarding(headers: HeaderSource) -> list[tuple[str | bytes, str | bytes]]:
     """Only the forwarding headers (resolve_client ignores the rest; skipping them is cheaper)."""
-    items = headers.items() if isinstance(headers, Mapping) else headers
+    items = (
+        headers
+        if type(headers) is list
+        else (headers.items() if isinstance(headers, Mapping) else headers)
+    )
     return [(name, value) for name, value in items if name.lower() in _FORWARDING]
 
 

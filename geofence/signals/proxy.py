@@ -716,7 +716,13 @@ def _fast_path(
             _PEERS.clear()
         _PEERS[peer] = peer_addr
     items: Iterable[tuple[object, object]]
-    items = headers.items() if isinstance(headers, Mapping) else headers
+    # A list of pairs is what ASGI, WSGI adapters and the gate pass: skip the
+    # (slower) abstract Mapping check for it.
+    items = (
+        headers
+        if type(headers) is list
+        else (headers.items() if isinstance(headers, Mapping) else headers)
+    )
     xff: object = None
     for name, value in items:
         lowered = name.lower() if isinstance(name, (str, bytes)) else None
