@@ -20,8 +20,15 @@ mode cannot produce: anything but 200 in ``plain``, anything but 200/451 in
 ``geofence``).
 
 Client and server share the machine: absolute figures depend on it; the
-ratios are what to compare. Latency includes queueing behind the other
-connections, so p50 ~ connections / throughput.
+ratios are what to compare. In these saturating rounds latency includes
+queueing behind the other connections, so p50 ~ connections / throughput: the
+p50 ratio there mostly restates the throughput loss.
+
+Then (``--paced``, default 0.5) both servers are offered the same fixed request
+rate, that fraction of plain's saturated throughput, spread evenly over the
+connections (a request is sent when due, or at once when the previous answer
+came late); the p50 there is closer to the latency a request sees on a server
+with headroom. Both readings are printed against the goal.
 
 No ``from __future__ import annotations``: FastAPI resolves the endpoint's
 annotations at runtime, and its imports are local to ``build_app``.
@@ -199,6 +206,22 @@ def _request(address: str) -> bytes:
     ).encode("ascii")
 
 
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    """Read one HTTP/1.1 response (Content-Length framed); return its status."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+        elif name.strip().lower() == b"transfer-encoding":
+            raise ValueError("chunked responses are not expected here")
+    if length:
+        await reader.readexactly(length)
+    return status
+
+
 async def _connection(
     port: int,
     requests: Sequence[bytes],
@@ -218,17 +241,7 @@ async def _connection(
                 return
             t0 = time.perf_counter_ns()
             writer.write(requests[i % n])
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head[9:12])
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-                elif name.strip().lower() == b"transfer-encoding":
-                    raise ValueError("chunked responses are not expected here")
-            if length:
-                await reader.readexactly(length)
+            status = await _read_response(reader)
             elapsed = time.perf_counter_ns() - t0
             if now >= warmup_until:
                 run.latencies_ns.append(elapsed)
@@ -238,6 +251,63 @@ async def _connection(
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
+
+
+async def _paced_connection(
+    port: int,
+    requests: Sequence[bytes],
+    start: int,
+    step: int,
+    interval: float,
+    phase: float,
+    deadline: float,
+    run: Run,
+) -> None:
+    """Send one request every ``interval`` seconds (or at once when behind schedule)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    i = start
+    n = len(requests)
+    due = time.perf_counter() + phase
+    try:
+        while due < deadline:
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            t0 = time.perf_counter_ns()
+            writer.write(requests[i % n])
+            status = await _read_response(reader)
+            run.latencies_ns.append(time.perf_counter_ns() - t0)
+            run.statuses[status] += 1
+            i += step
+            due += interval
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def paced_load(
+    run: Run,
+    port: int,
+    requests: Sequence[bytes],
+    seconds: float,
+    rate: float,
+    conns: int,
+    offset: int,
+) -> None:
+    """Offer ``rate`` requests/s in total, spread evenly over ``conns`` connections."""
+    interval = conns / rate
+    begin = time.perf_counter()
+    deadline = begin + seconds
+    tasks = [
+        _paced_connection(
+            port, requests, offset + k, conns, interval, k * interval / conns, deadline, run
+        )
+        for k in range(conns)
+    ]
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    run.seconds += time.perf_counter() - begin
+    run.errors.extend(f"{type(r).__name__}: {r}" for r in results if isinstance(r, BaseException))
 
 
 async def load(
@@ -395,6 +465,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=8, help="concurrent connections")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per mode")
     parser.add_argument(
+        "--paced",
+        type=float,
+        default=0.5,
+        help="after the saturating rounds, offer this fraction of plain's measured "
+        "throughput to both modes at a fixed rate and compare latency (0: skip)",
+    )
+    parser.add_argument(
         "--clients",
         type=int,
         default=SAMPLE_SIZE,
@@ -415,6 +492,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     warmup = 0.3 if args.smoke else 1.0
     if seconds <= 0 or args.connections < 1 or args.rounds < 1:
         parser.error("--seconds must be > 0, --connections and --rounds >= 1")
+    if not 0 <= args.paced < 1:
+        parser.error("--paced must be in [0, 1)")
     if not 1 <= args.clients <= SAMPLE_SIZE:
         parser.error(f"--clients must be between 1 and {SAMPLE_SIZE}")
     conns = args.connections
@@ -447,6 +526,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     requests = [_request(a) for a in sample.addresses[: args.clients]]
     runs = {mode: Run(mode=mode) for mode in MODES}
+    paced_runs: dict[str, Run] = {}
+    paced_rate = 0.0
     servers = {mode: start_server(mode, audit=audit) for mode in MODES}
     try:
         for mode in MODES:  # warm both servers up once
@@ -461,6 +542,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                 asyncio.run(
                     load(runs[mode], servers[mode][1], requests, per_round, 0.0, conns, offset)
                 )
+        plain_rps = runs["plain"].requests / runs["plain"].seconds
+        paced_rate = args.paced * plain_rps
+        if args.paced > 0 and paced_rate > 0:
+            paced_runs = {mode: Run(mode=mode) for mode in MODES}
+            for n in range(args.rounds):
+                order = MODES if n % 2 == 0 else MODES[::-1]
+                for mode in order:
+                    offset = n * conns * 991
+                    asyncio.run(
+                        paced_load(
+                            paced_runs[mode],
+                            servers[mode][1],
+                            requests,
+                            per_round,
+                            paced_rate,
+                            conns,
+                            offset,
+                        )
+                    )
     finally:
         for process, _ in servers.values():
             stop_server(process)
@@ -472,11 +572,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     p99_ratio = fenced.percentile_us(0.99) / plain.percentile_us(0.99)
     rps_ratio = (fenced.requests / fenced.seconds) / (plain.requests / plain.seconds)
     print(
-        f"overhead: p50 x{p50_ratio:.3f}, p99 x{p99_ratio:.3f}, "
+        f"saturated: p50 x{p50_ratio:.3f}, p99 x{p99_ratio:.3f}, "
         f"throughput x{rps_ratio:.3f} (geofence / plain)"
     )
-    failures = [(run.mode, e) for run in runs.values() for e in run.errors]
-    if not all(run.requests for run in runs.values()):
+    if paced_runs:
+        rate = paced_rate
+        print(
+            f"\n# paced: {rate:,.0f} req/s offered to each mode ({args.paced:g} x plain's "
+            f"saturated throughput), {conns} connections, {seconds:g} s per mode in "
+            f"{args.rounds} interleaved rounds; latency = send to last byte"
+        )
+        for run in paced_runs.values():
+            check_statuses(run)
+            report(run)
+        pp, pf = paced_runs["plain"], paced_runs["geofence"]
+        print(
+            f"paced: p50 x{pf.percentile_us(0.5) / pp.percentile_us(0.5):.3f}, "
+            f"p99 x{pf.percentile_us(0.99) / pp.percentile_us(0.99):.3f} (geofence / plain); "
+            f"p50 added {pf.percentile_us(0.5) - pp.percentile_us(0.5):+,.0f} µs"
+        )
+    goal = f"goal: the middleware adds <= 5% to the p50 (x1.05): saturated x{p50_ratio:.3f}"
+    if paced_runs:
+        paced_p50 = paced_runs["geofence"].percentile_us(0.5)
+        goal += f", paced x{paced_p50 / paced_runs['plain'].percentile_us(0.5):.3f}"
+    print(goal)
+    runs_all = [*runs.values(), *paced_runs.values()]
+    failures = [(run.mode, e) for run in runs_all for e in run.errors]
+    if not all(run.requests for run in runs_all):
         failures.append(("all", "a mode completed no request"))
     for mode, error in failures[:20]:
         print(f"ERROR [{mode}] {error}", file=sys.stderr)
