@@ -44,7 +44,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -222,6 +222,28 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
+@contextlib.asynccontextmanager
+async def _connected(port: int) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A keep-alive connection to the server, closed on the way out."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> tuple[int, int]:
+    """Send one request, read its response: (status, nanoseconds from send to last byte)."""
+    t0 = time.perf_counter_ns()
+    writer.write(request)
+    status = await _read_response(reader)
+    return status, time.perf_counter_ns() - t0
+
+
 async def _connection(
     port: int,
     requests: Sequence[bytes],
@@ -231,26 +253,16 @@ async def _connection(
     warmup_until: float,
     run: Run,
 ) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    """Send requests back to back (one in flight) until the deadline."""
     i = start
     n = len(requests)
-    try:
-        while True:
-            now = time.perf_counter()
-            if now >= deadline:
-                return
-            t0 = time.perf_counter_ns()
-            writer.write(requests[i % n])
-            status = await _read_response(reader)
-            elapsed = time.perf_counter_ns() - t0
+    async with _connected(port) as (reader, writer):
+        while (now := time.perf_counter()) < deadline:
+            status, elapsed = await _exchange(reader, writer, requests[i % n])
             if now >= warmup_until:
                 run.latencies_ns.append(elapsed)
                 run.statuses[status] += 1
             i += step
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
 
 
 async def _paced_connection(
@@ -264,26 +276,19 @@ async def _paced_connection(
     run: Run,
 ) -> None:
     """Send one request every ``interval`` seconds (or at once when behind schedule)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     i = start
     n = len(requests)
-    due = time.perf_counter() + phase
-    try:
+    async with _connected(port) as (reader, writer):
+        due = time.perf_counter() + phase
         while due < deadline:
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            t0 = time.perf_counter_ns()
-            writer.write(requests[i % n])
-            status = await _read_response(reader)
-            run.latencies_ns.append(time.perf_counter_ns() - t0)
+            status, elapsed = await _exchange(reader, writer, requests[i % n])
+            run.latencies_ns.append(elapsed)
             run.statuses[status] += 1
             i += step
             due += interval
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
 
 
 async def paced_load(

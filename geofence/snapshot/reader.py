@@ -13,6 +13,7 @@ import json
 import logging
 import mmap
 import os
+import struct
 import sys
 import warnings
 from array import array
@@ -82,6 +83,7 @@ def _within(values: array[int], low: int, high: int) -> bool:
 
 _KINDS_CACHE: dict[int, NetworkKind] = {}
 _from_bytes = int.from_bytes
+_unpack_v6 = struct.Struct(">QQ").unpack
 _ALL_KINDS: Final = sum(k.value for k in NetworkKind)
 
 log = logging.getLogger("geofence")
@@ -444,13 +446,17 @@ class Snapshot:
                 return self.records[rid] if rid >= 0 else None
         else:
             try:
-                v = _from_bytes(inet_pton(AF_INET6, ip), "big")
+                h, low = _unpack_v6(inet_pton(AF_INET6, ip))
             except (OSError, ValueError, UnicodeEncodeError):
                 pass
             else:
-                rid = self._v6_ids[
-                    locate6_indexed(self._v6_hi, self._v6_lo, self._v6_index, v >> 64, v & MASK64)
-                ]
+                # locate6_indexed, inlined for the common case (no tie on the high half).
+                hi, ix = self._v6_hi, self._v6_index
+                p = h >> 48
+                i = bisect_right(hi, h, ix[p], ix[p + 1] + 1) - 1
+                if self._v6_lo[i] > low and hi[i] == h:
+                    i = locate6_indexed(hi, self._v6_lo, ix, h, low)
+                rid = self._v6_ids[i]
                 if rid >= 0:
                     return self.records[rid]
                 if rid not in TUNNEL_BY_ID:

@@ -589,6 +589,18 @@ def test_decide_many_strings(make_gf: MakeGf) -> None:
     assert gf.decide_many([]) == []
 
 
+def test_ipv6_high_half_ties_decide_like_the_parser() -> None:
+    """decide(text), its inlined IPv6 search, equals deciding the parsed address."""
+    from tests.snapshot.test_reader import _tie_addresses
+
+    with Geofence(None, "us-ofac-comprehensive") as gf:
+        texts = _tie_addresses(gf.snapshot)
+        assert texts
+        for text in texts:
+            assert gf.decide(text) is gf.decide(parse_address(text)), text
+        assert gf.decide_many(texts * 2) == [gf.decide(t) for t in texts * 2]
+
+
 def test_decide_many_long_batches_take_the_vector_path(make_gf: MakeGf) -> None:
     """Batches of VECTOR_MIN or more (numpy) equal decide() item by item, in order.
 

@@ -684,6 +684,28 @@ def test_get_equals_lookup_record(address: ipaddress.IPv4Address | ipaddress.IPv
     assert snap.get(text) == snap.lookup(text).record
 
 
+def _tie_addresses(snap: Snapshot, limit: int = 60) -> list[str]:
+    """IPv6 texts around starts that share their high 64 bits with the previous start."""
+    hi, lo = snap._v6_hi, snap._v6_lo
+    out: list[str] = []
+    for i in range(1, len(hi)):
+        if hi[i] == hi[i - 1]:
+            start = (hi[i] << 64) | lo[i]
+            out += [str(ipaddress.IPv6Address(start + d)) for d in (-1, 0, 1)]
+            if len(out) >= 3 * limit:
+                break
+    return out
+
+
+def test_get_on_high_half_ties_equals_lookup() -> None:
+    """The inlined IPv6 search settles ties on the high half like lookup() does."""
+    snap = Snapshot.default()
+    texts = _tie_addresses(snap)
+    assert len(texts) >= 30, "the bundled snapshot should contain such ties"
+    for text in texts:
+        assert snap.get(text) == snap.lookup(text).record, text
+
+
 def test_get_rejects_invalid_text() -> None:
     """Snapshot.get raises InvalidAddressError for a malformed address."""
     from geofence.errors import InvalidAddressError
