@@ -245,20 +245,6 @@ class Geofence:
             return self._decide_other(state, ip)
         return self._decide_context(state, ip, context)
 
-    def _decide_v6(self, state: _State, ip: str) -> Decision:
-        """IPv6 text: one search, unless it is a tunnel prefix or needs full parsing."""
-        c = state.compiled
-        try:
-            # Two 64-bit halves straight from the packed form: the search
-            # compares halves, so the 128-bit integer is never needed here.
-            h, low = _unpack_v6(inet_pton(AF_INET6, ip))
-        except (OSError, ValueError, UnicodeEncodeError):
-            return self._decide_parsed(state, parse_address(ip))  # zone ids, or invalid
-        vid = c.v6_ids[locate6_indexed(c.v6_hi, c.v6_lo, c.v6_index, h, low)]
-        if vid in TUNNEL_BY_ID:
-            return self._decide_parsed(state, parse_address(ip))
-        return c.table[vid]  # type: ignore[return-value]
-
     def _decide_other(self, state: _State, ip: Any) -> Decision:
         """Other input types: bytes, ipaddress objects, ParsedAddress (no context)."""
         if type(ip) is str:
