@@ -17,6 +17,7 @@ here than on a Country database.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import socket
@@ -24,7 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from _common import (
@@ -33,6 +34,7 @@ from _common import (
     ROOT,
     SMOKE_SIZE,
     Results,
+    Sample,
     Timing,
     check_ratio,
     dbip_city_mmdb,
@@ -155,6 +157,29 @@ def _noop(ip: str) -> str:
     return ip
 
 
+def bucket_sizes(snap: Snapshot, sample: Sample) -> dict[str, object]:
+    """Print and return how many starts the /16 bucket of a sampled address holds.
+
+    The bisect inside a bucket is most of a search; this says how large the
+    buckets the sample hits are (median per family) and which IPv6 buckets
+    are the largest.
+    """
+    v4x, v6x = snap._v4_index, snap._v6_index
+
+    def size(index: Sequence[int], p: int) -> int:
+        return index[p + 1] + 1 - index[p]
+
+    v4 = statistics.median(size(v4x, v >> 16) for v in sample.v4_ints)
+    v6 = statistics.median(size(v6x, int(ipaddress.IPv6Address(a)) >> 112) for a in sample.v6)
+    largest = sorted(((size(v6x, p), f"{p:x}::/16") for p in range(65536)), reverse=True)[:3]
+    tops = ", ".join(f"{name} {n:,}" for n, name in largest)
+    print(
+        f"  starts in the /16 bucket of a sampled address (median): IPv4 {v4:,.0f}, "
+        f"IPv6 {v6:,.0f}; largest IPv6 buckets: {tops}"
+    )
+    return {"v4_median": v4, "v6_median": v6, "v6_largest": [[name, n] for n, name in largest]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="20k addresses, fewer repeats")
@@ -242,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     sample = make_sample(snap, size, seed=args.seed)
     print(f"\nsample: {sample.describe()} (drawn in {time.perf_counter() - t0:.1f} s)")
     res.data["sample"] = sample.as_dict()
+    res.data["buckets"] = bucket_sizes(snap, sample)
     ips = sample.addresses
     gf = Geofence(snap, "allow-all")
 

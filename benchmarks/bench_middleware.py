@@ -44,9 +44,10 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from _common import DEFAULT_SEED, environment, make_sample, print_environment
 
@@ -399,6 +400,57 @@ def decision_mix(addresses: Sequence[str], *, audit: bool) -> tuple[Counter[str]
     return mix, cold, warm
 
 
+def audit_cost(addresses: Sequence[str]) -> tuple[int, float, float]:
+    """CPU ns per audit line for the sample's audited decisions: building it, and writing it.
+
+    Returns:
+        How many decisions are audited, ns per ``AuditLogger.line`` (the JSON
+        alone) and ns per ``AuditLogger.record`` (JSON + logging through a
+        stream handler to os.devnull), best of three passes.
+    """
+    from geofence.engine import Geofence
+    from geofence.integrations.common import AuditLogger, Gate, GeofenceConfig
+    from geofence.policy import parse_policy
+
+    engine = Geofence(policy=parse_policy(POLICY))
+    config = GeofenceConfig.from_options(trusted_proxies=["127.0.0.1"])
+    gate = Gate(engine, config, integration="bench")
+    audit = AuditLogger(_audit_logger("geofence.audit.bench-lines"))
+    audited = []
+    for a in addresses:
+        verdict = gate.check(
+            kind="http",
+            method="GET",
+            path="/v1/models",
+            peer="127.0.0.1",
+            headers=[(b"x-forwarded-for", a.encode())],
+            native=None,
+        )
+        if verdict.decision is not None and audit._event(verdict.decision) is not None:
+            audited.append((verdict.decision, verdict.client))
+    engine.close()
+    if not audited:
+        return 0, float("nan"), float("nan")
+
+    def best(one: Callable[[Any, Any], object]) -> float:
+        runs = []
+        for _ in range(3):
+            t0 = time.process_time_ns()
+            for decision, client in audited:
+                one(decision, client)
+            runs.append((time.process_time_ns() - t0) / len(audited))
+        return min(runs)
+
+    extra = {"event": "route", "status": None, "path": "/v1/models", "method": "GET"}
+    line_ns = best(lambda d, c: audit.line(d, c.text, extra))
+    record_ns = best(
+        lambda d, c: audit.record(
+            d, client=c, integration="asgi", kind="http", method="GET", path="/v1/models"
+        )
+    )
+    return len(audited), line_ns, record_ns
+
+
 def asgi_cost(addresses: Sequence[str], *, audit: bool) -> dict[str, float]:
     """CPU ns per request of each mode's app called in-process (no server, no network).
 
@@ -516,6 +568,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"# in-process Gate.check (resolve X-Forwarded-For + decide"
         f"{' + audit line' if audit else ''}): {cold_ns:,.0f} ns per new client, "
         f"{warm_ns:,.0f} ns per repeat client (CPU time)"
+    )
+    audited, line_ns, record_ns = audit_cost(sample.addresses)
+    print(
+        f"# audit lines ({audited:,} audited decisions in the sample): {line_ns:,.0f} ns to "
+        f"build one, {record_ns:,.0f} ns to build and write it (stream handler to devnull)"
     )
     cost = asgi_cost(sample.addresses[: args.clients], audit=audit)
     print(
