@@ -44,6 +44,7 @@ SignalProvider = Callable[[ParsedAddress, Any, Context, Decision], tuple[Sequenc
 
 _from_bytes = int.from_bytes
 _unpack_v6 = struct.Struct(">QQ").unpack
+_MASK64 = (1 << 64) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,7 @@ class _State:
     snapshot_path: str | None
     policy_ref: str | None
     snapshot_signature: tuple[int, int, int] | None = None
+    needs_context: bool = False
 
 
 def _file_signature(path: str | None) -> tuple[int, int, int] | None:
@@ -148,6 +150,7 @@ class Geofence:
             snapshot_path=snap_path,
             policy_ref=pol_ref,
             snapshot_signature=signature or _file_signature(snap_path),
+            needs_context=pol.needs_context,
         )
 
     def _install(self, state: _State) -> None:
@@ -175,6 +178,17 @@ class Geofence:
     def policy(self) -> Policy:
         """The policy in use."""
         return self._hot[5].compiled.policy
+
+    @property
+    def needs_context(self) -> bool:
+        """Whether the policy in use has rules only a context can answer.
+
+        Subject and signal rules are ``unresolved`` without a context; callers
+        that gather evidence (the middleware) pass an empty one when there is
+        none, so absent evidence is a plain "no". Read from the current state
+        (one attribute chain, no walk over the rules).
+        """
+        return self._hot[5].needs_context
 
     @property
     def compiled(self) -> CompiledPolicy:
@@ -242,6 +256,24 @@ class Geofence:
                 cache[ip] = d
             return d
         if context is None:
+            if type(ip) is ParsedAddress and ip.tunnel is None:
+                # What the middleware passes (the resolved client address): the
+                # same search as above on the parsed value, no helper calls.
+                v = ip.value
+                if ip.version == 4:
+                    p = v >> 16
+                    return table[ids[bisect_right(starts, v, index[p], index[p + 1] + 1) - 1]]  # type: ignore[return-value]
+                hi, lo, ix, ids6 = v6
+                h = v >> 64
+                low = v & _MASK64
+                p = h >> 48
+                i = bisect_right(hi, h, ix[p], ix[p + 1] + 1) - 1
+                if lo[i] > low and hi[i] == h:
+                    i = locate6_indexed(hi, lo, ix, h, low)
+                d = table[ids6[i]]  # type: ignore[assignment]
+                if d is not None:
+                    return d
+                # A tunnel prefix (an unwrap=False parse): the general path unwraps.
             return self._decide_other(state, ip)
         return self._decide_context(state, ip, context)
 

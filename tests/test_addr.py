@@ -19,6 +19,7 @@ from geofence.addr import (
     TunnelKind,
     address_text,
     parse_address,
+    parse_plain,
     special_range,
     unwrap_ipv6,
 )
@@ -489,3 +490,54 @@ def test_garbage_never_raises_anything_else(value: str | bytes) -> None:
     else:
         assert len(value) in (4, 16)
     assert parsed.version in (4, 6)
+
+
+def _naive_unwrap(value: int) -> tuple[TunnelKind, int] | None:
+    """unwrap_ipv6 as a plain scan of TUNNEL_RANGES (no top-bits shortcut)."""
+    for kind, first, last in TUNNEL_RANGES:
+        if first <= value <= last:
+            if kind is TunnelKind.SIXTOFOUR:
+                return kind, (value >> 80) & V4_MAX
+            if kind is TunnelKind.TEREDO:
+                return kind, (~value) & V4_MAX
+            return kind, value & V4_MAX
+    return None
+
+
+@settings(max_examples=400)
+@given(addresses().filter(lambda a: a[0] == 6).map(lambda a: a[1]))
+def test_unwrap_matches_a_plain_scan(value: int) -> None:
+    """The top-16-bits shortcut of unwrap_ipv6 never skips a tunnel prefix."""
+    assert unwrap_ipv6(value) == _naive_unwrap(value)
+
+
+def _texts_of(address: tuple[int, int]) -> st.SearchStrategy[str]:
+    version, value = address
+    text = address_text(version, value)
+    if version == 4:
+        return st.just(text)
+    ip = ipaddress.IPv6Address(value)
+    return st.sampled_from([text, ip.exploded, ip.exploded.upper(), f"{text}%eth0"])
+
+
+@settings(max_examples=500)
+@given(
+    st.one_of(
+        addresses().flatmap(_texts_of),
+        _ADDRESSY,
+        _ODD_TEXT,
+        st.sampled_from(["01.2.3.4", "1.2.3.4 ", " ::1", "::ffff:1.2.3.4", "1.2.3.4\x00", ""]),
+    )
+)
+def test_parse_plain_agrees_with_parse_address(text: str) -> None:
+    """parse_plain is parse_address for text without a zone, and None where it would raise."""
+    fast = parse_plain(text)
+    try:
+        expected = parse_address(text)
+    except InvalidAddressError:
+        assert fast is None
+        return
+    if "%" in text:
+        assert fast is None  # zone ids take the general path
+    else:
+        assert fast == expected

@@ -8,6 +8,7 @@ Django's ASGI handler or a bare ASGI callable. Usage and examples are in
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
+from time import time as _now
 from typing import TYPE_CHECKING, Any, Unpack
 
 from geofence.integrations.common import (
@@ -54,6 +55,10 @@ class GeofenceMiddleware:
       the ``websocket.http.response`` extension (uvicorn, hypercorn, Starlette's
       test client), else as ``websocket.close`` with code 1008, which servers
       turn into a 403 handshake response; the close reason is the reason code.
+    * An HTTP request's audit line is written once the reply is sent or the
+      application has returned (also when it raised), so logging does not delay
+      the response; ``ts`` still records when the decision was made. A
+      websocket's line is written at the handshake.
 
     Args:
         app: The ASGI application.
@@ -77,37 +82,71 @@ class GeofenceMiddleware:
         self.config = resolve_config(config, options)
         self.gate = Gate(geofence, self.config, integration="asgi")
         self._route_name = self.config.route_header.lower().encode("latin-1")
+        self._audits = self.gate.audits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
         kind = scope["type"]
-        if kind not in ("http", "websocket"):
+        if kind not in {"http", "websocket"}:
             await self.app(scope, receive, send)
             return
+        gate = self.gate
         client = scope.get("client")
         headers: list[tuple[bytes, bytes]] = scope.get("headers") or []
-        verdict = await self.gate.acheck(
-            kind=kind,
-            method=scope.get("method", "GET"),
-            path=scope.get("path", "/"),
-            peer=client[0] if client else None,
-            headers=headers,
-            native=scope,
+        method = scope.get("method", "GET")
+        path = scope.get("path", "/")
+        # An HTTP request's audit line is written after the response (finally below).
+        later = self._audits and kind == "http"
+        at = _now() if later else None
+        peer = client[0] if client else None
+        # Most requests are decided by their client address alone, without a coroutine.
+        verdict = gate.fast_check(
+            kind=kind, method=method, path=path, peer=peer, headers=headers, defer_audit=later
         )
-        # A copy of the scope (ASGI: copy before mutating); the state dict is the
-        # server's per-request copy and is shared on purpose, as Starlette does.
-        scope = dict(scope)
-        state = scope.get("state")
-        if state is None:
-            state = scope["state"] = {}
-        state["geofence"] = verdict.decision
-        state["geofence_route"] = verdict.route
+        if verdict is None:
+            verdict = await gate.acheck(
+                kind=kind,
+                method=method,
+                path=path,
+                peer=peer,
+                headers=headers,
+                native=scope,
+                defer_audit=later,
+            )
+        try:
+            await self._respond(scope, receive, send, verdict, headers)
+        finally:
+            if later:
+                gate.record(verdict, kind=kind, method=method, path=path, at=at)
+
+    async def _respond(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        verdict: Verdict,
+        headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        """Act on a verdict: send the reply, or call the application."""
+        kind = scope["type"]
+        route = verdict.route
         name = self._route_name
-        if verdict.route is not None or _has_header(headers, name):
-            kept = [(key, value) for key, value in headers if key.lower() != name]
-            if verdict.route is not None:
-                kept.append((name, verdict.route.encode("latin-1")))
-            scope["headers"] = kept
+        rewrite = route is not None or _has_header(headers, name)
+        state = scope.get("state")
+        if rewrite or state is None:
+            # A copy of the scope before changing its keys (ASGI); the state dict
+            # is the server's per-request copy and is shared on purpose, as
+            # Starlette does, so filling it in needs no copy.
+            scope = dict(scope)
+            if state is None:
+                state = scope["state"] = {}
+            if rewrite:
+                kept = [(key, value) for key, value in headers if key.lower() != name]
+                if route is not None:
+                    kept.append((name, route.encode("latin-1")))
+                scope["headers"] = kept
+        state["geofence"] = verdict.decision
+        state["geofence_route"] = route
 
         if verdict.reply is not None:
             if kind == "http":

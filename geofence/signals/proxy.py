@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from geofence.addr import V4_MAX, ParsedAddress, TunnelKind, parse_address
+from geofence.addr import V4_MAX, ParsedAddress, TunnelKind, parse_address, parse_plain
 from geofence.errors import InvalidAddressError, PolicyError
 from geofence.signals.base import Signal
 
@@ -733,7 +733,7 @@ def _fast_path(
                 return None
             xff = value
     if xff is None:
-        return ClientAddress(address=peer_addr, text=peer, source=ClientSource.PEER, chain=(peer,))
+        return _client_address(peer_addr, peer, _PEER, (peer,))
     if trusted.hops or trusted._order != (ClientSource.X_FORWARDED_FOR,):
         return None
     if not trusted.is_trusted(peer_addr):
@@ -742,15 +742,44 @@ def _fast_path(
     if not isinstance(text, str):
         return None
     text = text.strip(" \t")
-    if not text or len(text) > _FAST_MAX or "," in text or "%" in text:
+    if not text or len(text) > _FAST_MAX or "," in text:
         return None
-    try:
-        client = parse_address(text)
-    except InvalidAddressError:
+    client = parse_plain(text)  # None for "%" (a zone id) or anything invalid
+    if client is None:
         return None
-    return ClientAddress(
-        address=client, text=text, source=ClientSource.X_FORWARDED_FOR, chain=(text, peer)
-    )
+    return _client_address(client, text, _XFF, (text, peer))
+
+
+# Enum members as module constants (a class attribute lookup through the enum
+# machinery costs ~60 ns per request otherwise).
+_XFF = ClientSource.X_FORWARDED_FOR
+_PEER = ClientSource.PEER
+
+_new = object.__new__
+_set_address = ClientAddress.__dict__["address"].__set__
+_set_text = ClientAddress.__dict__["text"].__set__
+_set_source = ClientAddress.__dict__["source"].__set__
+_set_chain = ClientAddress.__dict__["chain"].__set__
+_set_signals = ClientAddress.__dict__["signals"].__set__
+
+
+def _client_address(
+    address: ParsedAddress, text: str, source: ClientSource, chain: tuple[str, ...]
+) -> ClientAddress:
+    """A ClientAddress without signals, bypassing the frozen dataclass ``__init__``.
+
+    That ``__init__`` calls ``object.__setattr__`` per field; the fast path
+    builds one object per request, so it writes the slots through their
+    descriptors (as :func:`geofence.addr._make_parsed` does). Equal to
+    ``ClientAddress(address=..., text=..., source=..., chain=...)`` (tested).
+    """
+    obj: ClientAddress = _new(ClientAddress)
+    _set_address(obj, address)
+    _set_text(obj, text)
+    _set_source(obj, source)
+    _set_chain(obj, chain)
+    _set_signals(obj, ())
+    return obj
 
 
 def resolve_client(

@@ -423,3 +423,133 @@ def test_context_decisions_use_adecide(snapshot: Snapshot) -> None:
     no_context = make_app(engine)
     assert client_for(no_context, ADDR["route"]).get("/").status_code == 200
     assert provider.calls == ["async"]  # no context: the precomputed table, no provider
+
+
+# -- audit lines after the response -----------------------------------------------------------
+
+
+def _bare_middleware(engine: Geofence, inner: Any, logger_name: str) -> GeofenceMiddleware:
+    from geofence.integrations.common import AuditLogger
+
+    return GeofenceMiddleware(inner, geofence=engine, audit=AuditLogger(logger_name))
+
+
+def _http_scope(ip: str) -> Scope:
+    return {
+        "type": "http",
+        "method": "GET",
+        "path": "/v1",
+        "headers": [(b"host", b"test")],
+        "client": (ip, 1234),
+        "state": {},
+    }
+
+
+async def _receive() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def test_http_audit_line_is_written_after_the_response(
+    engine: Geofence, audit_caplog: Any
+) -> None:
+    """The line is not yet written while the app runs; it is written once it returns.
+
+    Its ``ts`` is the decision time (before the app ran), not the time of writing.
+    """
+    import time
+
+    seen_during: list[int] = []
+    sent: list[Message] = []
+    moments: dict[str, float] = {}
+
+    def lines() -> list[dict[str, Any]]:
+        return [
+            json.loads(r.getMessage()) for r in audit_caplog.records if r.name == "geofence.audit"
+        ]
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        seen_during.append(len(lines()))
+        moments["app"] = time.time()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    middleware = _bare_middleware(engine, inner, "geofence.audit")
+    before = time.time()
+    await middleware(_http_scope(ADDR["route"]), _receive, send)
+    assert seen_during == [0]  # nothing logged while the application ran
+    written = lines()
+    assert [line["event"] for line in written] == ["route"]
+    assert before - 0.002 <= written[0]["ts"] <= moments["app"] + 0.002
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+
+
+async def test_http_audit_line_is_written_when_the_app_raises(
+    engine: Geofence, audit_caplog: Any
+) -> None:
+    """An application error still leaves the audit line (written in a finally)."""
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        raise RuntimeError("boom")
+
+    async def send(message: Message) -> None:
+        return None
+
+    middleware = _bare_middleware(engine, inner, "geofence.audit")
+    with pytest.raises(RuntimeError):
+        await middleware(_http_scope(ADDR["review"]), _receive, send)
+    events = [
+        json.loads(r.getMessage())["event"]
+        for r in audit_caplog.records
+        if r.name == "geofence.audit"
+    ]
+    assert events == ["review"]
+
+
+async def test_refusals_are_audited_after_the_reply(engine: Geofence, audit_caplog: Any) -> None:
+    """A 451 is sent first, then its line (status 451) is written."""
+    order: list[str] = []
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:  # pragma: no cover
+        raise AssertionError("a denied request never reaches the application")
+
+    async def send(message: Message) -> None:
+        order.append(f"{message['type']}:{len(audit_caplog.records)}")
+
+    middleware = _bare_middleware(engine, inner, "geofence.audit")
+    await middleware(_http_scope(ADDR["deny"]), _receive, send)
+    assert order == ["http.response.start:0", "http.response.body:0"]
+    lines = [json.loads(r.getMessage()) for r in audit_caplog.records]
+    assert [(line["event"], line["status"]) for line in lines] == [("deny", 451)]
+
+
+async def test_scope_is_only_copied_when_its_keys_change(engine: Geofence) -> None:
+    """The server's state dict is filled in place; a route header needs a new scope."""
+    scopes: list[Scope] = []
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        scopes.append(scope)
+
+    async def send(message: Message) -> None:
+        return None
+
+    middleware = GeofenceMiddleware(inner, geofence=engine)
+    allow, route, bare = (
+        _http_scope(ADDR["allow"]),
+        _http_scope(ADDR["route"]),
+        _http_scope(ADDR["allow"]),
+    )
+    del bare["state"]
+    for scope in (allow, route, bare):
+        await middleware(scope, _receive, send)
+    assert scopes[0] is allow
+    assert allow["state"]["geofence"].action is Action.ALLOW
+    assert scopes[1] is not route
+    assert route["headers"] == [(b"host", b"test")]
+    assert (b"x-geofence-route", b"eu-tier") in scopes[1]["headers"]
+    assert route["state"]["geofence_route"] == "eu-tier"  # the shared state dict
+    assert scopes[2] is not bare
+    assert "state" not in bare
+    assert scopes[2]["state"]["geofence"].action is Action.ALLOW

@@ -359,7 +359,8 @@ def test_client_resolution_cache(engine: Geofence, monkeypatch: pytest.MonkeyPat
     assert all(len(str(key)) < 1000 for key in g._clients)
     for n in range(10):
         check(g, f"1.0.0.{n}")
-    assert len(g._clients) == 3
+        assert 1 <= len(g._clients) <= 3  # cleared when full, never larger
+        assert ("1.0.0." + str(n),) in g._clients  # the newest client is kept
 
 
 # -- audit -------------------------------------------------------------------------------------
@@ -578,3 +579,151 @@ def test_gate_is_shared_safely_between_threads(engine: Geofence) -> None:
         if metric.name == "geofence_decisions_total"
     )
     assert total == 8 * rounds
+
+
+# -- the fast path and deferred audit lines ----------------------------------------------------
+
+
+def test_built_objects_equal_their_dataclass_form() -> None:
+    """The descriptor-built Verdict and ClientAddress equal the ones __init__ makes."""
+    from geofence.addr import parse_address
+    from geofence.integrations.common import Verdict, _verdict
+    from geofence.signals.proxy import ClientAddress, ClientSource, _client_address
+
+    address = parse_address("2001:db8::1")
+    built = _client_address(address, "2001:db8::1", ClientSource.X_FORWARDED_FOR, ("a", "b"))
+    assert built == ClientAddress(
+        address=address,
+        text="2001:db8::1",
+        source=ClientSource.X_FORWARDED_FOR,
+        chain=("a", "b"),
+    )
+    decision = _decision(Action.ROUTE, route="eu-tier")
+    reply = Reply.plain(451, "no")
+    verdict = _verdict(decision, "eu-tier", reply, built, (("X-A", "1"),))
+    assert verdict == Verdict(
+        decision=decision,
+        route="eu-tier",
+        reply=reply,
+        client=built,
+        exempt=False,
+        response_headers=(("X-A", "1"),),
+    )
+    assert repr(verdict).startswith("Verdict(decision=")
+
+
+_PEERS = st.sampled_from(["10.0.0.1", "127.0.0.1", "192.0.2.10", "2001:db8::5"])
+_FORWARDED = st.one_of(
+    st.sampled_from([*ADDR.values(), "::ffff:2.2.2.2", "fe80::1%eth0", "unknown", "", "1.2.3"]),
+    st.ip_addresses().map(str),
+    st.lists(st.sampled_from(list(ADDR.values())), min_size=2, max_size=3).map(", ".join),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    peer=_PEERS,
+    xff=st.none() | _FORWARDED,
+    real_ip=st.none() | _FORWARDED,
+    path=st.sampled_from(["/", "/health", "/v1/chat"]),
+)
+def test_fast_check_equals_the_general_path(
+    engine: Geofence, peer: str, xff: str | None, real_ip: str | None, path: str
+) -> None:
+    """Whenever fast_check answers, check() through the general path answers the same."""
+    options: dict[str, Any] = {"trusted_proxies": ["10.0.0.0/8"], "exempt_paths": ["/health"]}
+    fast, general = gate(engine, **options), gate(engine, **options)
+    general._lean = False  # force _start / _context / the general decision
+    headers = [("X-Forwarded-For", xff)] if xff is not None else []
+    if real_ip is not None:
+        headers.append(("X-Real-IP", real_ip))
+    args: dict[str, Any] = {
+        "kind": "http",
+        "method": "GET",
+        "path": path,
+        "peer": peer,
+        "headers": headers,
+    }
+    quick = fast.fast_check(**args)
+    slow = general.check(**args, native=None)
+    assert fast.check(**args, native=None) == slow
+    if quick is not None:
+        assert quick == slow
+    if path == "/health":
+        assert quick is not None
+        assert quick.exempt
+
+
+def test_fast_check_declines_what_needs_more(engine: Geofence, snapshot: Snapshot) -> None:
+    """Hooks, route policies, spoofing evidence and context policies go the general way."""
+    args: dict[str, Any] = {"kind": "http", "method": "GET", "path": "/", "peer": "10.0.0.1"}
+    plain = gate(engine, trusted_proxies=["10.0.0.0/8"])
+    assert plain.fast_check(**args, headers=[("X-Forwarded-For", ADDR["deny"])]) is not None
+    spoofed = [("X-Forwarded-For", ADDR["deny"])]  # from a peer nobody trusts
+    untrusting = gate(engine)
+    assert untrusting.fast_check(**args, headers=spoofed) is None  # header_untrusted evidence
+    unflagged = gate(engine, client_signals=False)
+    assert unflagged.fast_check(**args, headers=spoofed) is not None
+    assert gate(engine, subject=lambda info: None).fast_check(**args, headers=[]) is None
+    assert gate(engine, route_policies={"/api": engine}).fast_check(**args, headers=[]) is None
+    with Geofence(snapshot, parse_policy(STRICT_POLICY)) as strict:
+        assert gate(strict).fast_check(**args, headers=[]) is not None
+        strict.reload(policy=parse_policy(_SIGNAL_POLICY))
+        assert gate(strict).fast_check(**args, headers=[]) is None  # needs a context now
+
+
+_SIGNAL_POLICY = """
+[policy]
+id = "signals"
+default = "allow"
+
+[[rules]]
+id = "review-spoofing"
+action = "review"
+signals = ["header_untrusted"]
+"""
+
+
+def test_deferred_audit_is_written_by_record(
+    engine: Geofence, audit_caplog: pytest.LogCaptureFixture
+) -> None:
+    """defer_audit=True writes nothing; record() then writes the line check() would have."""
+    g = gate(engine, audit=AuditLogger())
+    args: dict[str, Any] = {
+        "kind": "http",
+        "method": "GET",
+        "path": "/v1",
+        "peer": ADDR["route"],
+        "headers": [],
+    }
+    verdict = g.check(**args, native=None, defer_audit=True)
+    assert not audit_caplog.records
+    g.record(verdict, kind="http", method="GET", path="/v1", at=1_700_000_000.0)
+    g.check(**args, native=None)
+    deferred, direct = (json.loads(r.getMessage()) for r in audit_caplog.records)
+    assert deferred["ts"] == 1_700_000_000.0
+    del deferred["ts"], direct["ts"]
+    assert deferred == direct
+    g.record(g.check(**{**args, "path": "/"}, native=None, defer_audit=True), kind="http",
+             method="GET", path="/")  # fmt: skip
+    assert len(audit_caplog.records) == 3
+    assert gate(engine, audit=None).audits is False
+    gate(engine, audit=None).record(verdict, kind="http", method="GET", path="/v1")
+    assert len(audit_caplog.records) == 3
+
+
+def test_audit_templates_follow_the_extra_keys() -> None:
+    """One logger, one shared decision, changing sets of extra keys: every line is to_json."""
+    decision = _decision(Action.ROUTE, route="eu-tier", country="DE")
+    audit = AuditLogger()
+    extras: list[dict[str, object]] = [
+        {"event": "route", "status": None},
+        {"event": "route"},
+        {"zzz": 1, "action": "override", "aaa": [1, 2]},
+        {},
+        {"event": "route", "status": None},
+    ]
+    for extra in extras:
+        assert audit.line(decision, "1.2.3.4", extra, at=5.0) == decision.to_json(
+            address="1.2.3.4", at=5.0, **extra
+        )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
 
 from geofence._batch import VECTOR_MIN
 from geofence.addr import parse_address
@@ -31,6 +32,7 @@ from tests.policy.conftest import (
     mapped,
     policy,
 )
+from tests.strategies import addresses
 
 MakeGf = Callable[..., Geofence]
 
@@ -998,3 +1000,57 @@ def test_watch_reloads_on_file_change(make_gf: MakeGf, tmp_path: Path) -> None:
     write('[policy]\nid = "w"\ndefault = "challenge"\n')
     assert _wait_for(lambda: gf.decide(ADDR["us"]).action is Action.CHALLENGE)
     gf.close()
+
+
+def test_parsed_addresses_take_the_inline_search(make_gf: MakeGf) -> None:
+    """decide(ParsedAddress) (what the middleware passes) equals the general parsed path.
+
+    Also for ``unwrap=False`` parses of tunnel prefixes (table slot None, so the
+    general path unwraps) and for text, which must give the very same object.
+    """
+    gf = make_gf(ACTIONS)
+    state = gf._hot[5]
+    for text in _all_addresses():
+        parsed = parse_address(text)
+        assert gf.decide(parsed) is gf._decide_parsed(state, parsed), text
+        assert gf.decide(parsed) is gf.decide(text), text
+        raw = parse_address(text, unwrap=False)
+        assert gf.decide(raw) is gf.decide(text), text
+
+
+@settings(max_examples=300, deadline=None)
+@given(addresses())
+def test_parsed_inline_search_matches_locate(address: tuple[int, int]) -> None:
+    """The inline search of a ParsedAddress picks what the compiled policy's locate() does.
+
+    Over random addresses of both families, edges and tunnels included.
+    """
+    version, value = address
+    gf = _OFAC_ENGINE()
+    parsed = parse_address(value, version=version)
+    assert gf.decide(parsed) is gf._decide_parsed(gf._hot[5], parsed)
+    assert gf.decide(parsed) is gf.decide(parsed.original_text)
+
+
+def _ofac_engine() -> Callable[[], Geofence]:
+    engine: list[Geofence] = []
+
+    def get() -> Geofence:
+        if not engine:
+            engine.append(Geofence(None, "us-ofac-comprehensive"))
+        return engine[0]
+
+    return get
+
+
+_OFAC_ENGINE = _ofac_engine()
+
+
+def test_needs_context_follows_the_policy_in_use(make_gf: MakeGf) -> None:
+    """Geofence.needs_context says whether the current policy has context rules, after reloads."""
+    gf = make_gf(ACTIONS)
+    assert gf.needs_context is False
+    gf.reload(policy=SUBJECTS)
+    assert gf.needs_context is True
+    gf.reload(policy=ACTIONS)
+    assert gf.needs_context is False
