@@ -386,6 +386,11 @@ class AuditLogger:
         """The logger lines go to."""
         return self._logger
 
+    @property
+    def enabled(self) -> bool:
+        """Whether the logger takes lines at this level now (callers skip the work if not)."""
+        return self._logger.isEnabledFor(self._level)
+
     def _event(self, decision: Decision) -> str | None:
         """The event name of a decision, or ``None`` when it is not logged."""
         if decision.action in self._actions:
@@ -1255,8 +1260,9 @@ class Gate:
         if reply is not None and extra:
             reply = reply.with_headers(extra)
 
-        if self._audit is not None and not defer_audit:
-            self._audit.record(
+        audit = self._audit
+        if audit is not None and not defer_audit and audit.enabled:
+            audit.record(
                 decision,
                 client=client,
                 request=info,

@@ -192,6 +192,12 @@ class TrustedProxies:
         init=False, repr=False, compare=False, default=((), ())
     )
     _order: tuple[ClientSource, ...] = field(init=False, repr=False, compare=False, default=())
+    # Whether X-Forwarded-For alone is honoured, by address (the fast path's case).
+    _xff_only: bool = field(init=False, repr=False, compare=False, default=False)
+    # Peer text -> is_trusted(peer), for the fast path (peers repeat; bounded).
+    _peer_trust: dict[str, bool] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         cidrs = _split_cidrs(self.cidrs)
@@ -215,6 +221,11 @@ class TrustedProxies:
             parsed.append(_KNOWN_HEADERS[key])
         object.__setattr__(self, "headers", tuple(parsed))
         object.__setattr__(self, "_order", tuple(parsed))
+        object.__setattr__(
+            self,
+            "_xff_only",
+            not self.hops and self._order == (ClientSource.X_FORWARDED_FOR,),
+        )
 
         for attr, low in (("max_header_length", 256), ("max_hops", 1)):
             value = getattr(self, attr)
@@ -734,9 +745,16 @@ def _fast_path(
             xff = value
     if xff is None:
         return _client_address(peer_addr, peer, _PEER, (peer,))
-    if trusted.hops or trusted._order != (ClientSource.X_FORWARDED_FOR,):
+    if not trusted._xff_only:
         return None
-    if not trusted.is_trusted(peer_addr):
+    trust = trusted._peer_trust
+    ok = trust.get(peer)
+    if ok is None:
+        ok = trusted.is_trusted(peer_addr)
+        if len(trust) >= _PEERS_MAX:
+            trust.clear()
+        trust[peer] = ok
+    if not ok:
         return None
     text = xff.decode("latin-1") if isinstance(xff, bytes) else xff
     if not isinstance(text, str):
