@@ -303,7 +303,12 @@ def _dumps(value: object) -> str:
 
 
 def _member(key: str, value: object) -> str:
-    """``"key":value`` exactly as :func:`_dumps` writes it inside an object.
+    """``"key":value`` exactly as :func:`_dumps` writes it inside an object."""
+    return encode_basestring_ascii(key) + ":" + _value(value)
+
+
+def _value(value: object) -> str:
+    """``value`` exactly as :func:`_dumps` writes it inside an object.
 
     Strings, ``None``, booleans and integers (nearly every audit field) skip
     the ``json.dumps`` call; the rest goes through it.
@@ -324,7 +329,7 @@ def _member(key: str, value: object) -> str:
         text = "[" + ",".join([encode_basestring_ascii(item) for item in value]) + "]"
     else:
         text = _dumps(value)
-    return encode_basestring_ascii(key) + ":" + text
+    return text
 
 
 class AuditLogger:
@@ -507,23 +512,22 @@ class AuditLogger:
                 # one by one walks the dict's deleted slots on every miss.
                 self._bases.clear()
             self._bases[id(decision)] = cached
-        # The template alternates fixed text (the decision's own members, in
-        # key order, commas included) and the names of the members filled in here.
+        # The template alternates fixed text (the decision's own members in key
+        # order, then the separator and key of the next member filled in here)
+        # and the names of those members.
+        values = {**extra, "address": address, "ts": stamp}
         parts: list[str] = []
         for piece, key in cached[2]:
-            if key is None:
-                parts.append(piece)
-            elif key == "address":
-                parts.append(piece + _member(key, address))
-            elif key == "ts":
-                parts.append(piece + _member(key, stamp))
-            else:
-                parts.append(piece + _member(key, extra[key]))
+            parts.append(piece)
+            if key is not None:
+                value = values[key]
+                parts.append(_encode(value) if type(value) is str else _value(value))
         return "".join(parts)
 
 
-#: A line template: (fixed text, None) or (separator, name of a member to fill in).
+#: A line template: (fixed text, name of the member whose value follows it, or None).
 _Template = tuple[tuple[str, str | None], ...]
+_encode = encode_basestring_ascii
 
 
 def _template(decision: Decision, keys: tuple[str, ...]) -> _Template:
@@ -540,10 +544,9 @@ def _template(decision: Decision, keys: tuple[str, ...]) -> _Template:
     for position, key in enumerate(sorted({*own, *filled})):
         comma = "," if position else "{"
         if key in filled:
-            if fixed:
-                out.append(("".join(fixed), None))
-                fixed = []
-            out.append((comma, key))
+            fixed.append(comma + _encode(key) + ":")
+            out.append(("".join(fixed), key))
+            fixed = []
         else:
             fixed.append(comma + _member(key, own[key]))
     fixed.append("}")

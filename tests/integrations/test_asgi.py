@@ -553,3 +553,39 @@ async def test_scope_is_only_copied_when_its_keys_change(engine: Geofence) -> No
     assert scopes[2] is not bare
     assert "state" not in bare
     assert scopes[2]["state"]["geofence"].action is Action.ALLOW
+
+
+async def test_no_audit_work_while_the_logger_is_off(
+    engine: Geofence, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the audit logger above INFO, no line is built; turning it on takes effect at once."""
+    import logging
+
+    from geofence.integrations.common import AuditLogger
+
+    calls: list[str] = []
+    original = AuditLogger.line
+
+    def counting(self: AuditLogger, *args: Any, **kwargs: Any) -> str:
+        calls.append("line")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(AuditLogger, "line", counting)
+    logger = logging.getLogger("geofence.test.audit-switch")
+    logger.setLevel(logging.WARNING)
+    audit = AuditLogger(logger)
+    assert audit.enabled is False
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        return None
+
+    async def send(message: Message) -> None:
+        return None
+
+    middleware = GeofenceMiddleware(inner, geofence=engine, audit=audit)
+    await middleware(_http_scope(ADDR["route"]), _receive, send)
+    assert calls == []
+    logger.setLevel(logging.INFO)
+    assert audit.enabled is True
+    await middleware(_http_scope(ADDR["route"]), _receive, send)
+    assert calls == ["line"]

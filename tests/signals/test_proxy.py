@@ -873,7 +873,9 @@ def test_fast_path_equals_general_resolution(
     """The fast path of resolve_client answers exactly what the general resolution answers."""
     from geofence.signals.proxy import _resolve_general
 
-    trusted = TrustedProxies(cidrs=cidrs)
+    # Shared across examples, so the per-instance peer trust cache is exercised
+    # (a first sight of a peer, then cached answers).
+    trusted = _SHARED_TRUST.setdefault(cidrs, TrustedProxies(cidrs=cidrs))
     pairs: list[tuple[str, str]] = list(extra)
     if with_xff:
         pairs.append(("X-Forwarded-For", value))
@@ -882,4 +884,27 @@ def test_fast_path_equals_general_resolution(
         if as_bytes
         else list(pairs)
     )
-    assert resolve_client(peer, headers, trusted) == _resolve_general(peer, headers, trusted)
+    expected = _resolve_general(peer, headers, trusted)
+    assert resolve_client(peer, headers, trusted) == expected
+    assert resolve_client(peer, headers, trusted) == expected
+
+
+_SHARED_TRUST: dict[tuple[str, ...], TrustedProxies] = {}
+
+
+def test_peer_trust_cache_is_bounded_and_per_instance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path remembers is_trusted per peer, per TrustedProxies, within a bound."""
+    from geofence.signals import proxy
+
+    monkeypatch.setattr(proxy, "_PEERS_MAX", 4)
+    near, far = TrustedProxies(cidrs=["10.0.0.0/8"]), TrustedProxies(cidrs=["192.0.2.0/24"])
+    xff = [("x-forwarded-for", "8.8.8.8")]
+    for n in range(10):
+        peer = f"10.0.0.{n}"
+        assert resolve_client(peer, xff, near).source is ClientSource.X_FORWARDED_FOR
+        assert resolve_client(peer, xff, far).source is ClientSource.PEER
+        assert near._peer_trust[peer] is True
+        assert far._peer_trust[peer] is False
+        assert 1 <= len(near._peer_trust) <= 4
+    assert near == TrustedProxies(cidrs=["10.0.0.0/8"])  # the cache is not part of equality
+    assert hash(near) == hash(TrustedProxies(cidrs=["10.0.0.0/8"]))
