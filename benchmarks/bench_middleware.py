@@ -5,6 +5,7 @@ Usage (from a checkout)::
     python benchmarks/bench_middleware.py                # 5 s per server, 8 connections
     python benchmarks/bench_middleware.py --smoke        # 1 s per server (CI)
     python benchmarks/bench_middleware.py --seconds 10 --connections 16
+    python benchmarks/bench_middleware.py --instructions   # instructions per request (valgrind)
 
 For each mode (``plain``: no middleware; ``geofence``: the ASGI middleware on
 the bundled snapshot with a small policy), a uvicorn server runs in a
@@ -505,6 +506,112 @@ def asgi_cost(addresses: Sequence[str], *, audit: bool) -> dict[str, float]:
     return asyncio.run(run())
 
 
+# --------------------------------------------------------------------------- instructions
+
+#: Requests each server answers before and during the counted part (--instructions).
+COUNT_WARMUP = 50
+
+
+def _sync_exchange(sock: socket.socket, reader: Any, request: bytes) -> int:
+    """Send one request on a blocking socket and read its response; return the status."""
+    sock.sendall(request)
+    status = int(reader.readline()[9:12])
+    length = 0
+    while True:
+        line = reader.readline()
+        if line in (b"\r\n", b""):
+            break
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    reader.read(length)
+    return status
+
+
+def _instructions(mode: str, requests: Sequence[bytes], *, audit: bool) -> int:
+    """Instructions a server process executes (callgrind) for its whole life."""
+    import re
+    import tempfile
+
+    port = free_port()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONHASHSEED"] = "0"  # the same dict layouts in every run: repeatable counts
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={tmp}/callgrind.out",
+            sys.executable,
+            __file__,
+            "--serve",
+            mode,
+            "--port",
+            str(port),
+        ]
+        if not audit:
+            command.append("--no-audit")
+        log_path = Path(tmp) / "valgrind.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+            try:
+                deadline = time.monotonic() + 600
+                while True:
+                    try:
+                        sock = socket.create_connection(("127.0.0.1", port), timeout=600)
+                        break
+                    except OSError:
+                        if process.poll() is not None or time.monotonic() > deadline:
+                            raise SystemExit(
+                                f"the {mode} server did not start under valgrind"
+                            ) from None
+                        time.sleep(0.2)
+                with sock, sock.makefile("rb") as reader:
+                    for request in requests:
+                        status = _sync_exchange(sock, reader, request)
+                        if status not in ((200,) if mode == "plain" else (200, 451)):
+                            raise SystemExit(f"{mode}: unexpected status {status}")
+            finally:
+                process.send_signal(2)  # SIGINT: uvicorn shuts down, callgrind writes out
+                process.wait(timeout=600)
+        found = re.search(rb"Collected : (\d+)", log_path.read_bytes())
+        if found is None:
+            raise SystemExit(f"no instruction count from valgrind for {mode}")
+        return int(found.group(1))
+
+
+def instruction_counts(addresses: Sequence[str], counted: int, *, audit: bool) -> int:
+    """Print instructions per request of each mode's server, counted by callgrind.
+
+    Deterministic where timings are noisy: each server runs under valgrind
+    twice, answering ``COUNT_WARMUP`` requests and then none or ``counted``
+    more on one keep-alive connection; the difference divided by ``counted``
+    is what one request costs the process (HTTP parsing, the event loop, the
+    framework, the middleware, its audit lines). Needs ``valgrind``; slow
+    (~50x), so the request counts are small.
+    """
+    import shutil
+
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed: no instruction counts", file=sys.stderr)
+        return 1
+    requests = [_request(a) for a in addresses[: COUNT_WARMUP + counted]]
+    per_request: dict[str, float] = {}
+    for mode in MODES:
+        base = _instructions(mode, requests[:COUNT_WARMUP], audit=audit)
+        full = _instructions(mode, requests, audit=audit)
+        per_request[mode] = (full - base) / counted
+        print(f"{mode:10s} {per_request[mode]:>12,.0f} instructions per request")
+    added = per_request["geofence"] - per_request["plain"]
+    print(
+        f"instructions: the middleware adds {added:,.0f} per request, "
+        f"x{per_request['geofence'] / per_request['plain']:.3f} (geofence / plain; "
+        f"{counted:,} requests on one connection, every one a new client; audit lines "
+        f"{'on' if audit else 'off'})"
+    )
+    return 0
+
+
 def report(run: Run) -> None:
     rate = run.requests / run.seconds if run.seconds else 0.0
     statuses = ", ".join(f"{k}: {v}" for k, v in sorted(run.statuses.items()))
@@ -539,6 +646,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-audit", action="store_true", help="no audit lines (default: written to devnull)"
     )
+    parser.add_argument(
+        "--instructions",
+        type=int,
+        nargs="?",
+        const=1000,
+        metavar="N",
+        help="instead of timing: count instructions per request of each server under "
+        "valgrind's callgrind over N requests (default 1000)",
+    )
     parser.add_argument("--serve", choices=("plain", "geofence"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -559,8 +675,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print_environment(environment(("fastapi", "starlette", "uvicorn")))
     sample = make_sample(Snapshot.default(), SAMPLE_SIZE, seed=args.seed)
-    print(f"# sample: {sample.describe()}; {args.clients:,} used as clients")
     audit = not args.no_audit
+    if args.instructions is not None:
+        if not 1 <= args.instructions <= SAMPLE_SIZE - COUNT_WARMUP:
+            parser.error(f"--instructions must be between 1 and {SAMPLE_SIZE - COUNT_WARMUP}")
+        print(f"# sample: {sample.describe()}")
+        return instruction_counts(sample.addresses, args.instructions, audit=audit)
+    print(f"# sample: {sample.describe()}; {args.clients:,} used as clients")
     mix, cold_ns, warm_ns = decision_mix(sample.addresses, audit=audit)
     shares = ", ".join(f"{k} {v / len(sample.addresses):.1%}" for k, v in mix.most_common())
     print(f"# decisions on the sample: {shares}")
