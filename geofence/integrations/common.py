@@ -310,9 +310,14 @@ def _member(key: str, value: object) -> str:
 def _value(value: object) -> str:
     """``value`` exactly as :func:`_dumps` writes it inside an object.
 
-    Strings, ``None``, booleans and integers (nearly every audit field) skip
-    the ``json.dumps`` call; the rest goes through it.
+    Strings, ``None``, booleans, integers, finite floats and lists of strings
+    (nearly every audit field) skip the ``json.dumps`` call; the rest goes
+    through it. The exact types an audit line carries are tested first.
     """
+    if type(value) is float and math.isfinite(value):  # the timestamp
+        return float.__repr__(value)
+    if type(value) is list and all(type(item) is str for item in value):  # the client chain
+        return "[" + ",".join([encode_basestring_ascii(item) for item in value]) + "]"
     if isinstance(value, str):
         text = encode_basestring_ascii(value)
     elif value is None:
@@ -446,7 +451,7 @@ class AuditLogger:
         extra: dict[str, object] = {}
         if client is not None:
             address = client.address.original_text if client.address is not None else client.text
-            extra["client_source"] = client.source.value
+            extra["client_source"] = client.source._value_  # .value is an enum property
             extra["client_chain"] = list(client.chain)
             if client.signals and not decision.signals:
                 extra["client_signals"] = [s.as_dict() for s in client.signals]
@@ -512,21 +517,20 @@ class AuditLogger:
                 # one by one walks the dict's deleted slots on every miss.
                 self._bases.clear()
             self._bases[id(decision)] = cached
-        # The template alternates fixed text (the decision's own members in key
-        # order, then the separator and key of the next member filled in here)
-        # and the names of those members.
+        # The template is the line as a %-format: the decision's own members
+        # already encoded, a %s for each member filled in here, in key order.
+        form, order = cached[2]
         values = {**extra, "address": address, "ts": stamp}
-        parts: list[str] = []
-        for piece, key in cached[2]:
-            parts.append(piece)
-            if key is not None:
-                value = values[key]
-                parts.append(_encode(value) if type(value) is str else _value(value))
-        return "".join(parts)
+        return form % tuple(
+            [
+                _encode(value) if type(value) is str else _value(value)
+                for value in map(values.__getitem__, order)
+            ]
+        )
 
 
-#: A line template: (fixed text, name of the member whose value follows it, or None).
-_Template = tuple[tuple[str, str | None], ...]
+#: A line template: a %-format of the line, and the members its %s stand for, in order.
+_Template = tuple[str, tuple[str, ...]]
 _encode = encode_basestring_ascii
 
 
@@ -535,23 +539,22 @@ def _template(decision: Decision, keys: tuple[str, ...]) -> _Template:
 
     Filling it in gives exactly what ``json.dumps(..., separators=(",", ":"),
     sort_keys=True)`` writes for the decision's fields updated with the extra
-    members, ``address`` and ``ts`` (:meth:`AuditLogger.line`).
+    members, ``address`` and ``ts`` (:meth:`AuditLogger.line`). A ``%`` in the
+    fixed text is doubled, so only the placeholders format.
     """
     own = decision.as_dict()
     filled = {*keys, "address", "ts"}
-    out: list[tuple[str, str | None]] = []
-    fixed: list[str] = []
+    parts: list[str] = []
+    order: list[str] = []
     for position, key in enumerate(sorted({*own, *filled})):
         comma = "," if position else "{"
         if key in filled:
-            fixed.append(comma + _encode(key) + ":")
-            out.append(("".join(fixed), key))
-            fixed = []
+            parts.append((comma + _encode(key) + ":").replace("%", "%%") + "%s")
+            order.append(key)
         else:
-            fixed.append(comma + _member(key, own[key]))
-    fixed.append("}")
-    out.append(("".join(fixed), None))
-    return tuple(out)
+            parts.append((comma + _member(key, own[key])).replace("%", "%%"))
+    parts.append("}")
+    return "".join(parts), tuple(order)
 
 
 # --------------------------------------------------------------------------- metrics
