@@ -517,20 +517,21 @@ class AuditLogger:
                 # one by one walks the dict's deleted slots on every miss.
                 self._bases.clear()
             self._bases[id(decision)] = cached
-        # The template is the line as a %-format: the decision's own members
-        # already encoded, a %s for each member filled in here, in key order.
-        form, order = cached[2]
+        # The template alternates fixed text (the decision's own members in key
+        # order, then the separator and key of the next member filled in here)
+        # and the names of those members.
         values = {**extra, "address": address, "ts": stamp}
-        return form % tuple(
-            [
-                _encode(value) if type(value) is str else _value(value)
-                for value in map(values.__getitem__, order)
-            ]
-        )
+        parts: list[str] = []
+        for piece, key in cached[2]:
+            parts.append(piece)
+            if key is not None:
+                value = values[key]
+                parts.append(_encode(value) if type(value) is str else _value(value))
+        return "".join(parts)
 
 
-#: A line template: a %-format of the line, and the members its %s stand for, in order.
-_Template = tuple[str, tuple[str, ...]]
+#: A line template: (fixed text, name of the member whose value follows it, or None).
+_Template = tuple[tuple[str, str | None], ...]
 _encode = encode_basestring_ascii
 
 
@@ -539,22 +540,23 @@ def _template(decision: Decision, keys: tuple[str, ...]) -> _Template:
 
     Filling it in gives exactly what ``json.dumps(..., separators=(",", ":"),
     sort_keys=True)`` writes for the decision's fields updated with the extra
-    members, ``address`` and ``ts`` (:meth:`AuditLogger.line`). A ``%`` in the
-    fixed text is doubled, so only the placeholders format.
+    members, ``address`` and ``ts`` (:meth:`AuditLogger.line`).
     """
     own = decision.as_dict()
     filled = {*keys, "address", "ts"}
-    parts: list[str] = []
-    order: list[str] = []
+    out: list[tuple[str, str | None]] = []
+    fixed: list[str] = []
     for position, key in enumerate(sorted({*own, *filled})):
         comma = "," if position else "{"
         if key in filled:
-            parts.append((comma + _encode(key) + ":").replace("%", "%%") + "%s")
-            order.append(key)
+            fixed.append(comma + _encode(key) + ":")
+            out.append(("".join(fixed), key))
+            fixed = []
         else:
-            parts.append((comma + _member(key, own[key])).replace("%", "%%"))
-    parts.append("}")
-    return "".join(parts), tuple(order)
+            fixed.append(comma + _member(key, own[key]))
+    fixed.append("}")
+    out.append(("".join(fixed), None))
+    return tuple(out)
 
 
 # --------------------------------------------------------------------------- metrics
