@@ -1004,15 +1004,7 @@ class Gate:
                 decision = pending.engine.decide(address, pending.context)
             except Exception:
                 decision = self._error(pending)
-        return self._finish(
-            decision,
-            pending.client,
-            pending.info,
-            pending.kind,
-            pending.method,
-            pending.path,
-            defer_audit,
-        )
+        return self._settle(pending, decision, defer_audit)
 
     async def acheck(
         self,
@@ -1060,15 +1052,7 @@ class Gate:
                     decision = await pending.engine.adecide(address, pending.context)
             except Exception:
                 decision = self._error(pending)
-        return self._finish(
-            decision,
-            pending.client,
-            pending.info,
-            pending.kind,
-            pending.method,
-            pending.path,
-            defer_audit,
-        )
+        return self._settle(pending, decision, defer_audit)
 
     def fast_check(
         self,
@@ -1112,11 +1096,6 @@ class Gate:
         except Exception:
             return None  # the general path logs it and applies the fail mode
         return self._finish(decision, client, None, kind, method, path, defer_audit)
-
-    @property
-    def audits(self) -> bool:
-        """Whether an audit logger is configured."""
-        return self._audit is not None
 
     def record(
         self, verdict: Verdict, *, kind: str, method: str, path: str, at: float | None = None
@@ -1219,6 +1198,18 @@ class Gate:
             self._config.fail_mode,
         )
         return self._fail(pending.engine, DECISION_ERROR, pending.client)
+
+    def _settle(self, pending: _Pending, decision: Decision, defer_audit: bool) -> Verdict:
+        """:meth:`_finish` for a request that went through :meth:`_start`."""
+        return self._finish(
+            decision,
+            pending.client,
+            pending.info,
+            pending.kind,
+            pending.method,
+            pending.path,
+            defer_audit,
+        )
 
     def _finish(
         self,
