@@ -288,6 +288,8 @@ def _verdict(
 #: Entries of the per-gate client address cache, and the largest total length of
 #: forwarding header values it keeps (longer ones are resolved every time).
 _CLIENT_CACHE_SIZE = 4096
+#: Hashes of client keys seen once, remembered so that a second sighting is cached.
+_SEEN_SIZE = 16384
 _CLIENT_KEY_MAX = 512
 #: Shared decisions whose audit fields are kept ready (a policy has few of them).
 _AUDIT_CACHE_SIZE = 4096
@@ -915,6 +917,7 @@ class Gate:
         "_prefixes",
         "_replies",
         "_routes",
+        "_seen",
         "_subject",
         "_trusted",
     )
@@ -938,6 +941,7 @@ class Gate:
         # this stays as small as the policy; built once, then shared.
         self._replies: dict[tuple[Action, str], Reply] = {}
         self._clients: dict[tuple[object, ...], ClientAddress] = {}
+        self._seen: set[int] = set()  # hashes of client keys seen once (see _client)
         self._subject = config.subject
         self._client_signals = config.client_signals
         self._lean = not (self._hooks or self._routes)
@@ -1281,8 +1285,9 @@ class Gate:
         Resolution is a pure function of the peer, the forwarding headers and
         the (immutable) trusted-proxy settings, and costs far more than a
         decision (it parses every hop); API clients repeat the same peer and
-        headers request after request. Bounded in entries and key size, so
-        clients sending unique or huge headers only get cache misses.
+        headers request after request. A client is admitted on its second
+        request; bounded in entries and key size, so clients sending unique or
+        huge headers only get cache misses.
         """
         items = (
             headers
@@ -1300,12 +1305,21 @@ class Gate:
         for _, value in forwarding:
             size += len(value)
         if size <= _CLIENT_KEY_MAX:
-            if len(cache) >= _CLIENT_CACHE_SIZE:
-                # Start over when full: O(1) and atomic, like the engine's cache.
-                # (FIFO eviction through an OrderedDict cost ~1 µs per new client
-                # and kept the cache full of objects the GC walks.)
-                cache.clear()
-            cache[key] = client
+            # Admitted on its second sighting: the first one only records the
+            # key's hash, an int the garbage collector never walks, so clients
+            # seen once leave no objects behind (a hash collision merely admits
+            # a key early: the cache compares whole keys).
+            seen = self._seen
+            digest = hash(key)
+            if digest in seen:
+                if len(cache) >= _CLIENT_CACHE_SIZE:
+                    # Start over when full: O(1) and atomic, like the engine's cache.
+                    cache.clear()
+                cache[key] = client
+            else:
+                if len(seen) >= _SEEN_SIZE:
+                    seen.clear()
+                seen.add(digest)
         return client
 
     def _fail(self, engine: Geofence, code: str, client: ClientAddress) -> Decision:

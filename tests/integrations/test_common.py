@@ -343,24 +343,38 @@ def test_replies_are_cached_per_reason(engine: Geofence) -> None:
 
 
 def test_client_resolution_cache(engine: Geofence, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Same peer and headers resolve once; huge headers are never cached; size is bounded."""
+    """A client seen twice is cached, and other headers do not matter.
+
+    Huge headers are never cached; one-off clients leave only a hash; both
+    structures stay bounded.
+    """
     from geofence.integrations import common
 
     monkeypatch.setattr(common, "_CLIENT_CACHE_SIZE", 3)
+    monkeypatch.setattr(common, "_SEEN_SIZE", 5)
     g = gate(engine, trusted_proxies=["10.0.0.0/8"])
     first = check(g, "10.0.0.1", x_forwarded_for=ADDR["deny"], user_agent="a")
-    again = check(g, "10.0.0.1", x_forwarded_for=ADDR["deny"], user_agent="b")
-    assert again.client is first.client  # other headers do not matter
+    assert not g._clients  # first sighting: remembered by hash only
+    second = check(g, "10.0.0.1", x_forwarded_for=ADDR["deny"], user_agent="b")
+    assert second.client == first.client
+    assert len(g._clients) == 1  # second sighting: admitted
+    third = check(g, "10.0.0.1", x_forwarded_for=ADDR["deny"], user_agent="c")
+    assert third.client is second.client  # served from the cache
     other = check(g, "10.0.0.1", x_forwarded_for=ADDR["allow"])
     assert other.client is not first.client
     assert other.decision.action is Action.ALLOW
     huge = ", ".join(["10.0.0.2"] * 100) + f", {ADDR['deny']}"
-    assert check(g, "10.0.0.1", x_forwarded_for=huge).decision.action is Action.DENY
+    for _ in range(3):
+        assert check(g, "10.0.0.1", x_forwarded_for=huge).decision.action is Action.DENY
     assert all(len(str(key)) < 1000 for key in g._clients)
     for n in range(10):
-        check(g, f"1.0.0.{n}")
+        check(g, f"1.0.0.{n}")  # one-off clients
+        assert 1 <= len(g._seen) <= 5  # cleared when full, never larger
+    for n in range(10):
+        for _ in range(2):
+            check(g, f"2.0.0.{n}")
         assert 1 <= len(g._clients) <= 3  # cleared when full, never larger
-        assert ("1.0.0." + str(n),) in g._clients  # the newest client is kept
+        assert ("2.0.0." + str(n),) in g._clients  # the newest repeat client is kept
 
 
 # -- audit -------------------------------------------------------------------------------------
