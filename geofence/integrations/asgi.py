@@ -105,16 +105,8 @@ class GeofenceMiddleware:
         verdict = gate.fast_check(
             kind=kind, method=method, path=path, peer=peer, headers=headers, defer_audit=later
         )
-        if verdict is None:
-            verdict = await gate.acheck(
-                kind=kind,
-                method=method,
-                path=path,
-                peer=peer,
-                headers=headers,
-                native=scope,
-                defer_audit=later,
-            )
+        if verdict is None:  # hooks, contexts, evidence: the general path
+            verdict = await gate._acheck_general(kind, method, path, peer, headers, scope, later)
         try:
             # Act on the verdict (inline: one coroutine fewer per request).
             route = verdict.route

@@ -1045,6 +1045,22 @@ class Gate:
         )
         if verdict is not None:
             return verdict
+        return await self._acheck_general(kind, method, path, peer, headers, native, defer_audit)
+
+    async def _acheck_general(
+        self,
+        kind: str,
+        method: str,
+        path: str,
+        peer: str | None,
+        headers: HeaderSource,
+        native: object,
+        defer_audit: bool,
+    ) -> Verdict:
+        """:meth:`acheck` once :meth:`fast_check` has declined.
+
+        The ASGI middleware calls this directly, so the fast path is not tried twice.
+        """
         pending = self._start(kind, method, path, peer, headers, native)
         decision = pending.decision
         if decision is None:
@@ -1088,12 +1104,12 @@ class Gate:
         """
         if path in self._exact or (self._prefixes and self.is_exempt(path)):
             return _EXEMPT
-        if not self._lean:
-            return None
+        engine = self._engine
+        if not self._lean or engine.needs_context:
+            return None  # decided before resolving the client: no work done twice
         client = self._client(peer, headers)
         address = client.address
-        engine = self._engine
-        if address is None or (client.signals and self._client_signals) or engine.needs_context:
+        if address is None or (client.signals and self._client_signals):
             return None
         try:
             decision = engine.decide(address)
