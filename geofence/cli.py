@@ -188,6 +188,91 @@ def cmd_policy_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return status
 
 
+def _params(args: argparse.Namespace) -> dict[str, object] | None:
+    if not getattr(args, "params", None):
+        return None
+    params = json.loads(args.params)
+    if not isinstance(params, dict):
+        raise GeofenceError("--params must be a JSON object")
+    return params
+
+
+def _date(args: argparse.Namespace) -> dt.date | None:
+    if not getattr(args, "date", None):
+        return None
+    try:
+        return dt.date.fromisoformat(args.date)
+    except ValueError as exc:
+        raise GeofenceError(f"--date {args.date!r}: expected YYYY-MM-DD") from exc
+
+
+def cmd_export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``geofence export FORMAT --policy P``: the policy's IP-only verdicts for an edge."""
+    from geofence.export import compile_for_edge, explain, export_table, verdict_table
+    from geofence.export.api import ExportError, _teredo, write_text_atomic
+    from geofence.export.formats import FORMATS
+
+    if args.format not in FORMATS:
+        raise ExportError(
+            f"unknown export format {args.format!r}; expected one of {', '.join(FORMATS)}"
+        )
+    compiled = compile_for_edge(args.policy, args.snapshot, params=_params(args), today=_date(args))
+    t_action, t_route = _teredo(args.teredo)
+    table = verdict_table(compiled, teredo=t_action, teredo_route=t_route)
+    if args.explain:
+        print(explain(table), end="", file=out)
+        if not args.output:
+            return 0
+    actions = args.actions.split(",") if args.actions else None
+    result = export_table(
+        table, args.format, actions=actions, name=args.name, nginx_style=args.nginx_style
+    )
+    if args.output:
+        write_text_atomic(result.text, args.output)
+        counts = ", ".join(f"{k} {a}+{b}" for k, (a, b) in result.entries.items())
+        print(f"wrote {args.output}: {result.lines:,} lines ({counts})", file=err)
+    else:
+        out.write(result.text)
+    return 0
+
+
+def cmd_policy_diff(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``geofence policy diff OLD NEW`` or ``--data OLD.gfs NEW.gfs``: verdict changes."""
+    from geofence.export import diff, load_compiled
+
+    today = _date(args)
+    if args.data:
+        if len(args.refs) != 1:
+            raise GeofenceError(
+                "with --data OLD NEW give one policy: policy diff POLICY --data ..."
+            )
+        old = load_compiled(args.refs[0], args.data[0], params=_params(args), today=today)
+        new = load_compiled(args.refs[0], args.data[1], params=_params(args), today=today)
+    else:
+        if len(args.refs) != 2:
+            raise GeofenceError("give two policies (policy diff OLD NEW), or --data OLD NEW")
+        old = load_compiled(args.refs[0], args.snapshot, today=today)
+        new = load_compiled(args.refs[1], old.snapshot, today=today)
+    result = diff(old, new, top=args.top)
+    out.write(result.to_json() + "\n" if args.json else result.table())
+    return 0
+
+
+def cmd_policy_test(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``geofence policy test POLICY CASES.toml``: expected decisions; exit 1 on a failure."""
+    from geofence.export import run_cases
+
+    results = run_cases(
+        args.policy, args.cases, snapshot=args.snapshot, params=_params(args), today=_date(args)
+    )
+    failed = [r for r in results if not r.passed]
+    for r in results:
+        if not r.passed or args.verbose:
+            print(r.report(), file=out)
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed ({args.cases})", file=out)
+    return 1 if failed else 0
+
+
 def cmd_data_info(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``geofence data info [FILE]``: provenance, licences and age of a snapshot."""
     from geofence.snapshot.reader import Snapshot
@@ -329,6 +414,38 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--params", help="JSON params for a parameterised preset")
     c.add_argument("--list", action="store_true", help="list the bundled presets")
     c.set_defaults(func=cmd_policy_check)
+
+    d = psub.add_parser("diff", help="address space whose verdict changes between policies")
+    d.add_argument("refs", nargs="+", metavar="POLICY", help="OLD NEW (or one, with --data)")
+    d.add_argument("--data", nargs=2, metavar=("OLD.gfs", "NEW.gfs"), help="compare snapshots")
+    d.add_argument("--snapshot", help="snapshot file (default: the bundled data)")
+    d.add_argument("--params", help="JSON params (with --data)")
+    d.add_argument("--date", help="compile rules for this date (YYYY-MM-DD)")
+    d.add_argument("--top", type=int, default=10, help="largest changed ranges per family")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_policy_diff)
+    t = psub.add_parser("test", help="run expected decisions (a cases file) against a policy")
+    t.add_argument("policy", help="policy file or preset name")
+    t.add_argument("cases", help="cases file (TOML, [[case]] entries)")
+    t.add_argument("--snapshot", help="snapshot file (default: the bundled data)")
+    t.add_argument("--params", help="JSON params for a parameterised preset")
+    t.add_argument("--date", help="compile rules for this date (YYYY-MM-DD)")
+    t.add_argument("-v", "--verbose", action="store_true", help="also list passing cases")
+    t.set_defaults(func=cmd_policy_test)
+
+    q = sub.add_parser("export", help="the policy's IP-only verdicts for nginx, HAProxy, nft...")
+    q.add_argument("format", help="nginx, haproxy, nftables, cidr or json")
+    q.add_argument("--policy", required=True, help="policy file or preset name")
+    q.add_argument("--params", help="JSON params for a parameterised preset")
+    q.add_argument("--snapshot", help="snapshot file (default: the bundled data)")
+    q.add_argument("--actions", help="values to list, e.g. deny,challenge (default: all but one)")
+    q.add_argument("-o", "--output", help="write here atomically (default: stdout)")
+    q.add_argument("--explain", action="store_true", help="what the edge can and cannot decide")
+    q.add_argument("--name", default="geofence", help="prefix of variables, sets and tables")
+    q.add_argument("--nginx-style", default="auto", choices=("auto", "cidr", "ranges"))
+    q.add_argument("--teredo", help="action stated for Teredo (default: the most restrictive)")
+    q.add_argument("--date", help="compile rules for this date (YYYY-MM-DD)")
+    q.set_defaults(func=cmd_export)
 
     q = sub.add_parser("data", help="snapshot tools")
     dsub = q.add_subparsers(dest="data_command", required=True)

@@ -75,7 +75,8 @@ def preset_names() -> list[str]:
     names: set[str] = set()
     for d in _presets_dirs():
         if d.is_dir():
-            names.update(p.stem for p in d.glob("*.toml"))
+            # NAME.cases.toml beside a preset holds its expected decisions, not a policy.
+            names.update(p.stem for p in d.glob("*.toml") if not p.name.endswith(".cases.toml"))
     return sorted(names)
 
 
