@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from geofence.export.cidr import address_text, cidr_text, range_cidrs
+from geofence.export.cidr import address_text, cidr_count, cidr_text, range_cidrs
 from geofence.export.table import Partition, VerdictTable
 
 __all__ = ["FORMATS", "Listing", "Rendered", "render"]
@@ -26,6 +26,8 @@ _SIXTOFOUR = (0x2002 << 112, ((0x2002 << 112) | ((1 << 112) - 1)))
 #: HAProxy also unwraps the deprecated IPv4-compatible ``::a.b.c.d`` (RFC 4291 §2.5.5.1)
 #: when no IPv6 entry matches; geofence treats it as reserved, so it is always listed.
 _COMPAT = (0, 0xFFFFFFFF)
+#: Lines the ``ranges`` style adds to an nginx export (the second ``geo`` and the ``map``).
+_RANGES_OVERHEAD = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,39 +124,43 @@ def _nginx(
     name: str,
     style: str,
 ) -> Rendered:
-    """A ``geo`` block (CIDR style) or two plus a ``map`` (``ranges`` style, IPv4 only)."""
+    """A ``geo`` block (CIDR style) or two plus a ``map`` (``ranges`` style, IPv4 only).
+
+    The IPv6 part is the same in both styles, so ``auto`` compares the IPv4 lines:
+    one per CIDR block against one per range plus the extra block and ``map``.
+    """
     v4, v6 = parts
     wanted = set(listing.listed)
+    if style == "auto":
+        blocks = sum(cidr_count(f, la, 32) for f, la, _ in _entries(v4, keys, wanted))
+        ranges = sum(1 for _ in _entries(v4, keys, wanted)) + _RANGES_OVERHEAD
+        style = "cidr" if blocks <= ranges else "ranges"
     default = f"    default {_quote(listing.default)};"
-    cidr_entries: dict[str, list[int]] = {}
-    cidr_body = _cidr_lines(
-        keys, parts, listing, cidr_entries, (_MAPPED,), lambda t, v: f"    {t} {_quote(v)};"
-    )
-    range_rows = [
-        f"    {address_text(4, f)}-{address_text(4, la)} {_quote(v)};"
-        for f, la, v in _entries(v4, keys, wanted)
-    ]
-    v6_entries: dict[str, list[int]] = {}
-    v6_rows = _cidr_lines(
-        keys, (v6,), listing, v6_entries, (_MAPPED,), lambda t, v: f"    {t} {_quote(v)};"
-    )
-    ranges_cost = len(range_rows) + len(v6_rows) + 12
-    if style == "cidr" or (style == "auto" and len(cidr_body) <= ranges_cost):
-        var = f"${name}_action"
-        body = [f"geo {var} {{", default, *cidr_body, "}"]
-        entries = cidr_entries
+    entries: dict[str, list[int]] = {}
+    var = f"${name}_action"
+
+    def row(text: str, value: str) -> str:
+        return f"    {text} {_quote(value)};"
+
+    if style == "cidr":
+        rows = _cidr_lines(keys, parts, listing, entries, (_MAPPED,), row)
+        body = [f"geo {var} {{", default, *rows, "}"]
         notes = [f"nginx geo (CIDR style): {var} holds the action of the client address."]
     else:
-        var = f"${name}_action"
+        rows = []
+        for first, last, value in _entries(v4, keys, wanted):
+            rows.append(row(f"{address_text(4, first)}-{address_text(4, last)}", value))
+            _count(entries, value, 4)
+        rows6 = _cidr_lines(keys, (v6,), listing, entries, (_MAPPED,), row)
         body = [
             f"geo ${name}_action_v4 {{",
             "    ranges;",
             default,
-            *range_rows,
+            *rows,
             "}",
             f"geo ${name}_action_v6 {{",
             default,
-            *v6_rows,
+            *rows6,
             "}",
             "# `ranges` is IPv4-only in nginx: pick the block by the client's family",
             "# (IPv4-mapped IPv6 addresses are looked up as IPv4 by geo).",
@@ -164,11 +170,6 @@ def _nginx(
             f"    default ${name}_action_v4;",
             "}",
         ]
-        entries = {}
-        for _f, _la, v in _entries(v4, keys, wanted):
-            _count(entries, v, 4)
-        for value, (_n4, n6) in v6_entries.items():
-            entries.setdefault(value, [0, 0])[1] += n6
         notes = [f"nginx geo (ranges style for IPv4): {var} holds the action of the client."]
     if any(v.startswith("route:") for v in listing.listed):
         body += [
