@@ -30,6 +30,14 @@ def block(name: str) -> str:
     return found.group(1)
 
 
+def test_python_api_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Python API example runs as written (in a scratch directory)."""
+    code = block("python-api").replace("data/policies/", f"{DOC.parents[1]}/data/policies/")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, str(DOC), "exec"), {})  # the documented example
+    assert (tmp_path / "geofence.conf").read_text().startswith("# geofence edge export (nginx)")
+
+
 def test_nginx_451_snippet(tmp_path: Path) -> None:
     """The http and server snippets give 451 to a denied address and pass an allowed one."""
     nginx = need("nginx")
