@@ -168,6 +168,13 @@ def main() -> int:
             )
             print(f"{preset:<30} {fmt:<9} " + " ".join(f"{c:>12}" for c in cells))
         print()
+    stated = verdict_table(
+        compile_policy(load_policy(OFAC), snap, today=TODAY), expand_tunnels=False
+    )
+    sizes = ", ".join(
+        f"{fmt} {export_table(stated, fmt, generated_at=GENERATED).lines:,}" for fmt in FORMATS
+    )
+    print(f"OFAC lines with --tunnels state (6to4/NAT64/mapped stated, not expanded): {sizes}\n")
     runs = {fmt: cli_run(OFAC, fmt, repeats) for fmt in ("nginx", "json")}
     cli_cpu = max(cpu for cpu, _ in runs.values())
     wall = max(w for _, w in runs.values())

@@ -209,7 +209,7 @@ def _date(args: argparse.Namespace) -> dt.date | None:
 def cmd_export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``geofence export FORMAT --policy P``: the policy's IP-only verdicts for an edge."""
     from geofence.export import compile_for_edge, explain, export_table, verdict_table
-    from geofence.export.api import ExportError, _teredo, write_text_atomic
+    from geofence.export.api import ExportError, parse_teredo, write_text_atomic
     from geofence.export.formats import FORMATS
 
     if args.format not in FORMATS:
@@ -217,8 +217,13 @@ def cmd_export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             f"unknown export format {args.format!r}; expected one of {', '.join(FORMATS)}"
         )
     compiled = compile_for_edge(args.policy, args.snapshot, params=_params(args), today=_date(args))
-    t_action, t_route = _teredo(args.teredo)
-    table = verdict_table(compiled, teredo=t_action, teredo_route=t_route)
+    t_action, t_route = parse_teredo(args.teredo)
+    table = verdict_table(
+        compiled,
+        teredo=t_action,
+        teredo_route=t_route,
+        expand_tunnels=args.tunnels == "expand",
+    )
     if args.explain:
         print(explain(table), end="", file=out)
         if not args.output:
@@ -444,6 +449,12 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--name", default="geofence", help="prefix of variables, sets and tables")
     q.add_argument("--nginx-style", default="auto", choices=("auto", "cidr", "ranges"))
     q.add_argument("--teredo", help="action stated for Teredo (default: the most restrictive)")
+    q.add_argument(
+        "--tunnels",
+        default="expand",
+        choices=("expand", "state"),
+        help="6to4/NAT64/IPv4-mapped: expand to IPv4 verdicts (exact) or state --teredo's",
+    )
     q.add_argument("--date", help="compile rules for this date (YYYY-MM-DD)")
     q.set_defaults(func=cmd_export)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from geofence.decision import Action
+from geofence.decision import Action, parse_action
 from geofence.errors import GeofenceError, PolicyError
 from geofence.export.cidr import cidr_count
 from geofence.export.formats import FORMATS, Listing, render
@@ -30,6 +30,7 @@ __all__ = [
     "export",
     "export_table",
     "load_compiled",
+    "parse_teredo",
     "write_text_atomic",
 ]
 
@@ -175,9 +176,15 @@ def _header(
     what = "the verdict" if listing.exact_default else "not one of the listed actions"
     lines.append(f"every other address: {listing.default} ({what})")
     lines.append(
-        f"Teredo 2001::/32: {table.teredo.key} (its client IPv4 address cannot be expressed "
+        f"Teredo 2001::/32: {table.stated.key} (its client IPv4 address cannot be expressed "
         "as ranges; stated, not decided per address)"
     )
+    if not table.expanded:
+        lines.append(
+            f"6to4 2002::/16, NAT64 64:ff9b::/96, IPv4-mapped ::ffff:0:0/96: {table.stated.key} "
+            "too (not expanded; nginx and HAProxy unwrap IPv4-mapped addresses themselves, "
+            "HAProxy also 6to4 ones)"
+        )
     for rule in table.context_rules:
         lines.append(
             f"not decided at the edge: rule {rule.rule_id} needs {' and '.join(rule.needs)}; "
@@ -246,7 +253,8 @@ def export_table(
         "valid_until": c.valid_until.isoformat() if c.valid_until else None,
         "listed": list(listing.listed),
         "default": listing.default,
-        "teredo": table.teredo.key,
+        "stated": table.stated.key,
+        "tunnels_expanded": table.expanded,
         "context_rules": [
             {"rule_id": r.rule_id, "needs": list(r.needs), "ipv4_addresses": r.ipv4_addresses}
             for r in table.context_rules
@@ -275,6 +283,7 @@ def export(
     today: dt.date | None = None,
     actions: Iterable[str] | None = None,
     teredo: str | None = None,
+    expand_tunnels: bool = True,
     name: str = "geofence",
     nginx_style: str = "auto",
     generated_at: dt.datetime | None = None,
@@ -290,6 +299,7 @@ def export(
         actions: See :func:`export_table`.
         teredo: Action for the Teredo prefix (``deny``, ``route:<target>``...);
             default: the most restrictive IPv4 verdict.
+        expand_tunnels: See :func:`geofence.export.verdict_table`.
         name: See :func:`export_table`.
         nginx_style: See :func:`export_table`.
         generated_at: See :func:`export_table`.
@@ -302,8 +312,10 @@ def export(
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
     compiled = compile_for_edge(policy, snapshot, params=params, today=today)
-    t_action, t_route = _teredo(teredo)
-    table = verdict_table(compiled, teredo=t_action, teredo_route=t_route)
+    t_action, t_route = parse_teredo(teredo)
+    table = verdict_table(
+        compiled, teredo=t_action, teredo_route=t_route, expand_tunnels=expand_tunnels
+    )
     return export_table(
         table,
         fmt,
@@ -314,11 +326,14 @@ def export(
     )
 
 
-def _teredo(text: str | None) -> tuple[Action | None, str | None]:
+def parse_teredo(text: str | None) -> tuple[Action | None, str | None]:
+    """Parse the ``--teredo`` action (``None``: the default, the most restrictive verdict).
+
+    Raises:
+        ExportError: ``text`` is not an action.
+    """
     if text is None:
         return None, None
-    from geofence.decision import parse_action
-
     try:
         return parse_action(text)
     except ValueError as exc:
@@ -342,9 +357,13 @@ def explain(table: VerdictTable) -> str:
     for value, n in share.most_common():
         lines.append(f"  {value}: {n:,} IPv4 addresses ({100 * n / total:.2f}%)")
     lines.append(
-        f"  Teredo (2001::/32) is stated as {table.teredo.key}: its client address is not "
+        f"  Teredo (2001::/32) is stated as {table.stated.key}: its client address is not "
         "expressible as ranges."
     )
+    if not table.expanded:
+        lines.append(
+            "  6to4, NAT64 and IPv4-mapped prefixes are stated too (tunnels not expanded)."
+        )
     if not table.context_rules:
         lines.append("  Every rule is decided from the address alone: the export is exact.")
     for rule in table.context_rules:

@@ -13,7 +13,8 @@ decided by the IPv4 address they carry; they are expanded here into the IPv6
 ranges of every IPv4 piece, so the edge needs no unwrapping. Teredo (RFC 4380)
 keeps its client address in the low 32 bits under a 64-bit server and port
 part, which no short list of ranges can express: the whole prefix gets one
-stated verdict (:attr:`VerdictTable.teredo`).
+stated verdict (:attr:`VerdictTable.stated`). On request (``expand_tunnels=False``)
+the other tunnel prefixes get that stated verdict too, which keeps exports short.
 """
 
 from __future__ import annotations
@@ -72,8 +73,8 @@ class Verdict:
     """The rule (or exception) that decided, ``None`` for defaults and fallbacks."""
 
     outcome: str
-    """How it was reached (``rule``, ``default``, ``unresolved``...; ``teredo`` for the
-    stated Teredo verdict)."""
+    """How it was reached (``rule``, ``default``, ``unresolved``...; ``stated`` for the
+    verdict stated for tunnel prefixes)."""
 
     @property
     def key(self) -> str:
@@ -140,8 +141,11 @@ class VerdictTable:
     """Distinct verdicts; the partitions' keys index this tuple."""
     v4: Partition
     v6: Partition
-    teredo: Verdict
-    """The verdict stated for the Teredo prefix (its client address is not expressible)."""
+    stated: Verdict
+    """The verdict stated for Teredo (its client address is not expressible as ranges) and,
+    when tunnels are not expanded, for the other tunnel prefixes."""
+    expanded: bool
+    """Whether IPv4-mapped, NAT64 and 6to4 prefixes carry the IPv4 verdicts (else ``stated``)."""
     context_rules: tuple[ContextRule, ...]
     """Rules that need a request context, with where they are reached."""
 
@@ -190,12 +194,12 @@ def _merged(version: int, starts: list[int], keys: list[int]) -> Partition:
 
 
 def _tunnel_pieces(
-    kind: TunnelKind, first: int, last: int, v4: Partition, teredo_key: int
+    kind: TunnelKind, first: int, last: int, v4: Partition, stated_key: int, expand: bool
 ) -> Iterator[tuple[int, int]]:
     """``(start, key)`` pieces of a tunnel segment ``first..last`` from the IPv4 verdicts."""
     shift = _EMBED_SHIFT.get(kind)
-    if shift is None:  # Teredo: not expressible as ranges
-        yield first, teredo_key
+    if shift is None or not expand:  # Teredo is not expressible as ranges
+        yield first, stated_key
         return
     prefix = _PREFIX[kind]
     low = (first >> shift) & V4_MAX
@@ -253,6 +257,7 @@ def verdict_table(
     *,
     teredo: Action | None = None,
     teredo_route: str | None = None,
+    expand_tunnels: bool = True,
 ) -> VerdictTable:
     """Read the verdict table of ``compiled`` as merged ranges.
 
@@ -261,6 +266,8 @@ def verdict_table(
         teredo: The action stated for the Teredo prefix; default: the most
             restrictive action of any IPv4 verdict (:data:`SEVERITY`).
         teredo_route: The route target when ``teredo`` is ``Action.ROUTE``.
+        expand_tunnels: Expand IPv4-mapped, NAT64 and 6to4 into the IPv6 ranges of the
+            IPv4 verdicts (exact). When false they get the stated Teredo verdict too.
 
     Returns:
         The table.
@@ -279,10 +286,8 @@ def verdict_table(
         present = {verdicts[k] for k in set(v4.keys)}
         worst = min(present, key=lambda v: SEVERITY.index(v.action))
         teredo, teredo_route = worst.action, worst.route
-    teredo_verdict = Verdict(
-        teredo, teredo_route if teredo is Action.ROUTE else None, None, "teredo"
-    )
-    teredo_key = index.setdefault(teredo_verdict, len(index))
+    stated = Verdict(teredo, teredo_route if teredo is Action.ROUTE else None, None, "stated")
+    stated_key = index.setdefault(stated, len(index))
     verdicts = list(index)
     starts6, ids6 = segments[6]
     s6: list[int] = []
@@ -295,7 +300,8 @@ def verdict_table(
             k6.append(slot_key[vid])
             continue
         last = starts6[i + 1] - 1 if i + 1 < n6 else V6_TOP
-        for start, key in _tunnel_pieces(kind, starts6[i], last, v4, teredo_key):
+        pieces = _tunnel_pieces(kind, starts6[i], last, v4, stated_key, expand_tunnels)
+        for start, key in pieces:
             s6.append(start)
             k6.append(key)
     v6 = _merged(6, s6, k6)
@@ -304,6 +310,7 @@ def verdict_table(
         verdicts=tuple(verdicts),
         v4=v4,
         v6=v6,
-        teredo=teredo_verdict,
+        stated=stated,
+        expanded=expand_tunnels,
         context_rules=_context_rules(compiled, segments),
     )

@@ -104,13 +104,13 @@ def test_json_ranges_match_decide() -> None:
     result = export(pol, "json", snapshot=world(), today=TODAY, actions=["deny", "route"])
     rows = json.loads(result.text)["ranges"]
     assert {r["rule_id"] for r in rows} >= {"iran", "crimea", "russia-tier"}
-    stated = [r for r in rows if r["outcome"] == "teredo"]
+    stated = [r for r in rows if r["outcome"] == "stated"]
     assert [(r["first"], r["last"]) for r in stated] == [
         ("2001::", "2001:0:ffff:ffff:ffff:ffff:ffff:ffff")
     ]
     with Geofence(world(), pol, today=lambda: TODAY) as gf:
         for row in rows:
-            if row["outcome"] == "teredo":
+            if row["outcome"] == "stated":
                 continue  # stated, not decided per address
             for end in (row["first"], row["last"]):
                 d = gf.decide(end)
@@ -165,10 +165,10 @@ def test_teredo_is_stated() -> None:
     """Teredo gets the most restrictive verdict, or the one asked for; the header says so."""
     pol = _sanctions()
     default = export(pol, "cidr", snapshot=world(), today=TODAY)
-    assert default.table.teredo.action is Action.DENY
+    assert default.table.stated.action is Action.DENY
     assert "Teredo 2001::/32: deny" in default.text
     asked = export(pol, "cidr", snapshot=world(), today=TODAY, teredo="allow")
-    assert asked.table.teredo.action is Action.ALLOW
+    assert asked.table.stated.action is Action.ALLOW
     body = [line for line in asked.text.splitlines() if not line.startswith("#")]
     assert "2001::/32" in default.text.splitlines()
     assert "2001::/32" not in body
@@ -176,6 +176,30 @@ def test_teredo_is_stated() -> None:
         assert key_of(gf.decide(teredo(ADDR["ir"]))) == "deny"  # decided per address in-app
     with pytest.raises(ExportError, match="teredo"):
         export(pol, "cidr", snapshot=world(), today=TODAY, teredo="block")
+
+
+def test_tunnels_stated_instead_of_expanded() -> None:
+    """Tunnels not expanded: 6to4, NAT64 and IPv4-mapped are one stated block each.
+
+    The header says so, and the IPv4 and native IPv6 lines are unchanged.
+    """
+    pol = _sanctions()
+    full = export(pol, "cidr", snapshot=world(), today=TODAY, actions=["deny"])
+    short = export(
+        pol, "cidr", snapshot=world(), today=TODAY, actions=["deny"], expand_tunnels=False
+    )
+    body = [line for line in short.text.splitlines() if not line.startswith("#")]
+    assert {"2002::/16", "64:ff9b::/96", "::ffff:0.0.0.0/96", "2001::/32"} <= set(body)
+    assert "6to4 2002::/16, NAT64 64:ff9b::/96, IPv4-mapped ::ffff:0:0/96: deny" in short.text
+    assert short.entries["deny"][0] == full.entries["deny"][0]
+    assert short.lines < full.lines
+    native = [x for x in body if ":" in x and not x.startswith(("2002:", "64:ff9b:", "::ffff:"))]
+    full_native = [
+        x
+        for x in full.text.splitlines()
+        if ":" in x and not x.startswith(("#", "2002:", "64:ff9b:", "::ffff:"))
+    ]
+    assert native == full_native
 
 
 def test_explain_names_what_the_edge_cannot_decide() -> None:

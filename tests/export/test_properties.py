@@ -90,6 +90,10 @@ def test_cidr_lists_cover_exactly_each_action(
     compiled = compile_policy(pol, snapshot, today=TODAY)
     vt = verdict_table(compiled)
     keys, part4, part6 = vt.by_key()
+    for part in (vt.v4, vt.v6, part4, part6):  # merged: no two neighbours share a value
+        assert all(a != b for a, b in zip(part.keys, part.keys[1:], strict=False))
+        assert part.starts[0] == 0
+        assert all(a < b for a, b in zip(part.starts, part.starts[1:], strict=False))
     present = [keys[k] for k in sorted({*part4.keys, *part6.keys})]
     tunnels = _normal([(f, la) for _, f, la in TUNNEL_RANGES])
     expected: dict[tuple[int, str], Intervals] = {}
@@ -117,7 +121,7 @@ def test_cidr_lists_cover_exactly_each_action(
             for version, address in picked:
                 inside = any(f <= address <= la for f, la in listed[version])
                 if version == 6 and TEREDO[0] <= address <= TEREDO[1]:
-                    verdict = vt.teredo.key
+                    verdict = vt.stated.key
                 else:
                     cls = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
                     verdict = key_of(gf.decide(str(cls(address))))
