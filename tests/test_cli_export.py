@@ -231,3 +231,16 @@ def test_policy_test_exit_status(files: dict[str, Path], tmp_path: Path) -> None
     assert "FAIL iran denied" in out
     assert "expected: allow (rule iran)" in out
     assert "0 passed, 1 failed" in out
+
+
+def test_export_tunnels_state(files: dict[str, Path]) -> None:
+    """``--tunnels state`` lists 6to4 and NAT64 as one stated block each."""
+    argv = ["export", "cidr", "--policy", str(files["base"]), "--snapshot", str(files["world"])]
+    status, expanded, _ = run(*argv, "--actions", "deny")
+    assert status == 0
+    status, stated, _ = run(*argv, "--actions", "deny", "--tunnels", "state")
+    assert status == 0
+    assert "2002::/16" in stated.splitlines()
+    assert "64:ff9b::/96" in stated.splitlines()
+    assert "2002::/16" not in expanded.splitlines()
+    assert "2002:100:300::/40" in expanded.splitlines()  # 6to4 of the world's 1.0.3.0/24
