@@ -39,6 +39,7 @@ from geofence.engine import Geofence  # noqa: E402  # after the sys.path fallbac
 from geofence.export import (  # noqa: E402
     FORMATS,
     EdgeExport,
+    ExportError,
     VerdictTable,
     export_table,
     verdict_table,
@@ -153,9 +154,9 @@ def main() -> int:
 
             try:
                 render_s, result = cpu_median(render, repeats)
-            except ValueError as exc:  # e.g. allow-all: nothing to list
-                print(f"{preset:<30} {fmt:<9} ({exc})")
-                continue
+            except ExportError as exc:  # allow-all: nothing to list, in every format
+                print(f"{preset:<30} (every format) {exc}")
+                break
             e2e = open_s + compile_s + table_s + render_s
             if preset == OFAC:
                 ofac_e2e = max(ofac_e2e, e2e)

@@ -53,10 +53,6 @@ class Rendered:
     """Format-specific lines for the header (how to use the output)."""
 
 
-def _overlaps(first: int, last: int, region: tuple[int, int]) -> bool:
-    return first <= region[1] and last >= region[0]
-
-
 def _clip(first: int, last: int, skip: tuple[tuple[int, int], ...]) -> Iterator[tuple[int, int]]:
     """The parts of ``first..last`` outside the regions ``skip`` (sorted, disjoint)."""
     for lo, hi in skip:
@@ -84,6 +80,7 @@ def _entries(
 
 
 def _cidrs(version: int, pieces: Iterator[tuple[int, int, str]]) -> Iterator[tuple[str, str]]:
+    """``(CIDR text, value)`` of the fewest blocks covering each piece."""
     bits = 32 if version == 4 else 128
     for first, last, value in pieces:
         for net, length in range_cidrs(first, last, bits):
@@ -106,6 +103,7 @@ def _cidr_lines(
     skip6: tuple[tuple[int, int], ...],
     line: Callable[[str, str], str],
 ) -> list[str]:
+    """One ``line(cidr, value)`` per listed CIDR block of ``parts``, counted in ``entries``."""
     wanted = set(listing.listed)
     out: list[str] = []
     for part in parts:
@@ -244,9 +242,7 @@ def _nftables(
     return Rendered(body, entries, notes)
 
 
-def _cidr(
-    keys: tuple[str, ...], parts: tuple[Partition, Partition], listing: Listing, *, name: str
-) -> Rendered:
+def _cidr(keys: tuple[str, ...], parts: tuple[Partition, Partition], listing: Listing) -> Rendered:
     """Plain CIDR lists, one block per listed value."""
     entries: dict[str, list[int]] = {}
     body: list[str] = []
@@ -317,4 +313,4 @@ def render(
         return _haproxy(keys, parts, listing, name=name)
     if fmt == "nftables":
         return _nftables(keys, parts, listing, name=name)
-    return _cidr(keys, parts, listing, name=name)
+    return _cidr(keys, parts, listing)

@@ -13,8 +13,19 @@ from pathlib import Path
 
 import pytest
 
+from geofence.engine import Geofence
 from geofence.export import export_table
-from tests.export.conftest import GENERATED, ask_all, free_port, need, serving, table
+from tests.export.conftest import (
+    GENERATED,
+    TODAY,
+    ask_all,
+    bundled,
+    free_port,
+    key_of,
+    need,
+    serving,
+    table,
+)
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "edge.md"
 IRAN = "2.176.0.1"  # TCI, Iran: denied by the OFAC preset, allowed by the EU/UK one
@@ -126,5 +137,11 @@ frontend edge
         )
         assert run.returncode == 0, run.stderr
         after = ask_all(port, "/", probes)
-    assert before == ["allow", "allow", "allow", "challenge"]
-    assert after == ["deny", "deny", "allow", "challenge"]
+    expected = {}
+    for preset in ("eu-uk-occupied-territories", "us-ofac-comprehensive"):
+        with Geofence(bundled(), preset, today=lambda: TODAY) as gf:
+            expected[preset] = [key_of(gf.decide(a)) for a in probes]
+    assert before == expected["eu-uk-occupied-territories"]
+    assert after == expected["us-ofac-comprehensive"]
+    assert before[:2] == ["allow", "allow"]  # Iran: the update must change these
+    assert after[:2] == ["deny", "deny"]
