@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from geofence.export.cidr import address_text, cidr_count, cidr_text, range_cidrs
 from geofence.export.table import Partition, VerdictTable
+from geofence.snapshot.partition import V4_TOP
 
 __all__ = ["FORMATS", "Listing", "Rendered", "render"]
 
@@ -26,6 +27,8 @@ _SIXTOFOUR = (0x2002 << 112, ((0x2002 << 112) | ((1 << 112) - 1)))
 #: HAProxy also unwraps the deprecated IPv4-compatible ``::a.b.c.d`` (RFC 4291 §2.5.5.1)
 #: when no IPv6 entry matches; geofence treats it as reserved, so it is always listed.
 _COMPAT = (0, 0xFFFFFFFF)
+#: How a CIDR row names the last IPv4 address (nginx wants it bare: see ``_nginx``).
+_BROADCAST_CIDR = "255.255.255.255/32"
 #: Lines the ``ranges`` style adds to an nginx export (the second ``geo`` and the ``map``).
 _RANGES_OVERHEAD = 12
 
@@ -126,18 +129,26 @@ def _nginx(
 
     The IPv6 part is the same in both styles, so ``auto`` compares the IPv4 lines:
     one per CIDR block against one per range plus the extra block and ``map``.
+    nginx parses addresses with ``ngx_inet_addr``, whose error value is
+    255.255.255.255: a CIDR line can only name it bare (``geo`` accepts that one
+    spelling), and a range cannot end there. ``auto`` therefore keeps the CIDR style
+    when that address is listed; an explicit ``ranges`` style ends the last range
+    one address earlier and says so (that address is never a client's source).
     """
     v4, v6 = parts
     wanted = set(listing.listed)
+    broadcast_listed = keys[v4.keys[-1]] in wanted
     if style == "auto":
         blocks = sum(cidr_count(f, la, 32) for f, la, _ in _entries(v4, keys, wanted))
         ranges = sum(1 for _ in _entries(v4, keys, wanted)) + _RANGES_OVERHEAD
-        style = "cidr" if blocks <= ranges else "ranges"
+        style = "cidr" if blocks <= ranges or broadcast_listed else "ranges"
     default = f"    default {_quote(listing.default)};"
     entries: dict[str, list[int]] = {}
     var = f"${name}_action"
 
     def row(text: str, value: str) -> str:
+        if text == _BROADCAST_CIDR:
+            text = "255.255.255.255"
         return f"    {text} {_quote(value)};"
 
     if style == "cidr":
@@ -146,7 +157,7 @@ def _nginx(
         notes = [f"nginx geo (CIDR style): {var} holds the action of the client address."]
     else:
         rows = []
-        for first, last, value in _entries(v4, keys, wanted):
+        for first, last, value in _entries(v4, keys, wanted, ((V4_TOP, V4_TOP),)):
             rows.append(row(f"{address_text(4, first)}-{address_text(4, last)}", value))
             _count(entries, value, 4)
         rows6 = _cidr_lines(keys, (v6,), listing, entries, (_MAPPED,), row)
@@ -169,6 +180,11 @@ def _nginx(
             "}",
         ]
         notes = [f"nginx geo (ranges style for IPv4): {var} holds the action of the client."]
+        if broadcast_listed:
+            notes.append(
+                "nginx ranges cannot name 255.255.255.255 (never a client source): it gets "
+                "the default here; --nginx-style cidr lists it."
+            )
     if any(v.startswith("route:") for v in listing.listed):
         body += [
             f"map {var} ${name}_route {{",

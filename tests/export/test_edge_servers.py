@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from geofence.engine import Geofence
-from geofence.export import export_table
+from geofence.export import compile_for_edge, export_table, verdict_table
 from tests.export.conftest import (
     GENERATED,
     TODAY,
@@ -28,6 +28,7 @@ from tests.export.conftest import (
     serving,
     table,
 )
+from tests.policy.conftest import build_world, policy
 
 #: Sampled addresses per family and export.
 N = 10_000
@@ -198,3 +199,70 @@ def test_nftables_accepts_export(tmp_path: Path) -> None:
         assert len(elems) == result.entries["deny"][0]
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def test_nginx_loads_the_top_of_ipv4(tmp_path: Path) -> None:
+    """A listed 255.255.255.255 (a CIDR rule of its own) loads in both nginx styles.
+
+    nginx cannot parse that address in a CIDR or a range: the CIDR style names it
+    bare and answers decide()'s action; the ranges style gives it the default, as
+    its header says. Every other address answers decide()'s action in both.
+    """
+    nginx = need("nginx")
+    world = build_world()
+    pol = policy(
+        """
+        [policy]
+        id = "reserved-denied"
+        on_reserved = "deny"
+        [[rules]]
+        id = "top"
+        action = "challenge"
+        cidrs = ["255.255.255.255/32"]
+        [[rules]]
+        id = "iran"
+        action = "deny"
+        jurisdictions = ["IR"]
+        """
+    )
+    vt = verdict_table(compile_for_edge(pol, world, today=TODAY))
+    auto = export_table(vt, "nginx", generated_at=GENERATED)
+    assert "\n    ranges;\n" not in auto.text  # auto keeps the exact style here
+    includes: dict[str, Path] = {}
+    for style in ("cidr", "ranges"):
+        name = f"gf_{style}"
+        result = export_table(vt, "nginx", name=name, nginx_style=style, generated_at=GENERATED)
+        includes[name] = tmp_path / f"{name}.conf"
+        includes[name].write_text(result.text)
+    assert '    255.255.255.255 "challenge";' in includes["gf_cidr"].read_text().splitlines()
+    assert "cannot name 255.255.255.255" in includes["gf_ranges"].read_text()
+    port = free_port()
+    conf = _nginx_conf(tmp_path, port, includes)
+    # realip refuses "255.255.255.255" itself (nginx's parser cannot read it, not even as
+    # ::ffff:255.255.255.255), so the top address arrives as ::ffff:ffff:ffff, its
+    # IPv4-mapped form in hex, which geo looks up as IPv4.
+    addresses = [
+        "::ffff:ffff:ffff",
+        "255.255.255.254",
+        "240.0.0.1",
+        "224.0.0.1",
+        "223.255.255.255",
+        "0.0.0.0",
+        "10.1.2.3",
+        "1.0.3.1",
+        "1.0.2.1",
+        "::1",
+        "2a01:1::1",
+        "2a02::1",
+        "::ffff:1.0.3.1",
+    ]
+    with Geofence(world, pol, today=lambda: TODAY) as gf:
+        want = [key_of(gf.decide(a)) for a in addresses]
+    command = [nginx, "-p", str(tmp_path), "-c", str(conf), "-e", str(tmp_path / "error.log")]
+    with serving(command, port, tmp_path / "nginx.out"):
+        got_cidr = ask_all(port, "/gf_cidr", addresses)
+        got_ranges = ask_all(port, "/gf_ranges", addresses)
+    assert got_cidr == want
+    assert want[0] == "challenge"
+    assert got_ranges[0] == "allow"  # the stated exception
+    assert got_ranges[1:] == want[1:]
