@@ -233,11 +233,17 @@ def export_table(
         raise ExportError(f"name {name!r} must be letters, digits and underscores")
     listing = _listing(table, actions)
     if not listing.listed:
+        pid = table.compiled.policy.id
+        if actions is None:
+            raise ExportError(
+                f"nothing to export: every address gets {listing.default!r} under policy "
+                f"{pid!r}; list it explicitly with --actions to export it anyway"
+            )
+        keys, v4, v6 = table.by_key()
+        present = sorted({keys[k] for k in (*v4.keys, *v6.keys)})
         raise ExportError(
-            f"nothing to export: every address gets {listing.default!r} under policy "
-            f"{table.compiled.policy.id!r}"
-            + (f" and no address gets {', '.join(actions)}" if actions is not None else "")
-            + "; list it explicitly with --actions to export it anyway"
+            f"nothing to export: no address gets {', '.join(actions)} under policy {pid!r} "
+            f"(its verdicts: {', '.join(present)})"
         )
     at = generated_at or dt.datetime.now(dt.UTC).replace(microsecond=0)
     c = table.compiled
