@@ -14,9 +14,12 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from geofence.errors import GeofenceError, InvalidAddressError
+
+if TYPE_CHECKING:
+    from geofence.decision import Decision
 
 __all__ = ["main"]
 
@@ -129,6 +132,44 @@ def _context(args: argparse.Namespace) -> object:
     return Context(subject=subject, timezone=args.timezone, accept_language=args.accept_language)
 
 
+class _JsonLines:
+    """``decide --json`` lines, each shared decision serialised once.
+
+    :meth:`Decision.to_json` builds a dict of every field and encodes it per
+    call (about 60 µs, most of it naming the network kinds). Decisions without
+    context are shared objects, so each one's line is rendered once with
+    markers in place of ``address`` and ``ts`` and then filled in per address.
+    The result is character for character what ``to_json`` gives (tested).
+    """
+
+    _ADDRESS = "\x00address"
+    _TS = "\x00ts"
+
+    def __init__(self) -> None:
+        self._templates: dict[int, tuple[object, tuple[str, str, str], bool]] = {}
+
+    def line(self, d: Decision, address: str, at: float) -> str:
+        """The audit line of ``d`` for ``address`` at Unix time ``at``, newline included."""
+        if d.address is not None:  # made for this request (context): not shared
+            return d.to_json(address=address, at=at) + "\n"
+        entry = self._templates.get(id(d))
+        if entry is None or entry[0] is not d:
+            entry = (d, *self._template(d))
+            self._templates[id(d)] = entry
+        (head, middle, tail), address_first = entry[1], entry[2]
+        a, t = json.dumps(address), repr(round(at, 3))
+        return f"{head}{a}{middle}{t}{tail}\n" if address_first else f"{head}{t}{middle}{a}{tail}\n"
+
+    def _template(self, d: Decision) -> tuple[tuple[str, str, str], bool]:
+        data = d.as_dict(address=self._ADDRESS, ts=self._TS)
+        text = json.dumps(data, separators=(",", ":"), sort_keys=True, default=str)
+        marks = json.dumps(self._ADDRESS), json.dumps(self._TS)
+        first, second = sorted(marks, key=text.index)
+        head, rest = text.split(first, 1)
+        middle, tail = rest.split(second, 1)
+        return (head, middle, tail), first == marks[0]
+
+
 def cmd_decide(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``geofence decide IP... --policy P``: one decision per address."""
     from geofence.context import Context
@@ -138,6 +179,7 @@ def cmd_decide(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     assert isinstance(gf, Geofence)
     ctx = _context(args)
     status = 0
+    lines = _JsonLines()
     for text in _addresses(args.ips, sys.stdin):
         try:
             d = gf.decide(text, ctx if isinstance(ctx, Context) else None)
@@ -149,7 +191,7 @@ def cmd_decide(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             print(d.with_address(text).explain() if d.address is None else d.explain(), file=out)
             print(file=out)
         elif args.json:
-            print(d.to_json(address=text), file=out)
+            out.write(lines.line(d, text, time.time()))
         else:
             route = f" -> {d.route}" if d.route else ""
             print(f"{text}: {d.action.value}{route} ({', '.join(d.reasons)})", file=out)
