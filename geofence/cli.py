@@ -205,6 +205,52 @@ def cmd_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return cmd_decide(args, out, err)
 
 
+def cmd_audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``geofence audit LOG... --policy P``: decide every line of access logs, summarise."""
+    from geofence.audit import AuditOptions, FieldNames, run_audit
+    from geofence.audit.progress import ProgressBar, throughput_line
+    from geofence.audit.text import render_text
+    from geofence.engine import Geofence
+    from geofence.signals.proxy import TrustedProxies
+
+    gf = _engine(args)
+    assert isinstance(gf, Geofence)
+    options = AuditOptions(
+        format=args.format,
+        fields=FieldNames.with_overrides(
+            ip=args.ip_field, xff=args.xff_field, time=args.time_field, user=args.user_field
+        ),
+        trusted=TrustedProxies(cidrs=args.trusted_proxies or (), hops=args.trusted_hops),
+        history=not args.no_history,
+        examples=args.examples,
+    )
+    bar = ProgressBar(err, enabled=not args.quiet)
+    started = time.perf_counter()
+    try:
+        summary = run_audit(gf, args.logs, options, progress=bar)
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - started
+    if args.report:
+        from geofence.audit.report import write_report
+
+        write_report(summary, args.report)
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str), file=out)
+    else:
+        out.write(render_text(summary, top=args.top))
+        if args.report:
+            print(f"report: {args.report}", file=out)
+    print(throughput_line(summary["lines"], elapsed), file=err)
+    for problem in summary["read_problems"]:
+        print(
+            f"geofence: {problem['source']}: stopped after line {problem['after_line']}: "
+            f"{problem['reason']}",
+            file=err,
+        )
+    return 1 if summary["read_problems"] else 0
+
+
 def cmd_policy_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``geofence policy check FILE...``: validate policies (and compile them)."""
     from geofence.policy.parse import load_policy, preset_names
@@ -363,6 +409,30 @@ def _parser() -> argparse.ArgumentParser:
             q.add_argument("--explain", action="store_true", help="plain-words explanation")
         snap_opts(q)
         q.set_defaults(func=func)
+
+    q = sub.add_parser("audit", help="decide every line of access logs and summarise")
+    q.add_argument("logs", nargs="+", help="log files (plain, .gz, .zst) or - for stdin")
+    q.add_argument("--policy", required=True, help="policy file or preset name")
+    q.add_argument("--params", help="JSON params for a parameterised preset")
+    q.add_argument(
+        "--format", default="auto", choices=("auto", "nginx", "combined", "jsonl", "csv")
+    )
+    q.add_argument("--ip-field", help="JSON/CSV key of the peer address")
+    q.add_argument("--xff-field", help="JSON/CSV key of the X-Forwarded-For value")
+    q.add_argument("--time-field", help="JSON/CSV key of the request time")
+    q.add_argument("--user-field", help="JSON/CSV key of the user or account id")
+    q.add_argument(
+        "--trusted-proxies", help="CIDRs of your proxies: X-Forwarded-For is believed from them"
+    )
+    q.add_argument("--trusted-hops", type=int, default=0, help="right-most hops always trusted")
+    q.add_argument("--no-history", action="store_true", help="skip the workaround signals")
+    q.add_argument("--report", help="write a self-contained HTML report here")
+    q.add_argument("--json", action="store_true", help="print the summary as JSON")
+    q.add_argument("--top", type=int, default=10, help="rows per table in the text summary")
+    q.add_argument("--examples", type=int, default=5, help="examples kept per problem")
+    q.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    snap_opts(q)
+    q.set_defaults(func=cmd_audit)
 
     q = sub.add_parser("policy", help="policy tools")
     psub = q.add_subparsers(dest="policy_command", required=True)
