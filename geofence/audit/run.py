@@ -1,13 +1,7 @@
 """Running an audit: sources -> blocks -> rows -> client addresses -> decisions -> counts.
 
-The client address of a line is found the way the middleware finds it: when
-the line carries an ``X-Forwarded-For`` value, the logged peer and that header
-go through :func:`geofence.signals.proxy.resolve_client` with the configured
-:class:`~geofence.signals.proxy.TrustedProxies` (by default nobody is
-trusted: the header is ignored and counted as ``header_untrusted``). A peer
-written with a port or in brackets (``[2001:db8::1]:443``) is read by the same
-function. Decisions are made a block at a time with
-``decide_many(errors="mark")``.
+Client addresses and decisions come from :func:`geofence.audit.clients.decide_rows`
+(the middleware's trusted-proxy resolution); counting is :class:`~.tally.Tally`.
 """
 
 from __future__ import annotations
@@ -18,17 +12,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from geofence._batch import INVALID
+from geofence.audit.clients import NOBODY, decide_rows
 from geofence.audit.formats import FieldNames, LineParser, Rows
 from geofence.audit.inputs import MAX_LINE, Block, LogSource
 from geofence.audit.tally import Tally
 from geofence.audit.workaround import WorkaroundView
 from geofence.engine import Geofence
 from geofence.signals.history import HistoryConfig
-from geofence.signals.proxy import TrustedProxies, resolve_client
+from geofence.signals.proxy import TrustedProxies
 
 __all__ = ["AuditOptions", "Auditor", "run_audit"]
-
-_NOBODY = TrustedProxies()
 
 #: Called after each block with (lines so far, bytes of the current source read, its size).
 Progress = Callable[[int, int, int | None], None]
@@ -44,7 +37,7 @@ class AuditOptions:
     fields: FieldNames = field(default_factory=FieldNames)
     """Key names of JSON and CSV logs."""
 
-    trusted: TrustedProxies = _NOBODY
+    trusted: TrustedProxies = NOBODY
     """Who may speak for the client in ``X-Forwarded-For`` (default: nobody)."""
 
     history: bool = True
@@ -108,42 +101,25 @@ class Auditor:
         tally.lines += count
         tally.headers += rows.headers
         if len(rows):
-            self._decide(name, block.first_line, rows)
+            self._decide(name, rows)
         return count
 
-    def _decide(self, name: str, first_line: int, rows: Rows) -> None:
+    def _decide(self, name: str, rows: Rows) -> None:
         tally = self.tally
-        clients = rows.peer
-        if any(rows.xff):
-            clients = list(clients)
-            trusted = self.options.trusted
-            for i, xff in enumerate(rows.xff):
-                if xff is None:
-                    continue
-                client = resolve_client(clients[i], [("x-forwarded-for", xff)], trusted)
-                for s in client.signals:
-                    tally.client_signal(s.code, name, s.detail)
-                if client.address is not None:
-                    clients[i] = client.address.original_text
-        decisions = self.gf.decide_many(clients, errors="mark")
-        keep: list[int] | None = None
+
+        def signal(code: str, detail: str) -> None:
+            tally.client_signal(code, name, detail)
+
+        clients, decisions = decide_rows(self.gf, rows, self.options.trusted, signal)
+        invalid: list[int] | None = None
         for i, d in enumerate(decisions):
-            if d.outcome != INVALID:
-                continue
-            # A peer with a port or brackets: read it as the middleware reads a peer.
-            client = resolve_client(clients[i], (), _NOBODY)
-            if client.address is not None:
-                if clients is rows.peer:
-                    clients = list(clients)
-                clients[i] = client.address.original_text
-                decisions[i] = self.gf.decide(client.address)
-                continue
-            tally.invalid[clients[i][:200]] += 1
-            keep = keep if keep is not None else []
-            keep.append(i)
+            if d.outcome == INVALID:
+                tally.invalid[clients[i][:200]] += 1
+                invalid = invalid if invalid is not None else []
+                invalid.append(i)
         minutes = rows.minute
-        if keep is not None:
-            dropped = set(keep)
+        if invalid is not None:
+            dropped = set(invalid)
             rest = [i for i in range(len(clients)) if i not in dropped]
             clients = [clients[i] for i in rest]
             decisions = [decisions[i] for i in rest]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import random
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +95,42 @@ def policy_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def engine(snapshot_file: Path) -> Geofence:
     """An engine over the audit test data and policy."""
     return Geofence(snapshot_file, parse_policy(POLICY, source="<audit test policy>"))
+
+
+#: Client addresses of :func:`engine_log` (the order of its lines) and its junk lines.
+ENGINE_LOG_IPS = [
+    "5.1.2.3",
+    "31.0.0.9",
+    "41.2.3.4",
+    "8.8.8.8",
+    "23.4.5.6",
+    "46.1.1.1",
+    "185.0.2.2",
+    "171.25.193.20",
+    "2a00::1",
+    "2001:4860::8",
+    "10.0.0.1",
+    "99.9.9.9",
+]
+ENGINE_LOG_JUNK = 3
+
+
+def engine_log_clients(n: int = 12_000) -> list[str]:
+    """The client of each decided line of the engine-recipe log."""
+    r = random.Random(12)
+    return [r.choice(ENGINE_LOG_IPS) for _ in range(n)]
+
+
+@pytest.fixture(scope="session")
+def engine_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An nginx log for the engine recipes: 12,000 decided lines and 3 junk lines."""
+    path = tmp_path_factory.mktemp("engine-log") / "access.log"
+    with path.open("w") as fh:
+        for i, ip in enumerate(engine_log_clients()):
+            fh.write(
+                f"{ip} - - [01/Mar/2026:10:{i // 600 % 60:02d}:{i % 60:02d} +0000] "
+                f'"GET /v1/chat HTTP/1.1" 200 {i} "-" "client/{i % 9}" "-"\n'
+            )
+            if i % 5000 == 17:
+                fh.write("\x00\x01 not a log line\n")
+    return path
