@@ -178,25 +178,37 @@ def _clf_time(text: str) -> float | None:
     return when.timestamp()
 
 
-class _Stamps(dict[str, float | None]):
-    """Log time text -> Unix time (or its minute), computed once per distinct text.
+class _Stamps(dict[str, tuple[float | None, float | None]]):
+    """Log time text -> (Unix time, start of its minute), computed once per distinct text.
 
     Lines of a block share a few seconds' worth of time stamps; ``map(stamps.__getitem__,
-    ...)`` answers the repeats from the dict in C and calls :meth:`__missing__` for new ones.
+    ...)`` answers the repeats from the dict in C and calls :meth:`__missing__` for new
+    ones, which parses the date only once per minute and adds the seconds.
     """
 
-    def __init__(self, minute: bool) -> None:
-        super().__init__()
-        self._minute = minute
+    _NONE = (None, None)
 
-    def __missing__(self, text: str) -> float | None:
+    def __init__(self) -> None:
+        super().__init__()
+        self._minutes: dict[str, float | None] = {}
+
+    def __missing__(self, text: str) -> tuple[float | None, float | None]:
         if len(self) > 100_000:
             self.clear()
-        when = _clf_time(text)
-        if when is not None and self._minute:
-            when -= when % 60
-        self[text] = when
-        return when
+            self._minutes.clear()
+        # "01/Mar/2026:10:00:07 +0000": the minute is the text without ":07".
+        if len(text) == 26 and text[17] == ":" and text[18:20].isdigit():
+            key = text[:17] + text[20:]
+            if key in self._minutes:
+                minute = self._minutes[key]
+            else:
+                minute = self._minutes[key] = _clf_time(text[:17] + ":00" + text[20:])
+            found = self._NONE if minute is None else (minute + int(text[18:20]), minute)
+        else:
+            when = _clf_time(text)
+            found = self._NONE if when is None else (when, when - when % 60)
+        self[text] = found
+        return found
 
 
 def parse_time(value: object) -> float | None:
@@ -261,8 +273,7 @@ class LineParser:
         self._csv: tuple[str, list[str]] | None = None  # delimiter and header of a CSV source
         self._first = True
         self._header_lines = 0
-        self._seconds = _Stamps(minute=False)
-        self._minutes = _Stamps(minute=True)
+        self._stamps = _Stamps()
 
     def parse(self, text: str, first_line: int) -> Rows:
         """Parse a block of complete lines (each ending with a newline).
@@ -362,8 +373,9 @@ class LineParser:
             return
         peers, users, stamps, xffs = zip(*found, strict=True)
         rows.peer.extend(peers)
-        rows.at.extend(map(self._seconds.__getitem__, stamps))
-        rows.minute.extend(map(self._minutes.__getitem__, stamps))
+        at, minute = zip(*map(self._stamps.__getitem__, stamps), strict=True)
+        rows.at.extend(at)
+        rows.minute.extend(minute)
         rows.user.extend([None if u == "-" else u for u in users])
         if self.format == "combined":
             rows.xff.extend([None] * len(peers))

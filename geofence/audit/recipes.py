@@ -21,13 +21,16 @@ from functools import partial
 from typing import Any
 
 from geofence.audit.arrow import audit_lines, audit_schema, log_batches
+from geofence.audit.clients import NOBODY
 from geofence.batch_arrow import decide_arrow, decision_schema
 from geofence.engine import Geofence
+from geofence.signals.proxy import TrustedProxies
 
 __all__ = [
     "dask_action_counts",
     "duckdb_action_counts",
     "duckdb_register_udf",
+    "polars_audit",
     "polars_decide",
     "spark_audit",
 ]
@@ -36,18 +39,21 @@ __all__ = [
 # -- DuckDB -----------------------------------------------------------------------------------
 
 
-def duckdb_action_counts(con: Any, gf: Geofence, path: str) -> dict[str, int]:
+def duckdb_action_counts(
+    con: Any, gf: Geofence, path: str, *, trusted: TrustedProxies = NOBODY
+) -> dict[str | None, int]:
     """Arrow scan: DuckDB aggregates the stream of decided batches of one log file.
 
     Args:
         con: A ``duckdb`` connection.
         gf: The engine.
         path: A log file (plain, gzip or zstd).
+        trusted: Who may speak for the client in ``X-Forwarded-For``.
 
     Returns:
         Requests per action (``error`` rows, lines not decided, under ``None``).
     """
-    audit = log_batches(gf, path)  # a pyarrow.RecordBatchReader, scanned once
+    audit = log_batches(gf, path, trusted=trusted)  # a pyarrow.RecordBatchReader, scanned once
     con.register("audit", audit)
     try:
         rows = con.sql("SELECT action, count(*) FROM audit GROUP BY action").fetchall()
@@ -103,17 +109,62 @@ def polars_decide(frame: Any, gf: Geofence, column: str = "client") -> Any:
     ).unnest("_d")
 
 
+def _polars_lines(gf: Geofence, fmt: str, trusted: TrustedProxies, lines: Any) -> Any:
+    import polars as pl
+    import pyarrow as pa
+
+    batch = audit_lines(gf, lines.to_arrow(), fmt=fmt, trusted=trusted)
+    return pl.Series(pa.StructArray.from_arrays(batch.columns, fields=list(batch.schema)))
+
+
+def polars_audit(
+    frame: Any,
+    gf: Geofence,
+    *,
+    fmt: str = "auto",
+    column: str = "line",
+    trusted: TrustedProxies = NOBODY,
+) -> Any:
+    """Parse and decide a Polars column of raw log lines with ``map_batches``.
+
+    Args:
+        frame: A ``polars.DataFrame`` or ``LazyFrame`` with one log line per row.
+        gf: The engine.
+        fmt: Log format.
+        column: The column of lines.
+        trusted: Who may speak for the client in ``X-Forwarded-For``.
+
+    Returns:
+        A frame with the columns of :func:`geofence.audit.arrow.audit_schema`, one
+        row per line (decided lines first within each batch).
+    """
+    import polars as pl
+
+    dtype = pl.Struct(dict(pl.DataFrame(audit_schema().empty_table()).schema))
+    decide = partial(_polars_lines, gf, fmt, trusted)
+    audited = pl.col(column).map_batches(decide, return_dtype=dtype)
+    return frame.select(audited.alias("_a")).unnest("_a")
+
+
 # -- Dask -------------------------------------------------------------------------------------
 
 
-def _dask_partition(lines: Iterable[str], gf: Geofence, fmt: str) -> list[dict[str | None, int]]:
+def _dask_partition(
+    lines: Iterable[str], gf: Geofence, fmt: str, trusted: TrustedProxies
+) -> list[dict[str | None, int]]:
     """One Dask partition of raw lines -> [requests per action] (``None``: not decided)."""
-    batch = audit_lines(gf, [line.rstrip("\r\n") for line in lines], fmt=fmt)
+    batch = audit_lines(gf, [line.rstrip("\r\n") for line in lines], fmt=fmt, trusted=trusted)
     return [dict(Counter(batch.column("action").to_pylist()))]
 
 
 def dask_action_counts(
-    client: Any, gf: Geofence, paths: Sequence[str], *, fmt: str = "auto", blocksize: str = "16MiB"
+    client: Any,
+    gf: Geofence,
+    paths: Sequence[str],
+    *,
+    fmt: str = "auto",
+    blocksize: str = "16MiB",
+    trusted: TrustedProxies = NOBODY,
 ) -> dict[str | None, int]:
     """``dask.bag.read_text`` + ``map_partitions``: each worker parses and decides its part.
 
@@ -124,6 +175,7 @@ def dask_action_counts(
             files are split into ``blocksize`` parts; gzip files are one part each).
         fmt: Log format.
         blocksize: Bytes per partition.
+        trusted: Who may speak for the client in ``X-Forwarded-For``.
 
     Returns:
         Requests per action (``None``: lines not decided).
@@ -131,7 +183,7 @@ def dask_action_counts(
     import dask.bag as db
 
     bag = db.read_text(list(paths), blocksize=blocksize)  # type: ignore[no-untyped-call]
-    parts = bag.map_partitions(_dask_partition, gf, fmt).compute(scheduler=client.get)
+    parts = bag.map_partitions(_dask_partition, gf, fmt, trusted).compute(scheduler=client.get)
     total: Counter[str | None] = Counter()
     for part in parts:
         total.update(part)
@@ -141,12 +193,21 @@ def dask_action_counts(
 # -- Spark ------------------------------------------------------------------------------------
 
 
-def _spark_batches(batches: Iterator[Any], gf: Geofence, fmt: str, column: str) -> Iterator[Any]:
+def _spark_batches(
+    batches: Iterator[Any], gf: Geofence, fmt: str, column: str, trusted: TrustedProxies
+) -> Iterator[Any]:
     for batch in batches:
-        yield audit_lines(gf, batch.column(column), fmt=fmt)
+        yield audit_lines(gf, batch.column(column), fmt=fmt, trusted=trusted)
 
 
-def spark_audit(frame: Any, gf: Geofence, *, fmt: str = "auto", column: str = "value") -> Any:
+def spark_audit(
+    frame: Any,
+    gf: Geofence,
+    *,
+    fmt: str = "auto",
+    column: str = "value",
+    trusted: TrustedProxies = NOBODY,
+) -> Any:
     """``mapInArrow``: every line of a Spark DataFrame of raw log lines, parsed and decided.
 
     Args:
@@ -155,6 +216,7 @@ def spark_audit(frame: Any, gf: Geofence, *, fmt: str = "auto", column: str = "v
         gf: The engine (pickled by reference to the executors).
         fmt: Log format.
         column: The column of lines.
+        trusted: Who may speak for the client in ``X-Forwarded-For``.
 
     Returns:
         A DataFrame with the columns of :func:`geofence.audit.arrow.audit_schema`.
@@ -163,5 +225,5 @@ def spark_audit(frame: Any, gf: Geofence, *, fmt: str = "auto", column: str = "v
 
     schema = from_arrow_schema(audit_schema())
     return frame.select(column).mapInArrow(
-        partial(_spark_batches, gf=gf, fmt=fmt, column=column), schema
+        partial(_spark_batches, gf=gf, fmt=fmt, column=column, trusted=trusted), schema
     )

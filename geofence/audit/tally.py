@@ -184,23 +184,24 @@ class Tally:
 
     def _timeline(self) -> dict[str, Any]:
         """Requests per action in time bins (at most 120 bins)."""
-        timed = [
-            (m, _action_name(self._decisions[k]), n)
-            for (m, k), n in self.timeline.items()
-            if m is not None
-        ]
+        names = {k: _action_name(d) for k, d in self._decisions.items()}
+        timed = [(m, names[k], n) for (m, k), n in self.timeline.items() if m is not None]
         if not timed:
             return {"width": 0, "bins": []}
         low = min(m for m, _, _ in timed)
         high = max(m for m, _, _ in timed)
         width = next((w for w in _BIN_WIDTHS if (high - low) / w < _MAX_BINS), _BIN_WIDTHS[-1])
         start = low - low % width
-        bins: dict[float, Counter[str]] = {}
+        bins: dict[float, dict[str, int]] = {}
         for m, a, n in timed:
-            bins.setdefault(start + (m - start) // width * width, Counter())[a] += n
+            key = start + (m - start) // width * width
+            actions = bins.get(key)
+            if actions is None:
+                actions = bins[key] = {}
+            actions[a] = actions.get(a, 0) + n
         return {
             "width": width,
-            "bins": [{"start": t, "actions": dict(bins[t])} for t in sorted(bins)],
+            "bins": [{"start": t, "actions": bins[t]} for t in sorted(bins)],
         }
 
 

@@ -61,3 +61,14 @@ def test_polars_map_batches(engine: Geofence) -> None:
     counts = dict(frame.group_by("action").len().rows())
     assert counts == dict(Counter(engine.decide(ip).action.value for ip in ips))
     assert set(frame["client"]) == set(ENGINE_LOG_IPS)
+
+
+def test_polars_raw_lines(engine: Geofence, engine_log: Path) -> None:
+    """Polars reads the log's lines; map_batches parses and decides them: counts equal decide()."""
+    pl = pytest.importorskip("polars", reason="the audit extra is not installed")
+    from geofence.audit.recipes import polars_audit
+
+    lines = pl.DataFrame({"line": engine_log.read_text().splitlines()})
+    audited = polars_audit(lines.lazy(), engine).collect()
+    assert audited.height == lines.height
+    assert dict(audited.group_by("action").len().rows()) == _expected(engine)
