@@ -34,14 +34,18 @@ FORMATS: Final = ("auto", "nginx", "combined", "jsonl", "csv")
 
 # The nginx/Apache "combined" format, optionally followed by nginx's
 # "$http_x_forwarded_for" (the ``main`` format of the stock nginx.conf) and by any
-# further fields. Groups: peer, user, time, XFF. Each match takes a whole line and
-# may start only at a line's start (the look-behind), so ``findall`` over a block
-# never scans inside a line that matched, and no match starts in a line's middle.
-_LINE_START = r"(?<![^\n])"
+# further fields. Groups: peer, user, time, XFF.
 _HEAD = r"(\S+) \S+ (\S+) \[([^\]\n]+)\] "
-#: The block pattern: quoted fields without escaped quotes (nginx writes '"' as \x22).
+#: The fast block pattern: the head, then anything up to the line's last quoted field.
+#: It checks little by itself; :meth:`LineParser.parse` takes its matches only when
+#: they are one per line and the block's quotes are exactly 6 (combined) or 8 (nginx
+#: main) per line, which nginx guarantees (it writes '"' inside a field as \x22). A
+#: match may start after a prefix (a syslog header), never across lines.
+_FAST = re.compile(_HEAD + r'[^\n]*"([^"\n]*)"\n')
+#: The strict pattern, for blocks the fast one cannot vouch for. Each match takes a
+#: whole line and starts only at a line's start (the look-behind).
 _COMBINED = re.compile(
-    _LINE_START + _HEAD + r'"[^"\n]*+" \S+ \S+ "[^"\n]*+" "[^"\n]*+"(?: "([^"\n]*+)")?[^\n]*+\n'
+    r"(?<![^\n])" + _HEAD + r'"[^"\n]*+" \S+ \S+ "[^"\n]*+" "[^"\n]*+"(?: "([^"\n]*+)")?[^\n]*+\n'
 )
 # A quoted field in which Apache's \" escapes may appear (tried line by line).
 _Q = r'"[^"\\\n]*+(?:\\.[^"\\\n]*+)*+"'
@@ -288,8 +292,15 @@ class LineParser:
             text, first_line = self._start(text, first_line)
             rows.headers = self._header_lines
         if self.format in ("nginx", "combined", "auto") and self._csv is None:
+            lines = text.count("\n")
+            quotes = text.count('"')
+            if quotes in (6 * lines, 8 * lines):
+                found = _FAST.findall(text)
+                if len(found) == lines:
+                    self._take_combined(rows, found, xff=quotes == 8 * lines)
+                    return rows
             found = _COMBINED.findall(text)
-            if len(found) == text.count("\n"):
+            if len(found) == lines:
                 self._take_combined(rows, found)
                 return rows
             # Some line is not a plain combined line: take the matches as they are
@@ -367,8 +378,14 @@ class LineParser:
         if failure:
             rows.failed.append((number, failure, _show(line)))
 
-    def _take_combined(self, rows: Rows, found: Sequence[tuple[str, ...]]) -> None:
-        """Append (peer, user, time, XFF) tuples as columns (C-level passes, no per-line code)."""
+    def _take_combined(
+        self, rows: Rows, found: Sequence[tuple[str, ...]], *, xff: bool = True
+    ) -> None:
+        """Append (peer, user, time, XFF) tuples as columns (C-level passes, no per-line code).
+
+        ``xff=False``: the last group is not an X-Forwarded-For value (a fast match of
+        combined lines, whose last quoted field is the user agent).
+        """
         if not found:
             return
         peers, users, stamps, xffs = zip(*found, strict=True)
@@ -377,7 +394,7 @@ class LineParser:
         rows.at.extend(at)
         rows.minute.extend(minute)
         rows.user.extend([None if u == "-" else u for u in users])
-        if self.format == "combined":
+        if self.format == "combined" or not xff:
             rows.xff.extend([None] * len(peers))
         else:
             rows.xff.extend([None if x in ("-", "") else x for x in xffs])

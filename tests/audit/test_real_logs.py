@@ -126,3 +126,14 @@ def test_field_overrides(engine: Geofence, tmp_path: Path) -> None:
     assert counts(s["by_action"]) == expected_actions(engine, ["5.1.2.3", "46.1.1.1"])
     assert s["untimed"] == 0
     assert s["workarounds"]["requests"] == 2
+
+
+@pytest.mark.parametrize("fmt", ["auto", "nginx"])
+def test_combined_user_agent_is_not_a_forwarding_header(
+    engine: Geofence, nginx_logs: dict[str, Path], fmt: str
+) -> None:
+    """A combined log read as auto/nginx: the last quoted field (the agent) is not X-Forwarded-For."""
+    s = run_audit(engine, [str(nginx_logs["combined"])], AuditOptions(format=fmt, trusted=_TRUSTED))
+    assert s["decided"] == len(_clients())
+    assert counts(s["by_rule"]) == {"(reserved)": len(_clients())}
+    assert s["client_signals"] == []
