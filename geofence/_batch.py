@@ -263,16 +263,17 @@ def decide_many_marked(
     it split in halves, recursively, so a few bad items among many cost a
     few extra vector passes rather than a scalar loop; parts shorter than
     :data:`VECTOR_MIN` are decided item by item. If a reload lands while the
-    parts are decided, the batch is decided again so that it reflects one state.
+    parts are decided, the batch is decided again so that it reflects one state
+    (after a few tries, with reloads held off by the engine's reload lock).
     """
     items: Any = ips if isinstance(ips, list) or hasattr(ips, "dtype") else list(ips)
-    out: list[Decision] = []
     for _ in range(_MARK_ATTEMPTS):
         state = gf._hot[5]
         out = _marked(gf, state, items, version)
         if gf._hot[5] is state:
-            break
-    return out
+            return out
+    with gf._lock:  # reloads keep coming: hold them off (reload takes this lock) for one pass
+        return _marked(gf, gf._hot[5], items, version)
 
 
 def _marked(gf: Geofence, state: _State, items: Any, version: int | None) -> list[Decision]:

@@ -175,3 +175,41 @@ def test_pickle_keeps_settings(snapshot_file: Path) -> None:
     assert copy._cache_size == 64
     assert copy._stale == "error"
     assert isinstance(pickle.loads(pickle.dumps(gf.snapshot)), Snapshot)
+
+
+def test_mark_is_one_state_under_reloads(snapshot_file: Path) -> None:
+    """Threads deciding marked batches while another reloads: each batch reflects one policy."""
+    import threading
+
+    deny = parse_policy(POLICY, source="<deny>")
+    allow = parse_policy('[policy]\nid = "open"\n', source="<open>")
+    gf = Geofence(snapshot_file, deny)
+    batch = ["5.1.2.3"] * 300 + ["junk"] + ["5.1.2.3"] * 300 + ["1.2.3"] * 3
+    stop = threading.Event()
+    mixed: list[set[str]] = []
+
+    def reloader() -> None:
+        flip = False
+        while not stop.is_set():
+            gf.reload(policy=allow if flip else deny)
+            flip = not flip
+
+    def decider() -> None:
+        for _ in range(30):
+            rows = gf.decide_many(batch, errors="mark")
+            actions = {r.action.value for r in rows if r.outcome != "invalid"}
+            policies = {r.policy_id for r in rows}
+            if len(actions) != 1 or len(policies) != 1:
+                mixed.append(actions | policies)
+
+    threads = [
+        threading.Thread(target=reloader),
+        *(threading.Thread(target=decider) for _ in range(2)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads[1:]:
+        t.join(timeout=120)
+    stop.set()
+    threads[0].join(timeout=30)
+    assert mixed == []
