@@ -94,6 +94,36 @@ def run_cli(log: Path) -> tuple[float, float, dict[str, Any], int]:
     return seconds, cpu, json.loads(run.stdout), peak
 
 
+def decide_json(directory: Path, n: int, seed: int) -> None:
+    """``geofence decide - --json`` on ``n`` addresses, and its line renderer against to_json."""
+    from geofence.cli import _JsonLines
+
+    addresses = make_sample(Snapshot.default(), n, seed=seed).addresses
+    listing = directory / "addresses.txt"
+    listing.write_text("\n".join(addresses) + "\n")
+    command = [sys.executable, "-m", "geofence.cli", "decide", "-", "--json", "--policy", POLICY]
+    started, cpu = time.perf_counter(), _children_cpu()
+    with listing.open("rb") as stdin:
+        subprocess.run(command, stdin=stdin, stdout=subprocess.DEVNULL, check=True)
+    wall, cpu = time.perf_counter() - started, _children_cpu() - cpu
+    print(f"geofence decide - --json, {n:,} addresses: {wall:5.2f} s wall, {cpu:5.2f} s CPU")
+    gf = Geofence(None, POLICY)
+    decisions = [gf.decide(a) for a in addresses]
+    lines = _JsonLines()
+    at = time.time()
+    t0 = time.process_time()
+    for a, d in zip(addresses, decisions, strict=True):
+        d.to_json(address=a, at=at)
+    t1 = time.process_time()
+    for a, d in zip(addresses, decisions, strict=True):
+        lines.line(d, a, at)
+    t2 = time.process_time()
+    print(
+        f"  per line: Decision.to_json {(t1 - t0) / n * 1e6:5.1f} µs, the CLI's renderer "
+        f"{(t2 - t1) / n * 1e6:5.1f} µs ({(t1 - t0) / (t2 - t1):.0f}x)"
+    )
+
+
 def _plain(counts: dict[str | None, int]) -> dict[str, int]:
     """Engine counts keyed like the CLI's ``by_action`` (``route`` keys differ; no None)."""
     return {k: v for k, v in counts.items() if k is not None}
@@ -241,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             },
             "engines": {},
         }
+        decide_json(Path(tmp), 100_000 if not args.smoke else 5_000, args.seed)
         gf = Geofence(None, POLICY)
         for name in wanted:
             before = cpu_now()

@@ -151,7 +151,8 @@
   }
 
   // Horizontal bars of the top entries of a breakdown.
-  function bars(parent, rows, top, colorOf) {
+  function bars(parent, rows, top, colorOf, unit) {
+    unit = unit || ["requests", "addresses", "addr."];
     rows = rows.slice(0, top);
     var W = 960, row = 22, L = 150;
     var H = rows.length * row + 10;
@@ -162,11 +163,11 @@
       chart.appendChild(svg("text", { x: L - 8, y: y + 15, "text-anchor": "end" }, r.key));
       var bar = svg("rect", { x: L, y: y + 3, height: row - 6, fill: colorOf(r), "class": "bar",
         width: Math.max(r.requests / max * (W - L - 140), 1) });
-      bar.appendChild(svg("title", {}, r.key + ": " + fmt(r.requests) + " requests, " +
-        fmt(r.addresses) + " addresses"));
+      bar.appendChild(svg("title", {}, r.key + ": " + fmt(r.requests) + " " + unit[0] + ", " +
+        fmt(r.addresses) + " " + unit[1]));
       chart.appendChild(bar);
       chart.appendChild(svg("text", { x: L + r.requests / max * (W - L - 140) + 6, y: y + 15,
-        "class": "axis" }, fmt(r.requests) + " / " + fmt(r.addresses) + " addr."));
+        "class": "axis" }, fmt(r.requests) + " / " + fmt(r.addresses) + " " + unit[2]));
     });
     parent.appendChild(chart);
   }
@@ -232,7 +233,7 @@
       var rows = Object.keys(w.signals).map(function (code) {
         return { key: code, requests: w.signals[code].events, addresses: w.signals[code].subjects };
       });
-      bars(s, rows, 10, function () { return "#ad1457"; });
+      bars(s, rows, 10, function () { return "#ad1457"; }, ["requests", "users", "users"]);
       var examples = [];
       Object.keys(w.signals).forEach(function (code) {
         w.signals[code].examples.forEach(function (e) {
