@@ -122,10 +122,7 @@ class LogSource:
                 raise RuntimeError(
                     "zstd-compressed; install the audit extra (pip install 'geofence[audit]')"
                 ) from None
-            reader: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(
-                raw, read_across_frames=True, closefd=True
-            )
-            return reader
+            return cast(IO[bytes], _Frames(raw, zstandard.ZstdDecompressor().decompressobj))
         return raw  # type: ignore[no-any-return]
 
     def _split(self, stream: IO[bytes]) -> Iterator[Block]:
@@ -196,6 +193,59 @@ class LogSource:
 
 def _decode(lines: list[bytes]) -> str:
     return (b"\n".join(lines) + b"\n").decode("utf-8", "replace")
+
+
+class _Frames:
+    """A readable stream over consecutive compressed frames that reports truncation.
+
+    ``zstandard``'s own stream reader returns end-of-file when the input stops in
+    the middle of a frame; this one raises :class:`EOFError` then, as ``gzip`` does,
+    and turns the decompressor's own errors into :class:`ValueError`.
+
+    Args:
+        raw: The compressed file.
+        new: Makes a decompressor object (``decompress``, ``eof``, ``unused_data``).
+    """
+
+    _CHUNK = 1 << 16
+
+    def __init__(self, raw: IO[bytes], new: Callable[[], Any]) -> None:
+        self._raw = raw
+        self._new = new
+        self._d = new()
+        self._pending = False  # a frame has started and not ended
+
+    def read1(self, size: int = -1) -> bytes:
+        """Decompressed bytes of at least one chunk of input; ``b""`` at the end."""
+        while True:
+            chunk = self._raw.read(self._CHUNK)
+            if not chunk:
+                if self._pending:
+                    raise EOFError("compressed stream ended in the middle of a frame")
+                return b""
+            try:
+                out = self._d.decompress(chunk)
+                while self._d.eof and self._d.unused_data:  # the next frame follows
+                    rest = self._d.unused_data
+                    self._d = self._new()
+                    out += self._d.decompress(rest)
+            except Exception as exc:  # zstandard.ZstdError has no narrower base
+                raise ValueError(str(exc)) from exc
+            self._pending = not self._d.eof
+            if self._d.eof:
+                self._d = self._new()
+            if out:
+                return bytes(out)
+
+    def read(self, size: int = -1) -> bytes:
+        """Same as :meth:`read1` (callers gather blocks themselves)."""
+        return self.read1(size)
+
+    def __enter__(self) -> _Frames:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._raw.close()
 
 
 def _reader(stream: IO[bytes]) -> Callable[[], bytes]:

@@ -216,3 +216,28 @@ def test_cli_stdin_gzip_no_traceback(
     summary = json.loads(run.stdout)
     assert summary["lines"] == summary["read_problems"][0]["after_line"] > 0
     assert b"lines/s" in run.stderr  # the throughput line
+
+
+def test_zstd_truncated_corrupt_and_multi_frame(engine: Geofence, tmp_path: Path) -> None:
+    """zstd: a cut stream and a corrupt one are read problems; concatenated frames read whole."""
+    zstandard = pytest.importorskip("zstandard", reason="the audit extra is not installed")
+    text, ips = _log(30_000)
+    packed = zstandard.ZstdCompressor().compress(text.encode())
+    cut = tmp_path / "cut.zst"
+    cut.write_bytes(packed[: len(packed) // 2])
+    s = run_audit(engine, [str(cut)], AuditOptions(history=False))
+    (problem,) = s["read_problems"]
+    assert problem["reason"].startswith("truncated zstd stream")
+    assert problem["after_line"] == s["lines"] == accounted(s) > 0
+    bad = tmp_path / "bad.zst"
+    bad.write_bytes(packed[:4] + b"garbage" * 50)
+    s = run_audit(engine, [str(bad)], AuditOptions(history=False))
+    assert s["read_problems"][0]["reason"].startswith("corrupt zstd data")
+    half = len(text) // 2
+    half = text.index("\n", half) + 1
+    frames = tmp_path / "frames.zst"
+    c = zstandard.ZstdCompressor()
+    frames.write_bytes(c.compress(text[:half].encode()) + c.compress(text[half:].encode()))
+    s = run_audit(engine, [str(frames)], AuditOptions(history=False))
+    assert not s["read_problems"]
+    assert counts(s["by_action"]) == expected_actions(engine, ips)
