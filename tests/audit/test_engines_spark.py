@@ -31,8 +31,8 @@ def spark() -> Iterator[Any]:
 
     from pyspark.sql import SparkSession
 
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    saved = {k: os.environ.get(k) for k in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")}
+    os.environ.update(dict.fromkeys(saved, sys.executable))  # workers run this interpreter
     session = (
         SparkSession.builder.master("local[2]")
         .appName("geofence-audit-test")
@@ -46,6 +46,11 @@ def spark() -> Iterator[Any]:
         yield session
     finally:
         session.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def test_spark_map_in_arrow(spark: Any, engine: Geofence, engine_log: Path) -> None:
