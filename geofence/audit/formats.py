@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -277,6 +278,11 @@ class LineParser:
         self._csv: tuple[str, list[str]] | None = None  # delimiter and header of a CSV source
         self._first = True
         self._header_lines = 0
+        f = self.fields
+        # Top-level keys the field names read (a dotted name reads its first part).
+        self._known = {name.split(".")[0] for name in (*f.ip, *f.xff, *f.time, *f.user)}
+        self.unknown_fields: Counter[str] = Counter()
+        """JSON keys and CSV columns no field name reads, with the lines they appeared on."""
         self._stamps = _Stamps()
 
     def parse(self, text: str, first_line: int) -> Rows:
@@ -406,6 +412,7 @@ class LineParser:
             return "invalid JSON"
         if not isinstance(data, dict):
             return "JSON line is not an object"
+        self._note_fields(data)
         return self._record(rows, lambda name: _dig(data, name))
 
     def _csv_line(self, rows: Rows, line: str) -> str:
@@ -418,7 +425,15 @@ class LineParser:
         if len(values) != len(names):
             return f"CSV line has {len(values)} fields, the header {len(names)}"
         record = dict(zip(names, values, strict=True))
+        self._note_fields(record)
         return self._record(rows, record.get)
+
+    def _note_fields(self, record: dict[str, Any]) -> None:
+        """Count the keys of a record that none of the field names reads."""
+        known = self._known
+        for key in record:
+            if key not in known:
+                self.unknown_fields[key] += 1
 
     def _record(self, rows: Rows, get: Callable[[str], Any]) -> str:
         """Append one JSON/CSV record; returns a failure reason or ``""``."""

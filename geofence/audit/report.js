@@ -275,6 +275,16 @@
         { title: "lines", numeric: true, value: function (r) { return r.lines; } }
       ], data.invalid_examples);
     }
+    if (data.unknown_fields.length) {
+      s.appendChild(el("h3", {}, "Fields no option reads"));
+      s.appendChild(el("p", { "class": "note" },
+        "JSON keys and CSV columns present in the log but not read as address, " +
+        "X-Forwarded-For, time or user (see --ip-field and friends)."));
+      table(s, [
+        { title: "field", value: function (r) { return r.field; } },
+        { title: "lines", numeric: true, value: function (r) { return r.lines; } }
+      ], data.unknown_fields);
+    }
     data.read_problems.forEach(function (p) {
       s.appendChild(el("p", { "class": "error" }, p.source + ": stopped after line " +
         fmt(p.after_line) + ": " + p.reason));

@@ -81,6 +81,7 @@ class Auditor:
             lines += self._block(source.name, parser, block)
             if self._progress is not None:
                 self._progress(tally.lines, source.consumed(), source.size)
+        tally.unknown_fields.update(parser.unknown_fields)
         if source.problem is not None:
             p = source.problem
             tally.read_problems.append(

@@ -56,6 +56,8 @@ class Tally:
         self.client_signals: Counter[str] = Counter()
         """Forwarding-header evidence (``header_untrusted``, ``header_malformed``...) per code."""
         self.client_signal_examples: dict[str, list[str]] = {}
+        self.unknown_fields: Counter[str] = Counter()
+        """JSON keys and CSV columns that no field name reads, per key (lines)."""
         self.read_problems: list[dict[str, object]] = []
         self.sources: list[dict[str, object]] = []
 
@@ -132,6 +134,9 @@ class Tally:
             "unparsed_reasons": [
                 {"reason": r, "lines": n, "examples": self.unparsed_examples.get(r, [])}
                 for r, n in self.unparsed.most_common()
+            ],
+            "unknown_fields": [
+                {"field": k, "lines": n} for k, n in self.unknown_fields.most_common(50)
             ],
             "invalid_examples": [
                 {"address": a, "lines": n} for a, n in self.invalid.most_common(self.examples)

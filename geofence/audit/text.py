@@ -73,6 +73,9 @@ def render_text(summary: dict[str, Any], top: int = 10) -> str:
         for e in s["invalid_examples"]:
             lines.append(f"  {e['address']!r}: {e['lines']:,} lines")
         lines.append("")
+    if s["unknown_fields"]:
+        shown = ", ".join(f"{u['field']} ({u['lines']:,})" for u in s["unknown_fields"][:top])
+        lines += ["JSON/CSV fields no option reads (lines): " + shown, ""]
     if s["unparsed_reasons"]:
         lines.append("Unparsed lines:")
         for r in s["unparsed_reasons"]:

@@ -138,6 +138,11 @@ def test_mixed_formats_ports_brackets_unknown_fields(engine: Geofence, tmp_path:
     assert counts(s["by_action"]) == expected_actions(engine, clients)
     assert s["invalid"] == 1
     assert s["invalid_examples"] == [{"address": "not-an-ip", "lines": 1}]
+    assert s["unknown_fields"] == [
+        {"field": "extra", "lines": 1},
+        {"field": "unknown_field", "lines": 1},
+        {"field": "host", "lines": 1},
+    ]
     reasons = {r["reason"] for r in s["unparsed_reasons"]}
     assert reasons == {
         "no address field (looked for remote_addr, client_ip, clientip, client_addr, "
