@@ -198,9 +198,44 @@
     }
   }
 
+  // Equirectangular world view: a bubble per country at its representative point
+  // (from the tz database), area by requests; the red part is the denied share.
+  function worldMap(parent) {
+    var W = 960, H = 480;
+    var chart = svg("svg", { viewBox: "0 0 " + W + " " + H, "class": "chart map", role: "img" });
+    chart.appendChild(svg("rect", { x: 0, y: 0, width: W, height: H, fill: "#eef3f7" }));
+    for (var lon = -180; lon <= 180; lon += 30) {
+      chart.appendChild(svg("line", { x1: (lon + 180) / 360 * W, y1: 0,
+        x2: (lon + 180) / 360 * W, y2: H, stroke: "#d5dde3" }));
+    }
+    for (var lat = -90; lat <= 90; lat += 30) {
+      chart.appendChild(svg("line", { x1: 0, y1: (90 - lat) / 180 * H, x2: W,
+        y2: (90 - lat) / 180 * H, stroke: lat === 0 ? "#b0bec5" : "#d5dde3" }));
+    }
+    var max = Math.max.apply(null, data.map.map(function (p) { return p.requests; }).concat([1]));
+    data.map.forEach(function (p) {
+      var x = (p.lon + 180) / 360 * W, y = (90 - p.lat) / 180 * H;
+      var r = 3 + 27 * Math.sqrt(p.requests / max);
+      var g = svg("g", { "class": "place" });
+      g.appendChild(svg("circle", { cx: x, cy: y, r: r, fill: "#90a4ae", "fill-opacity": 0.6 }));
+      if (p.denied) {
+        g.appendChild(svg("circle", { cx: x, cy: y, r: r * Math.sqrt(p.denied / p.requests),
+          fill: COLORS.deny, "fill-opacity": 0.85 }));
+      }
+      g.appendChild(svg("text", { x: x, y: y - r - 2, "text-anchor": "middle",
+        "class": "axis" }, p.country));
+      g.appendChild(svg("title", {}, p.country + ": " + fmt(p.requests) + " requests, " +
+        fmt(p.denied) + " denied"));
+      chart.appendChild(g);
+    });
+    parent.appendChild(chart);
+  }
+
   function denied() {
     var s = section("denied", "Denied traffic by place",
-      "Click a column to sort. Subdivisions are ISO 3166-2 codes.");
+      "Bubbles: requests per country (area), the denied share in red. " +
+      "Tables: click a column to sort; subdivisions are ISO 3166-2 codes.");
+    worldMap(s);
     table(s, [
       { title: "country", value: function (r) { return r.country; } },
       { title: "subdivision", value: function (r) { return r.subdivision; } },

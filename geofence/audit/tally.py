@@ -129,6 +129,7 @@ class Tally:
                 groups, lambda d: [d.shadow_action.value] if d.shadow_action else []
             ),
             "denied": _denied(groups),
+            "map": _map(groups),
             "non_allow": self._non_allow(gf, top),
             "timeline": self._timeline(),
             "unparsed_reasons": [
@@ -255,4 +256,32 @@ def _denied(groups: list[list[Any]]) -> list[dict[str, Any]]:
     for row in out:
         row["rules"] = [k for k, _ in row["rules"].most_common(3)]
         row["asns"] = [k for k, _ in row["asns"].most_common(3)]
+    return out
+
+
+def _map(groups: list[list[Any]]) -> list[dict[str, Any]]:
+    """Requests and denials per country, placed at the country's representative point.
+
+    The point is :func:`geofence.signals.hints.country_centroid` (from the tz
+    database, offline); countries it does not know are left off the map (they stay
+    in the tables).
+    """
+    from geofence.signals.hints import country_centroid
+
+    totals: dict[str, list[int]] = {}
+    for d, n, _ in groups:
+        if d.country is None:
+            continue
+        row = totals.setdefault(d.country, [0, 0])
+        row[0] += n
+        if d.action is Action.DENY:
+            row[1] += n
+    out = []
+    for cc, (requests, denied) in sorted(totals.items()):
+        point = country_centroid(cc)
+        if point is not None:
+            out.append(
+                {"country": cc, "lat": point[0], "lon": point[1], "requests": requests,
+                 "denied": denied}
+            )  # fmt: skip
     return out

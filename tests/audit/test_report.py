@@ -48,6 +48,10 @@ def test_report_renders_in_chromium(summary: dict[str, object], tmp_path: Path) 
     for section in ("timeline", "countries", "actions", "denied", "workarounds", "problems"):
         assert f'<section id="{section}">' in page.dom
     assert page.dom.count("<rect") > 20  # bars of the charts
+    places = summary["map"]
+    assert isinstance(places, list)
+    assert len(places) >= 5
+    assert page.dom.count('<g class="place">') == len(places)  # the world view
     assert "country_hopping" in page.dom  # the workaround view
     assert "sanctioned" in page.dom  # the denying rule in the denied-traffic table
     # Hostile log text is shown as text, never as markup.
