@@ -80,18 +80,50 @@ def cpu_now() -> float:
     return time.process_time() + _children_cpu()
 
 
+# Runs the CLI and reports the child's own peak RSS: VmHWM of its address space.
+# (ru_maxrss would not do: RUSAGE_CHILDREN is the largest of all children so far, and
+# Linux carries a process's ru_maxrss across exec, so a child forked from this large
+# process starts at this process's size.)
+_CLI = (
+    "import sys; from geofence.cli import main; status = main(sys.argv[1:]); "
+    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]; "
+    "print('peak-rss-kib', hwm.split()[1], file=sys.stderr); sys.exit(status)"
+)
+
+
 def run_cli(log: Path) -> tuple[float, float, dict[str, Any], int]:
     """``geofence audit`` in a child process: (seconds, CPU seconds, summary, peak RSS bytes)."""
     command = [
-        sys.executable, "-m", "geofence.cli", "audit", str(log), "--policy", POLICY,
+        sys.executable, "-c", _CLI, "audit", str(log), "--policy", POLICY,
         "--trusted-proxies", TRUSTED, "--json", "-q",
     ]  # fmt: skip
     started, cpu = time.perf_counter(), _children_cpu()
     run = subprocess.run(command, capture_output=True, text=True, check=True)
     seconds = time.perf_counter() - started
     cpu = _children_cpu() - cpu
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    peak = int(run.stderr.rsplit("peak-rss-kib", 1)[1].split()[0]) * 1024
     return seconds, cpu, json.loads(run.stdout), peak
+
+
+def distinct_clients(directory: Path, lines: int, seed: int) -> None:
+    """Memory with every line from another client: peak RSS against distinct addresses."""
+    rng = random.Random(seed)
+    log = directory / "distinct.log"
+    with log.open("w") as fh:
+        for i in range(lines):
+            ip = ".".join(
+                str(rng.randrange(1, 224) if k == 0 else rng.randrange(256)) for k in range(4)
+            )
+            fh.write(
+                f"{ip} - - [01/Mar/2026:10:{i // 10000 % 60:02d}:{i % 60:02d} +0000] "
+                f'"GET / HTTP/1.1" 200 1 "-" "a" "-"\n'
+            )
+    _, cpu, summary, peak = run_cli(log)
+    distinct = summary["distinct_addresses"]
+    print(
+        f"distinct clients: {lines:,} lines, {distinct:,} addresses: peak RSS "
+        f"{peak / 2**20:,.0f} MiB, {cpu:5.2f} s CPU"
+    )
 
 
 def decide_json(directory: Path, n: int, seed: int) -> None:
@@ -272,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             "engines": {},
         }
         decide_json(Path(tmp), 100_000 if not args.smoke else 5_000, args.seed)
+        distinct_clients(Path(tmp), lines // 2, args.seed)
         gf = Geofence(None, POLICY)
         for name in wanted:
             before = cpu_now()
