@@ -209,6 +209,7 @@ def cmd_audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``geofence audit LOG... --policy P``: decide every line of access logs, summarise."""
     from geofence.audit import AuditOptions, FieldNames, run_audit
     from geofence.audit.progress import ProgressBar, throughput_line
+    from geofence.audit.run import collect_less
     from geofence.audit.text import render_text
     from geofence.engine import Geofence
     from geofence.signals.proxy import TrustedProxies
@@ -227,7 +228,8 @@ def cmd_audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     bar = ProgressBar(err, enabled=not args.quiet)
     started = time.perf_counter()
     try:
-        summary = run_audit(gf, args.logs, options, progress=bar)
+        with collect_less():
+            summary = run_audit(gf, args.logs, options, progress=bar)
     finally:
         bar.close()
     elapsed = time.perf_counter() - started

@@ -164,3 +164,20 @@ def test_progress_bar_in_a_real_terminal(
     assert "\r[" in text  # drawn in place
     assert "lines/s" in text
     assert "geofence audit: 40,000 lines in" in text
+
+
+def test_collect_less_restores_the_thresholds() -> None:
+    """The CLI's garbage-collection setting is undone afterwards, also after an error."""
+    import gc
+
+    import pytest
+
+    from geofence.audit.run import collect_less
+
+    before = gc.get_threshold()
+    with collect_less(123_456):
+        assert gc.get_threshold()[0] == 123_456
+    assert gc.get_threshold() == before
+    with pytest.raises(RuntimeError), collect_less():
+        raise RuntimeError("boom")
+    assert gc.get_threshold() == before
