@@ -34,12 +34,13 @@ from typing import TYPE_CHECKING, Any
 
 from geofence.addr import ParsedAddress, parse_address
 from geofence.decision import Decision
+from geofence.errors import InvalidAddressError
 from geofence.snapshot.partition import TUNNEL_BY_ID, locate6_indexed
 
 if TYPE_CHECKING:
     from geofence.engine import Geofence, _State
 
-__all__ = ["decide_many"]
+__all__ = ["INVALID", "decide_many", "decide_many_marked", "invalid_decision"]
 
 #: Batches shorter than this use the scalar loop (numpy's fixed costs dominate).
 VECTOR_MIN = 64
@@ -218,3 +219,82 @@ def _decisions(np: Any, table: Sequence[Any], vids: Any) -> Any:
     objects = np.empty(len(table), dtype=object)
     objects[:] = table
     return objects[vids]
+
+
+# -- errors="mark": a post-step around decide_many ----------------------------------------
+
+#: The :attr:`~geofence.Decision.outcome` of an input that is not an address.
+INVALID = "invalid"
+
+#: Attempts at deciding a marked batch on one state (a reload may land between parts).
+_MARK_ATTEMPTS = 3
+
+
+def invalid_decision(state: _State, item: object) -> Decision:
+    """The row ``decide_many(..., errors="mark")`` gives an input that is not an address.
+
+    Its outcome is ``"invalid"`` with the reason ``invalid_address``; its action
+    is the policy's ``on_unresolved`` (the data cannot answer for it), so a
+    caller that enforces marked rows does what the policy says for
+    unanswerable requests. ``address`` holds the input as text (at most 200
+    characters), so reports can show it.
+    """
+    c = state.compiled
+    action, route = c.policy.on_unresolved
+    text = item if isinstance(item, str) else repr(item)
+    return Decision(
+        action=action,
+        route=route,
+        reasons=("invalid_address",),
+        outcome=INVALID,
+        snapshot_id=c.snapshot.snapshot_id,
+        policy_id=c.policy.id,
+        policy_digest=c.policy.digest,
+        address=text[:200],
+    )
+
+
+def decide_many_marked(
+    gf: Geofence, ips: Iterable[Any], *, version: int | None = None
+) -> list[Decision]:
+    """``decide_many`` with invalid inputs marked (:func:`invalid_decision`) instead of raised.
+
+    The batch goes through :func:`decide_many` whole. Only when that raises is
+    it split in halves, recursively, so a few bad items among many cost a
+    few extra vector passes rather than a scalar loop; parts shorter than
+    :data:`VECTOR_MIN` are decided item by item. If a reload lands while the
+    parts are decided, the batch is decided again so that it reflects one state
+    (after a few tries, with reloads held off by the engine's reload lock).
+    """
+    items: Any = ips if isinstance(ips, list) or hasattr(ips, "dtype") else list(ips)
+    for _ in range(_MARK_ATTEMPTS):
+        state = gf._hot[5]
+        out = _marked(gf, state, items, version)
+        if gf._hot[5] is state:
+            return out
+    with gf._lock:  # reloads keep coming: hold them off (reload takes this lock) for one pass
+        return _marked(gf, gf._hot[5], items, version)
+
+
+def _marked(gf: Geofence, state: _State, items: Any, version: int | None) -> list[Decision]:
+    try:
+        return decide_many(gf, items, version=version)
+    except InvalidAddressError:
+        pass
+    if len(items) <= VECTOR_MIN:
+        return [_one_marked(gf, state, x, version) for x in items]
+    mid = len(items) // 2
+    return _marked(gf, state, items[:mid], version) + _marked(gf, state, items[mid:], version)
+
+
+def _one_marked(gf: Geofence, state: _State, item: Any, version: int | None) -> Decision:
+    try:
+        value = item if version is None else parse_address(_int(item), version=version)
+        return _decide_one(gf, state, value)
+    except InvalidAddressError:
+        return invalid_decision(state, item)
+
+
+def _int(item: Any) -> Any:
+    """A numpy integer as a Python ``int`` (anything else unchanged, for the parser to judge)."""
+    return int(item) if hasattr(item, "dtype") and item.dtype.kind in "iu" else item

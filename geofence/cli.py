@@ -14,9 +14,12 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from geofence.errors import GeofenceError, InvalidAddressError
+
+if TYPE_CHECKING:
+    from geofence.decision import Decision
 
 __all__ = ["main"]
 
@@ -129,6 +132,44 @@ def _context(args: argparse.Namespace) -> object:
     return Context(subject=subject, timezone=args.timezone, accept_language=args.accept_language)
 
 
+class _JsonLines:
+    """``decide --json`` lines, each shared decision serialised once.
+
+    :meth:`Decision.to_json` builds a dict of every field and encodes it per
+    call (about 60 µs, most of it naming the network kinds). Decisions without
+    context are shared objects, so each one's line is rendered once with
+    markers in place of ``address`` and ``ts`` and then filled in per address.
+    The result is character for character what ``to_json`` gives (tested).
+    """
+
+    _ADDRESS = "\x00address"
+    _TS = "\x00ts"
+
+    def __init__(self) -> None:
+        self._templates: dict[int, tuple[object, tuple[str, str, str], bool]] = {}
+
+    def line(self, d: Decision, address: str, at: float) -> str:
+        """The audit line of ``d`` for ``address`` at Unix time ``at``, newline included."""
+        if d.address is not None:  # made for this request (context): not shared
+            return d.to_json(address=address, at=at) + "\n"
+        entry = self._templates.get(id(d))
+        if entry is None or entry[0] is not d:
+            entry = (d, *self._template(d))
+            self._templates[id(d)] = entry
+        (head, middle, tail), address_first = entry[1], entry[2]
+        a, t = json.dumps(address), repr(round(at, 3))
+        return f"{head}{a}{middle}{t}{tail}\n" if address_first else f"{head}{t}{middle}{a}{tail}\n"
+
+    def _template(self, d: Decision) -> tuple[tuple[str, str, str], bool]:
+        data = d.as_dict(address=self._ADDRESS, ts=self._TS)
+        text = json.dumps(data, separators=(",", ":"), sort_keys=True, default=str)
+        marks = json.dumps(self._ADDRESS), json.dumps(self._TS)
+        first, second = sorted(marks, key=text.index)
+        head, rest = text.split(first, 1)
+        middle, tail = rest.split(second, 1)
+        return (head, middle, tail), first == marks[0]
+
+
 def cmd_decide(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``geofence decide IP... --policy P``: one decision per address."""
     from geofence.context import Context
@@ -138,6 +179,7 @@ def cmd_decide(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     assert isinstance(gf, Geofence)
     ctx = _context(args)
     status = 0
+    lines = _JsonLines()
     for text in _addresses(args.ips, sys.stdin):
         try:
             d = gf.decide(text, ctx if isinstance(ctx, Context) else None)
@@ -149,7 +191,7 @@ def cmd_decide(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             print(d.with_address(text).explain() if d.address is None else d.explain(), file=out)
             print(file=out)
         elif args.json:
-            print(d.to_json(address=text), file=out)
+            out.write(lines.line(d, text, time.time()))
         else:
             route = f" -> {d.route}" if d.route else ""
             print(f"{text}: {d.action.value}{route} ({', '.join(d.reasons)})", file=out)
@@ -161,6 +203,54 @@ def cmd_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     args.explain = True
     args.json = False
     return cmd_decide(args, out, err)
+
+
+def cmd_audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``geofence audit LOG... --policy P``: decide every line of access logs, summarise."""
+    from geofence.audit import AuditOptions, FieldNames, run_audit
+    from geofence.audit.progress import ProgressBar, throughput_line
+    from geofence.audit.run import collect_less
+    from geofence.audit.text import render_text
+    from geofence.engine import Geofence
+    from geofence.signals.proxy import TrustedProxies
+
+    gf = _engine(args)
+    assert isinstance(gf, Geofence)
+    options = AuditOptions(
+        format=args.format,
+        fields=FieldNames.with_overrides(
+            ip=args.ip_field, xff=args.xff_field, time=args.time_field, user=args.user_field
+        ),
+        trusted=TrustedProxies(cidrs=args.trusted_proxies or (), hops=args.trusted_hops),
+        history=not args.no_history,
+        examples=args.examples,
+    )
+    bar = ProgressBar(err, enabled=not args.quiet)
+    started = time.perf_counter()
+    try:
+        with collect_less():
+            summary = run_audit(gf, args.logs, options, progress=bar)
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - started
+    if args.report:
+        from geofence.audit.report import write_report
+
+        write_report(summary, args.report)
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str), file=out)
+    else:
+        out.write(render_text(summary, top=args.top))
+        if args.report:
+            print(f"report: {args.report}", file=out)
+    print(throughput_line(summary["lines"], elapsed), file=err)
+    for problem in summary["read_problems"]:
+        print(
+            f"geofence: {problem['source']}: stopped after line {problem['after_line']}: "
+            f"{problem['reason']}",
+            file=err,
+        )
+    return 1 if summary["read_problems"] else 0
 
 
 def cmd_policy_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -411,6 +501,30 @@ def _parser() -> argparse.ArgumentParser:
             q.add_argument("--explain", action="store_true", help="plain-words explanation")
         snap_opts(q)
         q.set_defaults(func=func)
+
+    q = sub.add_parser("audit", help="decide every line of access logs and summarise")
+    q.add_argument("logs", nargs="+", help="log files (plain, .gz, .zst) or - for stdin")
+    q.add_argument("--policy", required=True, help="policy file or preset name")
+    q.add_argument("--params", help="JSON params for a parameterised preset")
+    q.add_argument(
+        "--format", default="auto", choices=("auto", "nginx", "combined", "jsonl", "csv")
+    )
+    q.add_argument("--ip-field", help="JSON/CSV key of the peer address")
+    q.add_argument("--xff-field", help="JSON/CSV key of the X-Forwarded-For value")
+    q.add_argument("--time-field", help="JSON/CSV key of the request time")
+    q.add_argument("--user-field", help="JSON/CSV key of the user or account id")
+    q.add_argument(
+        "--trusted-proxies", help="CIDRs of your proxies: X-Forwarded-For is believed from them"
+    )
+    q.add_argument("--trusted-hops", type=int, default=0, help="right-most hops always trusted")
+    q.add_argument("--no-history", action="store_true", help="skip the workaround signals")
+    q.add_argument("--report", help="write a self-contained HTML report here")
+    q.add_argument("--json", action="store_true", help="print the summary as JSON")
+    q.add_argument("--top", type=int, default=10, help="rows per table in the text summary")
+    q.add_argument("--examples", type=int, default=5, help="examples kept per problem")
+    q.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    snap_opts(q)
+    q.set_defaults(func=cmd_audit)
 
     q = sub.add_parser("policy", help="policy tools")
     psub = q.add_subparsers(dest="policy_command", required=True)

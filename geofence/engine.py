@@ -107,7 +107,7 @@ class Geofence:
         self._signals = signals
         self._max_age = max_age
         self._stale = stale
-        self._today = today or (lambda: dt.datetime.now(dt.UTC).date())
+        self._today = today or _utc_today
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
         self._watcher: threading.Thread | None = None
@@ -392,22 +392,32 @@ class Geofence:
                 extra, degraded = provider(addr, record, context, ip_only)
         return self._finish(state, addr, vid, record, context, extra, degraded)
 
-    def decide_many(self, ips: Iterable[Any], *, version: int | None = None) -> list[Decision]:
+    def decide_many(
+        self, ips: Iterable[Any], *, version: int | None = None, errors: str = "raise"
+    ) -> list[Decision]:
         """Decide a batch without context (vectorised with numpy where possible).
 
         Args:
             ips: Address strings, or integers with ``version`` (a numpy integer
                 array of IPv4 addresses is searched without a Python loop).
             version: 4 or 6 when ``ips`` are integers.
+            errors: ``"raise"`` (an invalid input raises) or ``"mark"`` (an
+                invalid input gets a decision with ``outcome="invalid"``; see
+                :func:`geofence._batch.invalid_decision`).
 
         Returns:
             One decision per input, in order.
 
         Raises:
-            InvalidAddressError: An input is not an acceptable address.
+            InvalidAddressError: An input is not an acceptable address (``"raise"``).
+            ValueError: ``errors`` is neither ``"raise"`` nor ``"mark"``.
         """
-        from geofence._batch import decide_many
+        from geofence._batch import decide_many, decide_many_marked
 
+        if errors == "mark":
+            return decide_many_marked(self, ips, version=version)
+        if errors != "raise":
+            raise ValueError(f"errors must be 'raise' or 'mark', got {errors!r}")
         return decide_many(self, ips, version=version)
 
     def explain(self, ip: Any, context: Context | None = None) -> str:
@@ -538,11 +548,46 @@ class Geofence:
         self._timer.daemon = True
         self._timer.start()
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickle by reference, for Dask, Spark and process pools.
+
+        The pickle holds the snapshot by reference (its file path and digest;
+        see :meth:`Snapshot.__reduce__ <geofence.Snapshot.__reduce__>`), the
+        policy by value and the constructor settings. Unpickling builds a new
+        engine on the worker: it reopens the snapshot file, refuses one whose
+        digest differs (:class:`~geofence.SnapshotError`) and compiles the
+        policy for the worker's date. Watchers and timers are not carried over.
+        A custom ``today`` or ``signals`` provider must itself be picklable.
+        """
+        state = self._hot[5]
+        today = None if self._today is _utc_today else self._today
+        settings = (self._cache_size, self._signals, self._max_age, self._stale, today)
+        return _unpickle_geofence, (state.compiled.snapshot, state.compiled.policy, settings)
+
     def __enter__(self) -> Geofence:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _utc_today() -> dt.date:
+    """Today's date in UTC: the default date rules are compiled for."""
+    return dt.datetime.now(dt.UTC).date()
+
+
+def _unpickle_geofence(snapshot: Snapshot, policy: Policy, settings: tuple[Any, ...]) -> Geofence:
+    """Rebuild a pickled :class:`Geofence` (see :meth:`Geofence.__reduce__`)."""
+    cache_size, signals, max_age, stale, today = settings
+    return Geofence(
+        snapshot,
+        policy,
+        cache_size=cache_size,
+        signals=signals,
+        max_age=max_age,
+        stale=stale,
+        today=today,
+    )
 
 
 def _rereads_as(policy: Policy) -> bool:

@@ -63,6 +63,7 @@ __all__ = [
     "V6_TOP",
     "Snapshot",
     "default_snapshot_path",
+    "reopen_snapshot",
 ]
 
 #: Lowest segment id a file may contain (the last tunnel id).
@@ -533,9 +534,52 @@ class Snapshot:
         if self._v6_index != index16(hi, 48):
             raise _fail("IPv6 /16 index does not match the starts", self.origin)
 
+    def __reduce__(self) -> tuple[Any, tuple[str | None, str]]:
+        """Pickle by reference: the file's path (``None`` for the bundled data) and digest.
+
+        The arrays are not copied into the pickle: a worker that unpickles the
+        snapshot opens its own copy of the file and checks that it has the same
+        digest (see :func:`reopen_snapshot`). A snapshot loaded from bytes has no
+        file to reopen and cannot be pickled.
+
+        Raises:
+            SnapshotError: The snapshot was not opened from a file.
+        """
+        if os.path.isfile(self.origin):
+            bundled = Path(self.origin).resolve() == default_snapshot_path()
+            return reopen_snapshot, (None if bundled else self.origin, self.digest)
+        raise SnapshotError(
+            f"snapshot {self.snapshot_id} was loaded from {self.origin}, not from a file: "
+            "only file-backed snapshots can be pickled (they are reopened on the worker)"
+        )
+
     def __repr__(self) -> str:
         n4, n6 = self.range_counts
         return (
             f"<Snapshot {self.snapshot_id} {self.meta.get('name') or self.origin!s}: "
             f"{len(self.records)} records, {n4} IPv4 / {n6} IPv6 segments>"
         )
+
+
+def reopen_snapshot(path: str | None, digest: str) -> Snapshot:
+    """Open a pickled snapshot on a worker and check it is the same data.
+
+    Args:
+        path: The snapshot file, or ``None`` for the bundled default data.
+        digest: The SHA-256 digest (hex) of the snapshot that was pickled.
+
+    Returns:
+        The reopened snapshot.
+
+    Raises:
+        SnapshotError: The file is missing or invalid, or its digest differs
+            from ``digest`` (the worker has other data than the pickling process).
+    """
+    snap = Snapshot.default() if path is None else Snapshot.open(path)
+    if snap.digest != digest:
+        raise SnapshotError(
+            f"{snap.origin}: digest {snap.digest[:16]} differs from the pickled snapshot's "
+            f"{digest[:16]}: the worker must have the same snapshot file as the process "
+            "that pickled it"
+        )
+    return snap

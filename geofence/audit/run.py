@@ -1,0 +1,201 @@
+"""Running an audit: sources -> blocks -> rows -> client addresses -> decisions -> counts.
+
+Client addresses and decisions come from :func:`geofence.audit.clients.decide_rows`
+(the middleware's trusted-proxy resolution); counting is :class:`~.tally.Tally`.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from geofence._batch import INVALID
+from geofence.audit.clients import NOBODY, decide_rows
+from geofence.audit.formats import FieldNames, LineParser, Rows
+from geofence.audit.inputs import MAX_LINE, Block, LogSource
+from geofence.audit.tally import Tally
+from geofence.audit.workaround import WorkaroundView
+from geofence.engine import Geofence
+from geofence.signals.history import HistoryConfig
+from geofence.signals.proxy import TrustedProxies
+
+__all__ = ["AuditOptions", "Auditor", "collect_less", "run_audit"]
+
+#: Called after each block with (lines so far, bytes of the current source read, its size).
+Progress = Callable[[int, int, int | None], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditOptions:
+    """How to read and judge the logs."""
+
+    format: str = "auto"
+    """Log format: ``auto``, ``nginx``, ``combined``, ``jsonl`` or ``csv``."""
+
+    fields: FieldNames = field(default_factory=FieldNames)
+    """Key names of JSON and CSV logs."""
+
+    trusted: TrustedProxies = NOBODY
+    """Who may speak for the client in ``X-Forwarded-For`` (default: nobody)."""
+
+    history: bool = True
+    """Replay lines that name a user through the history signals (:mod:`.workaround`)."""
+
+    history_config: HistoryConfig | None = None
+    """Thresholds of the history signals (the defaults when ``None``)."""
+
+    examples: int = 5
+    """Examples kept per failure reason and per signal."""
+
+    max_line: int = MAX_LINE
+    """Longest line parsed, in bytes."""
+
+
+class Auditor:
+    """Feeds log sources through one engine and counts the outcome.
+
+    Args:
+        gf: The engine (policy and snapshot) to judge the traffic by.
+        options: Reading and judging options.
+        progress: Called after each block (for a progress bar).
+    """
+
+    def __init__(
+        self, gf: Geofence, options: AuditOptions | None = None, progress: Progress | None = None
+    ) -> None:
+        self.gf = gf
+        self.options = options or AuditOptions()
+        self.tally = Tally(self.options.examples)
+        self.workaround: WorkaroundView | None = None
+        self._progress = progress
+        self._started = time.perf_counter()
+
+    def feed(self, source: LogSource) -> None:
+        """Read, parse, decide and count one source to its end (or its read error)."""
+        tally = self.tally
+        parser = LineParser(self.options.format, self.options.fields)
+        lines = 0
+        for block in source.blocks():
+            lines += self._block(source.name, parser, block)
+            if self._progress is not None:
+                self._progress(tally.lines, source.consumed(), source.size)
+        tally.unknown_fields.update(parser.unknown_fields)
+        if source.problem is not None:
+            p = source.problem
+            tally.read_problems.append(
+                {"source": p.source, "after_line": p.after_line, "reason": p.reason}
+            )
+        tally.sources.append(
+            {"source": source.name, "lines": lines, "compression": source.compression}
+        )
+
+    def _block(self, name: str, parser: LineParser, block: Block) -> int:
+        tally = self.tally
+        for number in block.oversized:
+            tally.fail(f"line longer than {self.options.max_line} bytes", f"{name}:{number}", "")
+        rows = parser.parse(block.text, block.first_line)
+        for number, reason, text in rows.failed:
+            tally.fail(reason, f"{name}:{number}", text)
+        count = len(rows) + len(rows.failed) + rows.headers + len(block.oversized)
+        tally.lines += count
+        tally.headers += rows.headers
+        if len(rows):
+            self._decide(name, rows)
+        return count
+
+    def _decide(self, name: str, rows: Rows) -> None:
+        tally = self.tally
+
+        def signal(code: str, detail: str) -> None:
+            tally.client_signal(code, name, detail)
+
+        clients, decisions = decide_rows(self.gf, rows, self.options.trusted, signal)
+        invalid: list[int] | None = None
+        for i, d in enumerate(decisions):
+            if d.outcome == INVALID:
+                tally.invalid[clients[i][:200]] += 1
+                invalid = invalid if invalid is not None else []
+                invalid.append(i)
+        minutes = rows.minute
+        if invalid is not None:
+            dropped = set(invalid)
+            rest = [i for i in range(len(clients)) if i not in dropped]
+            clients = [clients[i] for i in rest]
+            decisions = [decisions[i] for i in rest]
+            minutes = [rows.minute[i] for i in rest]
+            users = [rows.user[i] for i in rest]
+            ats = [rows.at[i] for i in rest]
+        else:
+            users, ats = rows.user, rows.at
+        tally.untimed += minutes.count(None)
+        tally.decided(clients, decisions, minutes)
+        if self.options.history and any(users):
+            self._history(clients, users, ats)
+
+    def _history(
+        self, clients: list[str], users: list[str | None], ats: list[float | None]
+    ) -> None:
+        view = self.workaround
+        if view is None:
+            view = self.workaround = WorkaroundView(
+                self.gf, self.options.history_config, examples=self.options.examples
+            )
+        for client, user, at in zip(clients, users, ats, strict=True):
+            if user is not None and at is not None:
+                view.observe(user, client, at)
+
+    def summary(self) -> dict[str, Any]:
+        """The audit's JSON-ready summary (see ``docs/audit.md`` for its keys)."""
+        out = self.tally.summary(self.gf)
+        out["workarounds"] = self.workaround.as_dict() if self.workaround is not None else None
+        elapsed = time.perf_counter() - self._started
+        out["seconds"] = round(elapsed, 3)
+        out["lines_per_second"] = round(self.tally.lines / elapsed) if elapsed > 0 else 0
+        return out
+
+
+def run_audit(
+    gf: Geofence,
+    sources: Iterable[str],
+    options: AuditOptions | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Audit log files (``-`` for stdin) against ``gf``; returns the summary.
+
+    Args:
+        gf: The engine to judge the traffic by.
+        sources: Paths of plain, gzip or zstd logs, or ``-``.
+        options: Reading and judging options.
+        progress: Called after each block.
+
+    Returns:
+        The summary (``docs/audit.md`` describes its keys).
+    """
+    options = options or AuditOptions()
+    auditor = Auditor(gf, options, progress)
+    for name in sources:
+        auditor.feed(LogSource(name, max_line=options.max_line))
+    return auditor.summary()
+
+
+@contextmanager
+def collect_less(threshold: int = 200_000) -> Iterator[None]:
+    """Run the cyclic garbage collector less often inside the block (the CLI's audits).
+
+    Parsing a block makes a tuple per line; with the default generation-0 threshold
+    (700 allocations) the collector runs thousands of times per block, and its
+    older generations walk the growing tallies each time. An audit makes no
+    reference cycles per line, so collecting every ``threshold`` allocations loses
+    nothing. The thresholds are process-wide, which is why the library leaves them
+    alone and only the command line, which owns its process, uses this.
+    """
+    old = gc.get_threshold()
+    gc.set_threshold(max(old[0], threshold), *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
