@@ -85,19 +85,15 @@ def _sample() -> bytes:
     return build_snapshot(_sample_sources(), built_at=BUILT_AT, name="sample")
 
 
-def _open_file(data: bytes, *, use_mmap: bool) -> Snapshot:
+def _open_file(data: bytes) -> Snapshot:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "snap.gfs"
         path.write_bytes(data)
-        return Snapshot.open(path, use_mmap=use_mmap)
+        return Snapshot.open(path)
 
 
-#: Every way of opening bytes: from memory, from a file via mmap, from a file via read().
-OPENERS: dict[str, Opener] = {
-    "bytes": Snapshot.from_bytes,
-    "mmap": functools.partial(_open_file, use_mmap=True),
-    "read": functools.partial(_open_file, use_mmap=False),
-}
+#: Every way of opening bytes: from memory and from a file.
+OPENERS: dict[str, Opener] = {"bytes": Snapshot.from_bytes, "file": _open_file}
 
 
 def _state(snap: Snapshot) -> tuple[object, ...]:
@@ -229,9 +225,9 @@ def test_round_trip_through_a_file(tmp_path: Path) -> None:
 
 
 def test_all_openers_agree() -> None:
-    """Opening via mmap, via read() and from bytes gives identical snapshots."""
+    """Opening a file and opening its bytes give identical snapshots."""
     states = {name: _state(opener(_sample())) for name, opener in OPENERS.items()}
-    assert states["mmap"] == states["bytes"] == states["read"]
+    assert states["file"] == states["bytes"]
 
 
 def test_bytearray_and_memoryview_are_accepted() -> None:
@@ -249,7 +245,7 @@ def test_round_trip_property(entry_lists: list[list[RangeEntry]]) -> None:
     sources = [make_source(f"s{i}", e) for i, e in enumerate(entry_lists)]
     data = build_snapshot(sources, force=True, built_at=BUILT_AT)
     from_bytes = Snapshot.from_bytes(data)
-    assert _state(OPENERS["mmap"](data)) == _state(from_bytes)
+    assert _state(OPENERS["file"](data)) == _state(from_bytes)
     from_bytes.verify()
     used = {rid for v in (4, 6) for _, _, rid in from_bytes.ranges(v) if rid >= 0}
     # A record whose ranges all lie in special-purpose space is stored but unreachable.
@@ -397,17 +393,16 @@ def test_trailing_bytes_are_refused(opener: Opener, extra: bytes) -> None:
         opener(_sample() + extra)
 
 
-@pytest.mark.parametrize("use_mmap", [True, False])
-def test_empty_missing_and_directory_paths_are_refused(tmp_path: Path, use_mmap: bool) -> None:
+def test_empty_missing_and_directory_paths_are_refused(tmp_path: Path) -> None:
     """An empty file, a missing file and a directory each give SnapshotError."""
     empty = tmp_path / "empty.gfs"
     empty.write_bytes(b"")
     with pytest.raises(SnapshotError, match="empty"):
-        Snapshot.open(empty, use_mmap=use_mmap)
+        Snapshot.open(empty)
     with pytest.raises(SnapshotError, match="cannot read"):
-        Snapshot.open(tmp_path / "missing.gfs", use_mmap=use_mmap)
+        Snapshot.open(tmp_path / "missing.gfs")
     with pytest.raises(SnapshotError):
-        Snapshot.open(tmp_path, use_mmap=use_mmap)
+        Snapshot.open(tmp_path)
 
 
 def test_empty_bytes_are_refused() -> None:
