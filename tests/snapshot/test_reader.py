@@ -672,9 +672,11 @@ def test_lookup_is_total(address: tuple[int, int]) -> None:
 
 @given(address=st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)))
 @settings(max_examples=300, deadline=None)
-def test_get_equals_lookup_record(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
+def test_get_equals_lookup_record(
+    bundled_snapshot: Snapshot, address: ipaddress.IPv4Address | ipaddress.IPv6Address
+) -> None:
     """Snapshot.get(text) returns exactly lookup(text).record, for every address."""
-    snap = Snapshot.default()
+    snap = bundled_snapshot
     text = str(address)
     assert snap.get(text) == snap.lookup(text).record
 
@@ -692,30 +694,30 @@ def _tie_addresses(snap: Snapshot, limit: int = 60) -> list[str]:
     return out
 
 
-def test_get_on_high_half_ties_equals_lookup() -> None:
+def test_get_on_high_half_ties_equals_lookup(bundled_snapshot: Snapshot) -> None:
     """The inlined IPv6 search settles ties on the high half like lookup() does."""
-    snap = Snapshot.default()
+    snap = bundled_snapshot
     texts = _tie_addresses(snap)
     assert len(texts) >= 30, "the bundled snapshot should contain such ties"
     for text in texts:
         assert snap.get(text) == snap.lookup(text).record, text
 
 
-def test_get_rejects_invalid_text() -> None:
+def test_get_rejects_invalid_text(bundled_snapshot: Snapshot) -> None:
     """Snapshot.get raises InvalidAddressError for a malformed address."""
     from geofence.errors import InvalidAddressError
 
     with pytest.raises(InvalidAddressError):
-        Snapshot.default().get("01.2.3.4")
+        bundled_snapshot.get("01.2.3.4")
 
 
 @given(value=st.integers(min_value=0, max_value=(1 << 128) - 1))
 @settings(max_examples=400, deadline=None)
-def test_indexed_ipv6_search_equals_full_bisect(value: int) -> None:
+def test_indexed_ipv6_search_equals_full_bisect(bundled_snapshot: Snapshot, value: int) -> None:
     """The V6IX-bounded IPv6 search finds the same segment as a bisect over all starts."""
     from geofence.snapshot.partition import locate6, locate6_indexed
 
-    snap = Snapshot.default()
+    snap = bundled_snapshot
     hi, lo, index = snap._v6_hi, snap._v6_lo, snap._v6_index
     assert locate6_indexed(hi, lo, index, value >> 64, value & ((1 << 64) - 1)) == locate6(
         hi, lo, value
