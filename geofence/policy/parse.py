@@ -471,9 +471,7 @@ class _Parser:
             signals = frozenset(raw)
         min_risk = data.get("min_risk")
         if min_risk is not None and not _non_negative(min_risk):
-            raise self.fail(
-                f"min_risk must be a finite number >= 0, got {min_risk!r}", rid
-            )
+            raise self.fail(f"min_risk must be a finite number >= 0, got {min_risk!r}", rid)
         rule = Rule(
             id=rid,
             action=act,
