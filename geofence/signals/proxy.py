@@ -885,8 +885,9 @@ def _resolve_general(
 
     by_position = False  # the peer is trusted only because of `hops` (no cidrs to check)
     if peer_hop is not None and peer_hop.address is not None:
-        peer_trusted = trusted.is_trusted(peer_hop.address) or trusted._unverified
-        by_position = not trusted.is_trusted(peer_hop.address)
+        known = trusted.is_trusted(peer_hop.address)
+        peer_trusted = known or trusted._unverified
+        by_position = not known
     else:
         peer_trusted = trusted.trust_missing_peer
     if not peer_trusted:
