@@ -79,7 +79,7 @@ def _same_tables_other_bytes(snap: Snapshot) -> bytes:
 
 
 def test_server_survives_in_place_rewrites_under_watch(tmp_path: Path) -> None:
-    """Rewrites every ~20 ms for a few seconds: no crash, no wrong answer, last file served."""
+    """Rewrites every ~20 ms for 3 s or more: no crash, no wrong answer, last file served."""
     bundled = default_snapshot_path()
     snap = Snapshot.open(bundled)
     other = tmp_path / "other.gfs"
@@ -99,8 +99,11 @@ def test_server_survives_in_place_rewrites_under_watch(tmp_path: Path) -> None:
         assert server.stdin is not None
         assert server.stdout.readline().strip() == "ready"
         writes = 0
-        deadline = time.monotonic() + 4.0
-        while time.monotonic() < deadline and server.poll() is None:
+        started = time.monotonic()
+        # At least 3 s and 30 rewrites (a loaded machine copies slower), at most 30 s.
+        while server.poll() is None and time.monotonic() - started < 30.0:
+            if writes >= 30 and time.monotonic() - started >= 3.0:
+                break
             _rewrite_in_place(other if writes % 2 else bundled, live)
             writes += 1
             time.sleep(0.02)
@@ -113,7 +116,7 @@ def test_server_survives_in_place_rewrites_under_watch(tmp_path: Path) -> None:
             server.wait()
     assert server.returncode == 0, err[-2000:]
     report = json.loads(out.strip().splitlines()[-1])
-    assert writes >= 40
+    assert writes >= 30
     assert report["during"] > 1000
     assert report["wrong"] == 0
     assert report["snapshot"] == final_id
