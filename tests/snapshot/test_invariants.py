@@ -210,7 +210,7 @@ def test_forcing_numpy_without_numpy_is_an_error(monkeypatch: pytest.MonkeyPatch
 _TAGS = (b"V4ST", b"V4ID", b"V4IX", b"V6HI", b"V6LO", b"V6ID", b"V6IX")
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     tag=st.sampled_from(_TAGS),
     position=st.integers(min_value=0, max_value=65536),
