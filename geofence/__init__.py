@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from geofence.decision import Action, Decision
     from geofence.engine import Geofence
     from geofence.errors import (
+        ContextError,
         DataAgeWarning,
         GeofenceError,
         InvalidAddressError,
@@ -30,20 +31,24 @@ if TYPE_CHECKING:
         SnapshotError,
         SourceError,
         StoreError,
+        TrustWarning,
     )
     from geofence.kinds import NetworkKind, SpecialRange
     from geofence.policy import Policy, load_policy, parse_policy
     from geofence.records import LookupResult, NetworkRecord
+    from geofence.reloading import Health, Retry
     from geofence.signals.base import Signal
     from geofence.snapshot.reader import Snapshot
 
 _EXPORTS = {
     "Action": "geofence.decision",
     "Context": "geofence.context",
+    "ContextError": "geofence.errors",
     "DataAgeWarning": "geofence.errors",
     "Decision": "geofence.decision",
     "Geofence": "geofence.engine",
     "GeofenceError": "geofence.errors",
+    "Health": "geofence.reloading",
     "InvalidAddressError": "geofence.errors",
     "LookupResult": "geofence.records",
     "NetworkKind": "geofence.kinds",
@@ -51,6 +56,7 @@ _EXPORTS = {
     "ParsedAddress": "geofence.addr",
     "Policy": "geofence.policy",
     "PolicyError": "geofence.errors",
+    "Retry": "geofence.reloading",
     "Signal": "geofence.signals.base",
     "Snapshot": "geofence.snapshot.reader",
     "SnapshotError": "geofence.errors",
@@ -58,6 +64,7 @@ _EXPORTS = {
     "SpecialRange": "geofence.kinds",
     "StoreError": "geofence.errors",
     "Subject": "geofence.context",
+    "TrustWarning": "geofence.errors",
     "TunnelKind": "geofence.addr",
     "load_policy": "geofence.policy",
     "parse_address": "geofence.addr",
@@ -67,10 +74,12 @@ _EXPORTS = {
 __all__ = [
     "Action",
     "Context",
+    "ContextError",
     "DataAgeWarning",
     "Decision",
     "Geofence",
     "GeofenceError",
+    "Health",
     "InvalidAddressError",
     "LookupResult",
     "NetworkKind",
@@ -78,6 +87,7 @@ __all__ = [
     "ParsedAddress",
     "Policy",
     "PolicyError",
+    "Retry",
     "Signal",
     "Snapshot",
     "SnapshotError",
@@ -85,6 +95,7 @@ __all__ = [
     "SpecialRange",
     "StoreError",
     "Subject",
+    "TrustWarning",
     "TunnelKind",
     "__version__",
     "load_policy",

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, TextIO
 
-from geofence.errors import GeofenceError, InvalidAddressError
+from geofence.errors import GeofenceError, InvalidAddressError, SnapshotError
 
 if TYPE_CHECKING:
     from geofence.decision import Decision
@@ -428,11 +428,27 @@ def _progress(err: TextIO, quiet: bool) -> object:
     return say
 
 
+def _check_output_dir(output: str) -> None:
+    """Refuse an output path whose directory is missing before any work is done.
+
+    Otherwise the atomic write fails at the very end, naming its temporary file.
+    """
+    parent = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(parent):
+        raise SnapshotError(f"{output}: cannot write the snapshot: no directory {parent}")
+
+
+def _cli_words(message: str) -> str:
+    """Library advice in command-line words (the builder's guard says ``force=True``)."""
+    return message.replace("pass force=True", "pass --force")
+
+
 def cmd_data_build(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``geofence data build --source KIND:PATH ... -o FILE``."""
     from geofence.snapshot.build import build_snapshot, write_atomic
     from geofence.sources import open_source
 
+    _check_output_dir(args.output)
     sources = [open_source(spec) for spec in args.source]
     priority = json.loads(args.field_priority) if args.field_priority else None
     data = build_snapshot(
@@ -452,6 +468,7 @@ def cmd_data_update(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``geofence data update --source KIND:URL ... -o FILE``: fetch and rebuild."""
     from geofence.snapshot.update import update_snapshot
 
+    _check_output_dir(args.output)
     update_snapshot(
         args.source,
         output=args.output,
@@ -610,7 +627,10 @@ def main(
     try:
         status: int = args.func(args, out, err)
     except GeofenceError as exc:
-        print(f"geofence: {exc}", file=err)
+        print(f"geofence: {_cli_words(str(exc))}", file=err)
+        return 2
+    except UnicodeDecodeError as exc:  # addresses on stdin, a --params file...
+        print(f"geofence: input is not UTF-8 text: {exc}", file=err)
         return 2
     except BrokenPipeError:  # pragma: no cover - `geofence lookup ... | head`
         return 0

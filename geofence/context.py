@@ -6,8 +6,10 @@ precomputed; with it, rules about subjects and workaround signals are evaluated.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
+from geofence.errors import ContextError
 from geofence.signals.base import Signal
 
 __all__ = ["Context", "Subject"]
@@ -87,3 +89,37 @@ class Context:
 
     at: float | None = None
     """Unix time of the request (default: now); used by history signals."""
+
+    def __post_init__(self) -> None:
+        """Check the numbers and the signals once, where the context is made.
+
+        Raises:
+            ContextError: ``at`` is not a finite number of seconds,
+                ``declared_location`` is not a (latitude, longitude) pair of
+                finite degrees in range, or ``signals`` holds something other
+                than :class:`~geofence.signals.base.Signal` objects.
+        """
+        if self.at is not None and not _finite(self.at):
+            raise ContextError(f"Context.at must be a finite Unix time, got {self.at!r}")
+        loc = self.declared_location
+        if loc is not None and not (
+            isinstance(loc, tuple)
+            and len(loc) == 2
+            and _finite(loc[0])
+            and _finite(loc[1])
+            and -90 <= loc[0] <= 90
+            and -180 <= loc[1] <= 180
+        ):
+            raise ContextError(
+                f"Context.declared_location must be (latitude, longitude) in degrees, got {loc!r}"
+            )
+        if not isinstance(self.signals, tuple) or not all(
+            isinstance(s, Signal) for s in self.signals
+        ):
+            raise ContextError(
+                f"Context.signals must be a tuple of Signal objects, got {self.signals!r:.100}"
+            )
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

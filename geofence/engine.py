@@ -29,6 +29,7 @@ from geofence.policy.compile import CompiledPolicy, compile_policy, make_decisio
 from geofence.policy.evaluate import evaluate
 from geofence.policy.model import Policy
 from geofence.policy.parse import load_policy
+from geofence.reloading import Health, ReloadEvent, ReloadMonitor, Retry, Watcher
 from geofence.signals.base import Signal
 from geofence.snapshot.partition import SPECIAL_BY_ID, TUNNEL_BY_ID, locate6_indexed
 from geofence.snapshot.reader import Snapshot
@@ -86,6 +87,7 @@ class Geofence:
         max_age: Warn (or raise, with ``stale="error"``) when the data is older.
         stale: ``"warn"`` or ``"error"`` for the data-age guard.
         today: A callable giving the date rules are compiled for (tests).
+        retry: Backoff between retries of a failed watched reload or date refresh.
     """
 
     def __init__(
@@ -98,6 +100,7 @@ class Geofence:
         max_age: dt.timedelta | None = None,
         stale: str = "warn",
         today: Callable[[], dt.date] | None = None,
+        retry: Retry | None = None,
     ) -> None:
         if cache_size < 0:
             raise ValueError(f"cache_size must be >= 0, got {cache_size}")
@@ -110,8 +113,11 @@ class Geofence:
         self._today = today or _utc_today
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
-        self._watcher: threading.Thread | None = None
+        self._watcher: Watcher | None = None
         self._stop = threading.Event()
+        self._retry = retry or Retry()
+        self._monitor = ReloadMonitor()
+        self._refresh_failures = 0
         self._install(self._build(snapshot, policy))
 
     # -- state ------------------------------------------------------------------------------
@@ -439,16 +445,31 @@ class Geofence:
         """Swap in a new snapshot and/or policy atomically.
 
         The new state is built (opened, validated, compiled) completely before it
-        replaces the old one. If anything fails, the old state stays and the
-        error is raised.
+        replaces the old one. If anything fails, the old state stays, the failure
+        is recorded in :meth:`health` and logged, and the error is raised.
 
         Args:
-            snapshot: New snapshot (or path); default: re-open the current file.
+            snapshot: New snapshot (or path); default: re-open the current file
+                if it changed (by mtime, size or inode).
             policy: New policy (or path, or preset); default: re-load the current one.
 
         Raises:
             GeofenceError: The new snapshot or policy is invalid (old state kept).
         """
+        try:
+            self._reload_now(snapshot=snapshot, policy=policy)
+        except Exception as exc:
+            self._monitor.failed("manual", exc)
+            raise
+        self._monitor.succeeded("manual")
+
+    def _reload_now(
+        self,
+        *,
+        snapshot: Snapshot | str | os.PathLike[str] | None = None,
+        policy: Policy | str | os.PathLike[str] | None = None,
+    ) -> None:
+        """:meth:`reload` without the record-keeping (each caller records its own trigger)."""
         with self._lock:
             old = self._hot[5]
             snap: Snapshot | str | os.PathLike[str]
@@ -470,83 +491,143 @@ class Geofence:
     def watch(self, interval: float = 5.0) -> None:
         """Start a daemon thread that reloads when the snapshot or policy file changes.
 
-        Changes are detected by (mtime, size, inode). A failed reload is logged
-        and retried on the next change; the old state keeps serving.
+        Changes are detected by (mtime, size, inode), so both an atomic replace
+        and an in-place rewrite are noticed (prefer the atomic replace: see
+        ``docs/reliability.md``). A failed reload, whatever the error, is logged
+        and recorded in :meth:`health`; the old state keeps serving and the
+        reload is retried with backoff (``retry``) until it succeeds.
+
+        Raises:
+            ValueError: ``interval`` is not a finite positive number.
         """
-        if self._watcher is not None:
+        if self._watcher is not None and self._watcher.alive:
             return
         self._stop.clear()
-
-        def signature() -> tuple[object, ...]:
-            st = self._hot[5]
-            out: list[object] = []
-            for path in (st.snapshot_path, st.policy_ref):
-                if path is None:
-                    out.append(None)
-                    continue
-                try:
-                    s = os.stat(path)
-                    out.append((s.st_mtime_ns, s.st_size, s.st_ino))
-                except OSError:
-                    out.append("missing")
-            return tuple(out)
-
-        # The baseline is taken here, not in the thread: a change made right after
-        # watch() returns must not become the thread's baseline and go unnoticed.
-        last = signature()
-
-        def run() -> None:
-            nonlocal last
-            while not self._stop.wait(interval):
-                now = signature()
-                if now == last:
-                    continue
-                last = now
-                try:
-                    self.reload()
-                    log.info("geofence: reloaded after a file change")
-                except GeofenceError as exc:
-                    log.error("geofence: reload failed, keeping the old state: %s", exc)
-
-        self._watcher = threading.Thread(target=run, name="geofence-watch", daemon=True)
+        self._watcher = Watcher(
+            self._watched_files,
+            self._reload_now,
+            self._monitor,
+            interval=interval,
+            retry=self._retry,
+        )
         self._watcher.start()
+
+    def _watched_files(self) -> tuple[object, ...]:
+        """(mtime, size, inode) of the snapshot and policy files in use ("missing" if gone)."""
+        state = self._hot[5]
+        out: list[object] = []
+        for path in (state.snapshot_path, state.policy_ref):
+            out.append(None if path is None else (_file_signature(path) or "missing"))
+        return tuple(out)
+
+    def health(self) -> Health:
+        """Reload health: last success, last error, state age, overdue date refresh.
+
+        A health endpoint can serve ``health().as_dict()``; an alert fires on
+        ``healthy`` being false (see ``docs/reliability.md``).
+        """
+        compiled = self._hot[5].compiled
+        due = compiled.valid_until
+        return self._monitor.health(
+            snapshot_id=compiled.snapshot.snapshot_id,
+            policy_digest=compiled.policy.digest,
+            watching=self._watcher is not None and self._watcher.alive,
+            refresh_due=due,
+            refresh_overdue=due is not None and self._today() >= due,
+        )
+
+    def add_reload_listener(self, listener: Callable[[ReloadEvent], None]) -> None:
+        """Call ``listener`` after every reload attempt (watch, date refresh, manual).
+
+        For metrics and alerting, e.g.
+        :func:`geofence.reloading.prometheus_reload_metrics`. Listener errors
+        are logged and ignored.
+        """
+        self._monitor.add_listener(listener)
 
     def close(self) -> None:
         """Stop the watcher and the date-refresh timer (the engine keeps deciding)."""
         self._stop.set()
         if self._watcher is not None:
-            self._watcher.join(timeout=5)
+            self._watcher.stop()
             self._watcher = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def _schedule_date_refresh(self, compiled: CompiledPolicy) -> None:
-        """Recompile when a rule's effective date arrives (a daemon timer)."""
+    def _schedule_date_refresh(
+        self, compiled: CompiledPolicy, retry_in: float | None = None
+    ) -> None:
+        """Recompile when a rule's effective date arrives (a daemon timer).
+
+        Args:
+            compiled: The compiled policy in use (its ``valid_until`` is the date).
+            retry_in: Seconds until a retry of a failed refresh, instead of the date.
+        """
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if compiled.valid_until is None or self._stop.is_set():
+        until = compiled.valid_until
+        if self._stop.is_set():
             return
-        now = dt.datetime.now(dt.UTC)
-        at = dt.datetime.combine(compiled.valid_until, dt.time(), tzinfo=dt.UTC)
-        # At least a minute: when the configured `today` lags the UTC date (a
-        # local-time clock), the boundary may be "due" by UTC but not yet by
-        # `today`; retrying every second would recompile in a loop. At most a
-        # day, so clock changes are picked up.
-        delay = min(max((at - now).total_seconds(), 60.0), 86_400.0)
+        if retry_in is not None:
+            delay = retry_in
+        elif until is not None:
+            now = dt.datetime.now(dt.UTC)
+            at = dt.datetime.combine(until, dt.time(), tzinfo=dt.UTC)
+            # At least a minute: when the configured `today` lags the UTC date (a
+            # local-time clock), the boundary may be "due" by UTC but not yet by
+            # `today`; retrying every second would recompile in a loop. At most a
+            # day, so clock changes are picked up.
+            delay = min(max((at - now).total_seconds(), 60.0), 86_400.0)
+        else:
+            return
 
         def fire() -> None:
-            if self._stop.is_set():
-                return  # closed while the timer was due
-            try:
-                self.reload()
-            except GeofenceError as exc:  # pragma: no cover - logged, old state kept
-                log.error("geofence: date refresh failed: %s", exc)
+            if not self._stop.is_set():  # closed while the timer was due
+                self._refresh_dates()
 
         self._timer = threading.Timer(delay, fire)
         self._timer.daemon = True
         self._timer.start()
+
+    def _refresh_dates(self) -> None:
+        """Apply the rules of today's date: re-read the files or, failing that, recompile.
+
+        A file that is broken or being rewritten must not keep a rule from
+        starting on its date: when the reload fails, the policy and snapshot
+        already in memory are compiled for today. Only if that fails too is the
+        refresh retried, with backoff; either failure is recorded in :meth:`health`.
+        """
+        try:
+            self._reload_now()
+        except Exception as exc:
+            self._monitor.failed("refresh", exc)
+        else:
+            self._refresh_failures = 0
+            self._monitor.succeeded("refresh")
+            return
+        try:
+            with self._lock:
+                old = self._hot[5]
+                compiled = compile_policy(
+                    old.compiled.policy, old.compiled.snapshot, today=self._today()
+                )
+                fresh = replace(
+                    old,
+                    compiled=compiled,
+                    cache={} if self._cache_size else None,
+                    tunnel_variants={},
+                )
+                self._install(fresh)
+        except Exception as exc:
+            self._refresh_failures += 1
+            self._monitor.failed("refresh", exc)
+            retry_in = self._retry.delay(self._refresh_failures)
+            self._schedule_date_refresh(self._hot[5].compiled, retry_in=retry_in)
+        else:
+            self._refresh_failures = 0
+            log.warning("geofence: applied today's rules from the policy in memory")
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Pickle by reference, for Dask, Spark and process pools.

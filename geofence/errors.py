@@ -8,6 +8,7 @@ A small, honest hierarchy: every error raised on purpose by this package is a
 from __future__ import annotations
 
 __all__ = [
+    "ContextError",
     "DataAgeWarning",
     "GeofenceError",
     "InvalidAddressError",
@@ -15,6 +16,7 @@ __all__ = [
     "SnapshotError",
     "SourceError",
     "StoreError",
+    "TrustWarning",
 ]
 
 
@@ -50,6 +52,15 @@ class PolicyError(GeofenceError, ValueError):
         self.rule_id = rule_id
 
 
+class ContextError(GeofenceError, ValueError):
+    """A request context holds an unusable value: a NaN time, a negative signal weight...
+
+    Raised when the :class:`~geofence.context.Context` or
+    :class:`~geofence.signals.base.Signal` is built, so a bad number never reaches
+    a risk score, a rule or an audit line.
+    """
+
+
 class SnapshotError(GeofenceError):
     """A snapshot file is missing, corrupt, truncated, too new or otherwise unusable.
 
@@ -67,3 +78,7 @@ class StoreError(GeofenceError):
 
 class DataAgeWarning(UserWarning):
     """The loaded snapshot's data is older than the configured maximum age."""
+
+
+class TrustWarning(UserWarning):
+    """A proxy-trust configuration believes headers from peers it cannot verify."""

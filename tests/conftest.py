@@ -1,4 +1,4 @@
-"""Fixtures shared by the whole test suite."""
+"""Fixtures shared by the whole test suite, and the Hypothesis profile it runs under."""
 
 from __future__ import annotations
 
@@ -10,6 +10,20 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+from geofence.snapshot.reader import Snapshot
+
+# Property tests check invariants, not speed (benchmarks/ measures that): on a loaded CI
+# machine a per-example deadline only turns slow examples into flaky failures.
+settings.register_profile("geofence", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("GEOFENCE_HYPOTHESIS_PROFILE", "geofence"))
+
+
+@pytest.fixture(scope="session")
+def bundled_snapshot() -> Snapshot:
+    """The bundled snapshot, opened once per session (a Snapshot is immutable)."""
+    return Snapshot.default()
 
 
 @pytest.fixture(scope="session")

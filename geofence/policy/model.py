@@ -29,13 +29,16 @@ import datetime as dt
 import enum
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Final
 
 from geofence.context import Context, Subject
 from geofence.decision import Action
+from geofence.errors import PolicyError
 from geofence.kinds import NetworkKind, kinds_to_names
 from geofence.records import NetworkRecord
+from geofence.signals.base import MAX_WEIGHT, check_weight
 
 __all__ = ["Match", "Policy", "Rule", "SubjectCondition"]
 
@@ -186,6 +189,10 @@ class Rule:
     _needs_data: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.min_risk is not None and not _finite_non_negative(self.min_risk):
+            raise PolicyError(
+                f"min_risk must be a finite number >= 0, got {self.min_risk!r}", rule_id=self.id
+            )
         context = (
             (not self.subject.is_empty()) or self.signals is not None or self.min_risk is not None
         )
@@ -318,6 +325,15 @@ class Rule:
         }
 
 
+def _finite_non_negative(value: object) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
+
+
 def _in_jurisdictions(record: NetworkRecord, codes: frozenset[str]) -> tuple[Match, str]:
     """Whether a record's location is in a set of country and subdivision codes."""
     country = record.country
@@ -380,6 +396,15 @@ class Policy:
     _digest: str = field(default="", init=False, repr=False, compare=False)
     # Cache of :attr:`digest`: every decision with a context quotes it, and computing it
     # serialises and hashes the whole policy.
+
+    def __post_init__(self) -> None:
+        for code, weight in self.signal_weights:
+            if not check_weight(weight):
+                raise PolicyError(
+                    f"signal weight of {code!r} must be a finite number between 0 and "
+                    f"{MAX_WEIGHT:g}, got {weight!r}",
+                    source=self.source or None,
+                )
 
     def canonical(self) -> dict[str, object]:
         """Canonical JSON-ready form; its hash is :attr:`digest`."""

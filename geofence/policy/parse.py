@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import math
 import os
 import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from geofence.decision import Action, parse_action
 from geofence.errors import PolicyError
 from geofence.kinds import kinds_from_names
 from geofence.policy.groups import BUILTIN_GROUPS
 from geofence.policy.model import Policy, Rule, SubjectCondition
+from geofence.signals.base import MAX_WEIGHT, check_weight
+from geofence.signals.codes import BUILTIN_SIGNAL_CODES, suggest_code
 
 __all__ = ["load_policy", "parse_policy", "preset_names", "preset_path"]
 
@@ -60,8 +63,10 @@ _TOP_KEYS = {"policy", "groups", "rules", "exceptions", "signal_weights"}
 #: ISO 3166 user-assigned codes in common use for places pycountry does not list:
 #: XK is Kosovo (used by the European Commission, SWIFT and the IP registries' data).
 _USER_ASSIGNED = frozenset({"XK"})
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
-_SIGNAL = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+# \Z, not $: "$" also matches before a final newline, and an id like "a\n" would split
+# the CLI's and the audit log's lines.
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}\Z")
+_SIGNAL = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
 
 
 def _presets_dirs() -> list[Path]:
@@ -112,9 +117,18 @@ def load_policy(ref: str | os.PathLike[str], *, params: Mapping[str, Any] | None
     elif not path.exists() and "/" not in text_ref and not text_ref.endswith(".toml"):
         path = preset_path(text_ref)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise PolicyError(f"cannot read policy: {exc.strerror or exc}", source=str(path)) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise PolicyError(
+            f"not UTF-8 text: byte 0x{raw[exc.start]:02x} on line {line} (offset {exc.start}); "
+            "TOML files are UTF-8",
+            source=str(path),
+        ) from None
     return parse_policy(text, source=str(path), params=params)
 
 
@@ -127,14 +141,23 @@ def parse_policy(
         PolicyError: The policy is invalid; the message names source, rule and reason.
     """
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(f"invalid TOML: {exc}", source=source) from exc
-    if "params" in data:
-        data = _apply_params(data, params or {}, source)
-    elif params:
-        raise PolicyError("params were given but the policy declares no [params]", source=source)
-    return _Parser(source).policy(data)
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise PolicyError(f"invalid TOML: {exc}", source=source) from exc
+        if "params" in data:
+            data = _apply_params(data, params or {}, source)
+        elif params:
+            raise PolicyError(
+                "params were given but the policy declares no [params]", source=source
+            )
+        return _Parser(source).policy(data)
+    except RecursionError:
+        # tomllib (and any walk over the values) recurses once per level of nesting.
+        raise PolicyError(
+            "arrays or tables nested too deeply (a policy needs at most a few levels)",
+            source=source,
+        ) from None
 
 
 def _apply_params(data: dict[str, Any], given: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -170,10 +193,51 @@ def _apply_params(data: dict[str, Any], given: Mapping[str, Any], source: str) -
     return result
 
 
+def _non_negative(value: object) -> bool:
+    """Whether ``value`` is a finite number >= 0 (not a bool; NaN and infinities refused)."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
+
+
+#: Tunnel prefixes whose addresses are decided by the IPv4 address they embed (the
+#: mapped prefix has its own message above), with how to find that IPv4 address.
+_TUNNEL_PREFIXES: Final = (
+    (ipaddress.IPv6Network("64:ff9b::/96"), "NAT64 (RFC 6052)", 96, 0),
+    (ipaddress.IPv6Network("2001::/32"), "Teredo (RFC 4380)", None, 0),
+    (ipaddress.IPv6Network("2002::/16"), "6to4 (RFC 3056)", 16, 80),
+)
+
+
+def _inside_tunnel(net: ipaddress.IPv6Network) -> str | None:
+    """Why an IPv6 network inside a tunnel prefix can never match, or ``None``.
+
+    Addresses there are unwrapped and decided as the IPv4 address they carry
+    (see ``docs/policy.md``), so a rule must name that IPv4 network instead.
+    """
+    for prefix, name, skip, shift in _TUNNEL_PREFIXES:
+        if not net.subnet_of(prefix):
+            continue
+        advice = "name the IPv4 network it carries instead"
+        if skip is not None and skip <= net.prefixlen <= skip + 32:
+            first = (int(net.network_address) >> shift) & 0xFFFFFFFF
+            v4 = ipaddress.IPv4Network((first, net.prefixlen - skip))
+            advice = f"write {str(v4)!r} instead"
+        return (
+            f"lies inside the {name} prefix {prefix}: addresses there are decided as the "
+            f"IPv4 address they embed, so it can never match; {advice}"
+        )
+    return None
+
+
 class _Parser:
     def __init__(self, source: str) -> None:
         self.source = source
         self.groups: dict[str, frozenset[str]] = dict(BUILTIN_GROUPS)
+        self.custom_signals: frozenset[str] = frozenset()
 
     def fail(self, message: str, rule_id: str | None = None) -> PolicyError:
         return PolicyError(message, source=self.source, rule_id=rule_id)
@@ -196,9 +260,13 @@ class _Parser:
         groups = data.get("groups", {})
         if not isinstance(groups, dict):
             raise self.fail("[groups] must be a table of name = [codes]")
-        for name in groups:
+        for name, codes in groups.items():
             if not _ID.match(name):
                 raise self.fail(f"group name {name!r} is not an identifier")
+            if not isinstance(codes, list):
+                raise self.fail(
+                    f"[groups] {name} must be a list of codes or @groups, got {codes!r}"
+                )
         pending = dict(groups)
         while pending:  # resolve groups that refer to other groups
             progressed = False
@@ -212,14 +280,20 @@ class _Parser:
                 raise self.fail(f"groups refer to each other in a cycle: {sorted(pending)}")
         weights = data.get("signal_weights", {})
         if not isinstance(weights, dict) or not all(
-            isinstance(k, str)
-            and _SIGNAL.match(k)
-            and isinstance(v, (int, float))
-            and not isinstance(v, bool)
-            and v >= 0
-            for k, v in weights.items()
+            isinstance(k, str) and _SIGNAL.match(k) and check_weight(v) for k, v in weights.items()
         ):
-            raise self.fail("[signal_weights] must map signal codes to non-negative numbers")
+            raise self.fail(
+                "[signal_weights] must map signal codes to finite numbers between 0 and "
+                f"{MAX_WEIGHT:g}"
+            )
+        for code in weights:
+            guess = suggest_code(code) if code not in BUILTIN_SIGNAL_CODES else None
+            if guess is not None:
+                raise self.fail(
+                    f"[signal_weights]: unknown signal code {code!r}; did you mean {guess!r}? "
+                    "(a code of your own must not look like a built-in one)"
+                )
+        self.custom_signals = frozenset(weights) - BUILTIN_SIGNAL_CODES
         rules = tuple(
             self.rule(r, i, exception=False) for i, r in enumerate(self.list(data, "rules"))
         )
@@ -386,12 +460,19 @@ class _Parser:
                 or not all(isinstance(s, str) and _SIGNAL.match(s) for s in raw)
             ):
                 raise self.fail("signals must be a non-empty list of signal codes", rid)
+            for code in raw:
+                if code not in BUILTIN_SIGNAL_CODES and code not in self.custom_signals:
+                    guess = suggest_code(code)
+                    hint = f"did you mean {guess!r}? " if guess else ""
+                    raise self.fail(
+                        f"signals: unknown signal code {code!r}; {hint}a code of your own "
+                        "(in Context.signals) must be declared in [signal_weights]",
+                        rid,
+                    )
             signals = frozenset(raw)
         min_risk = data.get("min_risk")
-        if min_risk is not None and (
-            not isinstance(min_risk, (int, float)) or isinstance(min_risk, bool) or min_risk < 0
-        ):
-            raise self.fail("min_risk must be a non-negative number", rid)
+        if min_risk is not None and not _non_negative(min_risk):
+            raise self.fail(f"min_risk must be a finite number >= 0, got {min_risk!r}", rid)
         rule = Rule(
             id=rid,
             action=act,
@@ -440,6 +521,10 @@ class _Parser:
                 ipaddress.IPv6Network("::ffff:0:0/96")
             ):
                 raise self.fail(f"cidrs: write IPv4-mapped {item!r} as an IPv4 network", rid)
+            if isinstance(net, ipaddress.IPv6Network):
+                tunnel = _inside_tunnel(net)
+                if tunnel is not None:
+                    raise self.fail(f"cidrs: {item!r} {tunnel}", rid)
             out.append((net.version, int(net.network_address), int(net.broadcast_address)))
             text.append(str(net))
         return tuple(out), tuple(text)

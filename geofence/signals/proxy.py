@@ -19,12 +19,14 @@ from __future__ import annotations
 import bisect
 import enum
 import ipaddress
+import logging
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from geofence.addr import V4_MAX, ParsedAddress, TunnelKind, parse_address, parse_plain
-from geofence.errors import InvalidAddressError, PolicyError
+from geofence.errors import InvalidAddressError, PolicyError, TrustWarning
 from geofence.signals.base import Signal
 
 __all__ = [
@@ -77,10 +79,12 @@ SIGNAL_WEIGHTS: Mapping[str, float] = MappingProxyType(
         "private_in_chain": 0.1,
         "chain_too_short": 0.3,
         "peer_malformed": 0.0,
+        "proxy_unverified": 0.5,
     }
 )
 
 _SHOW_MAX = 60
+log = logging.getLogger("geofence")
 _OBF_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
@@ -153,8 +157,14 @@ class TrustedProxies:
       ``xff_num_trusted_hops``; ``hops=1`` means "the peer is my one proxy,
       the client is the last header entry").
 
-    A hop is trusted when either rule says so. The default trusts nobody:
-    every header is ignored and the peer is the client.
+    A hop is trusted when either rule says so, except the socket peer: when
+    ``cidrs`` are given, the peer must lie in them (a known proxy) before any
+    header is read, whatever ``hops`` says. ``hops`` without ``cidrs`` cannot
+    tell the proxy from a client that reaches the application directly and
+    writes its own ``X-Forwarded-For``: it warns (:class:`~geofence.errors.TrustWarning`)
+    when configured, and every client address it reads from a header carries
+    the ``proxy_unverified`` signal. The default trusts nobody: every header is
+    ignored and the peer is the client.
 
     Raises:
         InvalidAddressError: A CIDR is not a valid network (host bits set,
@@ -194,6 +204,8 @@ class TrustedProxies:
     _order: tuple[ClientSource, ...] = field(init=False, repr=False, compare=False, default=())
     # Whether X-Forwarded-For alone is honoured, by address (the fast path's case).
     _xff_only: bool = field(init=False, repr=False, compare=False, default=False)
+    # Whether any peer is trusted by position alone (hops without cidrs).
+    _unverified: bool = field(init=False, repr=False, compare=False, default=False)
     # Peer text -> is_trusted(peer), for the fast path (peers repeat; bounded).
     _peer_trust: dict[str, bool] = field(
         init=False, repr=False, compare=False, default_factory=dict
@@ -239,6 +251,17 @@ class TrustedProxies:
             )
         if not isinstance(self.trust_missing_peer, bool):
             raise PolicyError(f"trust_missing_peer must be a bool, got {self.trust_missing_peer!r}")
+        unverified = bool(self.hops) and not cidrs
+        object.__setattr__(self, "_unverified", unverified)
+        if unverified:
+            message = (
+                f"TrustedProxies(hops={self.hops}) without cidrs trusts every socket peer as a "
+                "proxy: a client that reaches the application directly chooses its own "
+                "address with X-Forwarded-For. Give the proxies' networks in cidrs; until "
+                "then every header-derived address carries the 'proxy_unverified' signal"
+            )
+            log.warning("geofence: %s", message)
+            warnings.warn(message, TrustWarning, stacklevel=3)
 
     @classmethod
     def from_config(cls, config: Mapping[str, object]) -> TrustedProxies:
@@ -860,8 +883,11 @@ def _resolve_general(
             signals.add("peer_malformed", f"peer {_show(peer)} is not an IP address")
             peer_hop = _Hop(_Kind.MISSING, peer_hop.text)
 
+    by_position = False  # the peer is trusted only because of `hops` (no cidrs to check)
     if peer_hop is not None and peer_hop.address is not None:
-        peer_trusted = trusted.hops > 0 or trusted.is_trusted(peer_hop.address)
+        known = trusted.is_trusted(peer_hop.address)
+        peer_trusted = known or trusted._unverified
+        by_position = not known
     else:
         peer_trusted = trusted.trust_missing_peer
     if not peer_trusted:
@@ -909,6 +935,12 @@ def _resolve_general(
     _check_consistency(outcomes, singles, chains, signals)
     if result is None:
         return _peer_result(peer_hop, signals)
+    if by_position and result.source is not ClientSource.PEER:
+        signals.add(
+            "proxy_unverified",
+            f"peer {_show(peer or '')} trusted by position only (hops={trusted.hops}, no "
+            f"cidrs): {result.source} could have been written by the client itself",
+        )
     return ClientAddress(
         address=result.address,
         text=result.text,

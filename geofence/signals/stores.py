@@ -19,12 +19,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import sys
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Generic, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, Self, TypeVar
 
 from geofence.signals.history import (
     FailureMode,
@@ -84,10 +85,11 @@ class AsyncHistoryStore(Protocol):
 
 
 class _Entry:
-    __slots__ = ("touched",)
+    __slots__ = ("size", "touched")
 
-    def __init__(self, touched: float) -> None:
+    def __init__(self, touched: float, size: int) -> None:
         self.touched = touched  # clock reading of the last record, for TTL expiry
+        self.size = size  # bytes this entry is charged, see _Costs
 
 
 _E = TypeVar("_E", bound=_Entry)
@@ -96,8 +98,8 @@ _E = TypeVar("_E", bound=_Entry)
 class _Subject(_Entry):
     __slots__ = ("observations",)
 
-    def __init__(self, maxlen: int, touched: float) -> None:
-        super().__init__(touched)
+    def __init__(self, maxlen: int, touched: float, size: int) -> None:
+        super().__init__(touched, size)
         # Newest first: appendleft, and the deque's maxlen drops the oldest on the right.
         self.observations: deque[Observation] = deque(maxlen=maxlen)
 
@@ -105,10 +107,42 @@ class _Subject(_Entry):
 class _Egress(_Entry):
     __slots__ = ("seen",)
 
-    def __init__(self, touched: float) -> None:
-        super().__init__(touched)
+    def __init__(self, touched: float, size: int) -> None:
+        super().__init__(touched, size)
         # subject -> latest observation time, in record order (oldest first).
         self.seen: OrderedDict[str, float] = OrderedDict()
+
+
+class _Costs:
+    """Bytes charged per entry of the memory store: CPython object sizes, measured once.
+
+    An entry costs its table slot, its container and key, and per item the
+    objects it holds. Strings are charged at their own size (``sys.getsizeof``):
+    each observation holds the subject and address strings of its own request;
+    its country and subdivision are the snapshot records' strings, charged nothing.
+    ``docs/history.md`` compares the charge with ``tracemalloc`` (the tests check
+    that they stay close).
+    """
+
+    __slots__ = ()
+
+    #: One slot of an OrderedDict table: hash table entry plus the order links.
+    SLOT: Final = 104
+    SUBJECT: Final = SLOT + sys.getsizeof(_Subject(50, 0.0, 0)) + sys.getsizeof(deque(maxlen=50))
+    EGRESS: Final = SLOT + sys.getsizeof(_Egress(0.0, 0)) + sys.getsizeof(OrderedDict())
+    #: An observation: the object, its float fields, and its share of the deque's blocks.
+    OBSERVATION: Final = (
+        sys.getsizeof(Observation(subject="s", at=0.5, address="a", latitude=0.5, longitude=0.5))
+        + 3 * sys.getsizeof(0.5)
+        + 8
+    )
+    #: One subject seen behind an egress address: a slot and its float time.
+    SEEN: Final = SLOT + sys.getsizeof(0.5)
+
+    @staticmethod
+    def observation(obs: Observation) -> int:
+        """An observation with its own subject and address strings (each request's copies)."""
+        return _Costs.OBSERVATION + sys.getsizeof(obs.subject) + sys.getsizeof(obs.address)
 
 
 class _ClosedOnExit:
@@ -133,9 +167,13 @@ class MemoryHistoryStore(_ClosedOnExit):
     """In-process history store: the default for a single process.
 
     Thread-safe with one lock held only for dictionary updates. Memory is bounded:
-    at most ``max_subjects`` subjects and ``max_egress`` egress addresses (least
-    recently used evicted first), ``config.max_observations_per_subject`` per
-    subject and ``config.max_subjects_per_egress`` per address. A subject's history
+    at most ``max_bytes`` charged in total (64 MiB by default; see
+    ``docs/history.md`` for what is charged), ``max_subjects`` subjects and
+    ``max_egress`` egress addresses, ``config.max_observations_per_subject`` per
+    subject and ``config.max_subjects_per_egress`` per address. Over a bound, the
+    least recently used entries go first, across both tables: no subject is kept
+    or dropped for the size of its history, and a flood of new subjects evicts the
+    idlest ones before any active one. A subject's history
     expires ``config.ttl_s`` after its last observation and an address's
     ``config.egress_window_s`` after its last one, measured on ``clock``: lazily
     when touched, and by a sweep of at most ``sweep_batch`` entries per call.
@@ -148,11 +186,12 @@ class MemoryHistoryStore(_ClosedOnExit):
         config: Bounds and windows; the defaults when ``None``.
         max_subjects: Most subjects kept.
         max_egress: Most egress addresses kept.
+        max_bytes: Most bytes charged for both tables together.
         sweep_batch: Most expired entries dropped per call, per table.
         clock: Monotonic seconds used for expiry (injectable for tests).
 
     Raises:
-        ValueError: A bound is smaller than 1.
+        ValueError: A bound is smaller than 1 (``max_bytes``: than one full subject).
     """
 
     failure_mode: FailureMode = "open"
@@ -164,6 +203,7 @@ class MemoryHistoryStore(_ClosedOnExit):
         *,
         max_subjects: int = 100_000,
         max_egress: int = 100_000,
+        max_bytes: int = 64 * 2**20,
         sweep_batch: int = 16,
         clock: Clock = time.monotonic,
     ) -> None:
@@ -175,8 +215,16 @@ class MemoryHistoryStore(_ClosedOnExit):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value!r}")
         self.config = config if config is not None else HistoryConfig()
+        smallest = _Costs.SUBJECT + self.config.max_observations_per_subject * _Costs.OBSERVATION
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < smallest:
+            raise ValueError(
+                f"max_bytes must be an integer of at least {smallest} (one full subject), "
+                f"got {max_bytes!r}"
+            )
         self.max_subjects = max_subjects
         self.max_egress = max_egress
+        self.max_bytes = max_bytes
+        self._bytes = 0
         self._sweep_batch = sweep_batch
         self._clock = clock
         self._lock = threading.Lock()
@@ -195,6 +243,11 @@ class MemoryHistoryStore(_ClosedOnExit):
         """Egress addresses currently held (expired ones may linger until swept)."""
         return len(self._egress)
 
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes currently charged (at most ``max_bytes`` between calls)."""
+        return self._bytes
+
     def record(self, obs: Observation) -> HistoryView:
         """Append ``obs`` and return the subject's earlier history.
 
@@ -207,29 +260,44 @@ class MemoryHistoryStore(_ClosedOnExit):
         """
         cfg = self.config
         cutoff = obs.at - cfg.egress_window_s
+        obs_cost = _Costs.observation(obs)
         with self._lock:
             now = self._clock()
             subjects = self._subjects
             subject = subjects.get(obs.subject)
             if subject is None or now - subject.touched > cfg.ttl_s:
-                subject = _Subject(cfg.max_observations_per_subject, now)
-                subjects[obs.subject] = subject
+                fresh = _Subject(
+                    cfg.max_observations_per_subject,
+                    now,
+                    _Costs.SUBJECT + sys.getsizeof(obs.subject),
+                )
+                self._bytes += fresh.size - (subject.size if subject is not None else 0)
+                subject = subjects[obs.subject] = fresh
             else:
                 subject.touched = now
             # Replacing an expired entry keeps its slot, so always move to the end.
             subjects.move_to_end(obs.subject)
-            earlier = tuple(subject.observations)
-            subject.observations.appendleft(obs)
+            history = subject.observations
+            earlier = tuple(history)
+            if len(history) == history.maxlen:  # appendleft drops the oldest on the right
+                dropped = _Costs.observation(history[-1])
+                subject.size -= dropped
+                self._bytes -= dropped
+            history.appendleft(obs)
+            subject.size += obs_cost
+            self._bytes += obs_cost
 
             table = self._egress
             egress = table.get(obs.address)
             if egress is None or now - egress.touched > cfg.egress_window_s:
-                egress = _Egress(now)
-                table[obs.address] = egress
+                renewed = _Egress(now, _Costs.EGRESS + sys.getsizeof(obs.address))
+                self._bytes += renewed.size - (egress.size if egress is not None else 0)
+                egress = table[obs.address] = renewed
             else:
                 egress.touched = now
             table.move_to_end(obs.address)
             seen = egress.seen
+            before = len(seen)
             seen[obs.subject] = max(obs.at, seen.get(obs.subject, obs.at))
             seen.move_to_end(obs.subject)
             while seen and next(iter(seen.values())) < cutoff:
@@ -237,9 +305,15 @@ class MemoryHistoryStore(_ClosedOnExit):
             while len(seen) > cfg.max_subjects_per_egress:
                 seen.popitem(last=False)
             count = len(seen)
+            # Subjects behind an address are charged at the slot size only: their
+            # ids are the subjects table's own strings.
+            change = (count - before) * _Costs.SEEN
+            egress.size += change
+            self._bytes += change
 
             self._trim(subjects, self.max_subjects, now, cfg.ttl_s)
             self._trim(table, self.max_egress, now, cfg.egress_window_s)
+            self._fit(subjects, table)
         return HistoryView(observations=earlier, egress_subjects=count)
 
     def _trim(
@@ -251,20 +325,36 @@ class MemoryHistoryStore(_ClosedOnExit):
     ) -> None:
         """Evict beyond ``bound`` (LRU) and sweep a few expired entries."""
         while len(table) > bound:
-            table.popitem(last=False)
+            self._bytes -= table.popitem(last=False)[1].size
         for _ in range(self._sweep_batch):
             if not table:
                 break
             oldest = next(iter(table.values()))
             if now - oldest.touched <= ttl:
                 break
-            table.popitem(last=False)
+            self._bytes -= table.popitem(last=False)[1].size
+
+    def _fit(self, subjects: OrderedDict[str, _Subject], egress: OrderedDict[str, _Egress]) -> None:
+        """Evict least recently used entries, from either table, until within ``max_bytes``.
+
+        Of the two tables' oldest entries the one touched longer ago goes first,
+        so neither table is drained to spare the other.
+        """
+        tables: tuple[OrderedDict[str, Any], ...] = (subjects, egress)
+        while self._bytes > self.max_bytes:
+            # The entries of this very request are last in each table: never evict them.
+            candidates = [t for t in tables if len(t) > 1]
+            if not candidates:
+                break
+            table = min(candidates, key=lambda t: next(iter(t.values())).touched)
+            self._bytes -= table.popitem(last=False)[1].size
 
     def close(self) -> None:
         """Forget all history."""
         with self._lock:
             self._subjects.clear()
             self._egress.clear()
+            self._bytes = 0
 
 
 # --------------------------------------------------------------------------- redis

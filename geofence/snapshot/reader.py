@@ -8,17 +8,18 @@ opened, so one instance can be shared by any number of threads and survives
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
-import mmap
+import math
 import os
 import struct
 import sys
 import warnings
 from array import array
 from bisect import bisect_right
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from socket import AF_INET, AF_INET6, inet_pton
 from typing import Any, Final
@@ -37,6 +38,7 @@ from geofence.snapshot.format import (
     SECTION_TAGS,
     align8,
 )
+from geofence.snapshot.invariants import table_problem
 from geofence.snapshot.partition import (
     GAP,
     MASK64,
@@ -66,23 +68,6 @@ __all__ = [
     "reopen_snapshot",
 ]
 
-#: Lowest segment id a file may contain (the last tunnel id).
-_LOWEST_ID: Final = min(TUNNEL_BY_ID)
-
-
-def _within(values: array[int], low: int, high: int) -> bool:
-    """Whether every item of a non-empty array lies in ``[low, high)``.
-
-    Id columns repeat few distinct values over many items: building their set
-    and bounding that is one C pass instead of two (``min()`` and ``max()``),
-    which took the bundled snapshot's open from 45-50 ms to 37-40 ms in
-    ``benchmarks/bench_lookup.py``. Columns with a wide range of values
-    (city-level data, the index columns) take the two passes.
-    """
-    pool: Collection[int] = set(values) if high - low <= 1 << 16 else values
-    return low <= min(pool) and max(pool) < high
-
-
 _KINDS_CACHE: dict[int, NetworkKind] = {}
 _from_bytes = int.from_bytes
 _unpack_v6 = struct.Struct(">QQ").unpack
@@ -100,10 +85,71 @@ def _fail(what: str, path: str) -> SnapshotError:
     return SnapshotError(f"{path}: {what}")
 
 
+def _json_section(sections: dict[bytes, memoryview], tag: bytes, name: str) -> Any:
+    """Decode a JSON section; any decoding failure is a :class:`SnapshotError`.
+
+    ``ValueError`` covers bad UTF-8, bad JSON and integers over Python's digit
+    limit; ``RecursionError`` deeply nested arrays, which a checksum-valid file
+    may still hold.
+    """
+    try:
+        return json.loads(bytes(sections[tag]))
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise _fail(f"corrupt {tag.decode()} section: {reason}", name) from None
+
+
+def _iso_date(value: object) -> dt.date:
+    """Parse a ``YYYY-MM-DD`` string (``TypeError`` for anything but a string)."""
+    if not isinstance(value, str):
+        raise TypeError(value)
+    return dt.date.fromisoformat(value)
+
+
+def _optional(kind: type) -> Callable[[object], bool]:
+    return lambda value: value is None or type(value) is kind
+
+
+def _coordinate(value: object) -> bool:
+    # JSON allows NaN and Infinity literals: a coordinate must be a finite number.
+    return value is None or (type(value) in (int, float) and math.isfinite(value))  # type: ignore[arg-type]
+
+
+def _kind_bits(value: object) -> bool:
+    return type(value) is int and value >= 0 and not value & ~_ALL_KINDS
+
+
+def _source_list(count: int, value: object) -> bool:
+    # ``type(j) is int`` refuses True (source 1); ``0 <= j`` refuses -1 (the last source).
+    return type(value) is list and all(type(j) is int and 0 <= j < count for j in value)
+
+
+#: The check of each RECS field but ``sources`` (:func:`_source_list`, which needs
+#: the number of sources in META).
+_FIELD_CHECKS: Final[dict[str, Callable[[object], bool]]] = {
+    **dict.fromkeys(
+        ("country", "subdivision", "registered_country", "city", "as_org", "provider"),
+        _optional(str),
+    ),
+    "asn": _optional(int),
+    "accuracy_km": _optional(int),
+    "latitude": _coordinate,
+    "longitude": _coordinate,
+    "kinds": _kind_bits,
+}
+
+
+def _kinds(bits: int) -> NetworkKind:
+    flag = _KINDS_CACHE.get(bits)
+    if flag is None:  # IntFlag construction is slow; few distinct values exist
+        flag = _KINDS_CACHE[bits] = NetworkKind(bits)
+    return flag
+
+
 class Snapshot:
     """An immutable, validated snapshot: merged ranges, interned records, provenance.
 
-    Open one with :meth:`open` (a file, via ``mmap``) or :meth:`from_bytes`, or
+    Open one with :meth:`open` (a file, read into memory) or :meth:`from_bytes`, or
     the bundled default with :meth:`default`.
     """
 
@@ -128,13 +174,12 @@ class Snapshot:
     digest: str
     origin: str
 
-    def __init__(self, data: bytes | bytearray | memoryview | mmap.mmap, *, origin: str) -> None:
+    def __init__(self, data: bytes | bytearray | memoryview, *, origin: str) -> None:
         """Validate ``data`` fully and build the lookup tables. Prefer the classmethods."""
         self.origin = origin
         view = memoryview(data)
-        # Slices of ``view`` keep an mmap exported until released; release them here,
-        # even when _load fails (its traceback would otherwise keep them alive and
-        # closing the mmap would raise BufferError instead of our SnapshotError).
+        # Slices of ``view`` keep a bytearray exported (unresizable) until released;
+        # release them here, even when _load fails (its traceback would keep them alive).
         sections: dict[bytes, memoryview] = {}
         try:
             self._load(view, sections)
@@ -146,31 +191,33 @@ class Snapshot:
     # -- construction -----------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, use_mmap: bool = True) -> Snapshot:
+    def open(cls, path: str | os.PathLike[str]) -> Snapshot:
         """Open and validate a snapshot file.
+
+        The file is read into memory, never mapped: a file rewritten in place
+        while mapped (``cp new.gfs live.gfs``) raises ``SIGBUS`` on the next
+        access to a page past its new end, which kills the process. A read
+        racing such a rewrite gets torn bytes instead, which the checksum
+        refuses. Replace a live snapshot atomically all the same (write a
+        temporary file in the same directory, then rename it over the old one):
+        see ``docs/reliability.md``.
 
         Args:
             path: The snapshot file.
-            use_mmap: Map the file instead of reading it (cheaper for large files).
-                Either way the snapshot keeps private copies of its tables, so
-                replacing the file later (atomically) does not affect it.
 
         Raises:
-            SnapshotError: The file is missing, unreadable, corrupt, truncated, or
-                of another format version.
+            SnapshotError: The file is missing, unreadable, corrupt, truncated,
+                of another format version, or changing while it is read.
         """
         name = os.fspath(path)
         try:
             with open(name, "rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
-                if size == 0:
-                    raise _fail("file is empty; rebuild it with `geofence data build`", name)
-                if use_mmap:
-                    with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                        return cls(mapped, origin=name)
-                return cls(fh.read(), origin=name)
+                data = fh.read()
         except OSError as exc:
             raise SnapshotError(f"{name}: cannot read snapshot: {exc.strerror or exc}") from exc
+        if not data:
+            raise _fail("file is empty; rebuild it with `geofence data build`", name)
+        return cls(data, origin=name)
 
     @classmethod
     def from_bytes(
@@ -241,17 +288,23 @@ class Snapshot:
             expected = align8(offset + length)
         if expected != total:
             raise _fail("corrupt section table (sections do not fill the file)", name)
-        try:
-            meta = json.loads(bytes(sections[b"META"]))
-            rows = json.loads(bytes(sections[b"RECS"]))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise _fail(f"corrupt metadata: {exc}", name) from exc
+        meta = _json_section(sections, b"META", name)
+        rows = _json_section(sections, b"RECS", name)
         if not isinstance(meta, dict) or not isinstance(meta.get("sources"), list):
             raise _fail("corrupt metadata: expected an object with a 'sources' list", name)
         try:
             self.sources = tuple(SourceInfo.from_dict(s) for s in meta["sources"])
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
             raise _fail(f"corrupt source metadata: {exc!r}", name) from exc
+        for key, parse in (("built_at", dt.datetime.fromisoformat), ("data_date", _iso_date)):
+            value = meta.get(key)
+            if value is None:
+                continue
+            try:
+                parse(value)
+            except (TypeError, ValueError) as exc:
+                what = f"{key} {value!r:.60} is not an ISO date"
+                raise _fail(f"corrupt metadata: {what}", name) from exc
         self.meta = meta
         self.records = self._decode_records(rows)
         arrays: dict[bytes, array[int]] = {}
@@ -268,54 +321,38 @@ class Snapshot:
         v6h, v6l, v6i, v6x = arrays[b"V6HI"], arrays[b"V6LO"], arrays[b"V6ID"], arrays[b"V6IX"]
         if not (len(v4s) == len(v4i) > 0 and len(v6h) == len(v6l) == len(v6i) > 0):
             raise _fail("range sections have inconsistent lengths", name)
-        if len(v4x) != 65537 or not _within(v4x, 0, len(v4s)):
-            raise _fail("corrupt IPv4 index section", name)
-        if len(v6x) != 65537 or not _within(v6x, 0, len(v6h)):
-            raise _fail("corrupt IPv6 index section", name)
+        if len(v4x) != 65537 or len(v6x) != 65537:
+            raise _fail("corrupt index section (not 65537 entries)", name)
         if v4s[0] or v6h[0] or v6l[0]:
             raise _fail("range sections do not start at address 0", name)
-        nrec = len(self.records)
-        for ids in (v4i, v6i):
-            if not _within(ids, _LOWEST_ID, nrec):
-                raise _fail("range section refers to a record that does not exist", name)
+        problem = table_problem((v4s, v4i, v4x), (v6h, v6l, v6i, v6x), len(self.records))
+        if problem is not None:
+            raise _fail(f"corrupt tables: {problem}; rebuild the snapshot", name)
         self._install(v4s, v4i, v4x, v6h, v6l, v6i, v6x)
 
     def _decode_records(self, rows: object) -> tuple[NetworkRecord, ...]:
+        """Check the RECS rows column by column (one predicate per field), then build them."""
         if not isinstance(rows, list):
             raise _fail("corrupt records section (not a list)", self.origin)
-        names = tuple(s.name for s in self.sources)
-        out: list[NetworkRecord] = []
         width = len(RECORD_FIELDS)
-        strs = ("country", "subdivision", "registered_country", "city", "as_org", "provider")
         for i, row in enumerate(rows):
-            if not isinstance(row, list) or len(row) != width:
+            if type(row) is not list or len(row) != width:
                 raise _fail(f"corrupt record {i}", self.origin)
-            values = dict(zip(RECORD_FIELDS, row, strict=True))
-            try:
-                for key in strs:
-                    if values[key] is not None and not isinstance(values[key], str):
-                        raise TypeError(key)
-                for key in ("asn", "accuracy_km"):
-                    if values[key] is not None and type(values[key]) is not int:
-                        raise TypeError(key)
-                for key in ("latitude", "longitude"):
-                    if values[key] is not None and not isinstance(values[key], (int, float)):
-                        raise TypeError(key)
-                kinds = values["kinds"]
-                if type(kinds) is not int or kinds < 0 or kinds & ~_ALL_KINDS:
-                    raise TypeError("kinds")
-                flag = _KINDS_CACHE.get(kinds)
-                if flag is None:  # IntFlag construction is slow; few distinct values exist
-                    flag = _KINDS_CACHE[kinds] = NetworkKind(kinds)
-                values["kinds"] = flag
-                # names[j] alone would accept -1 (the last source) and True (source 1).
-                if any(type(j) is not int or j < 0 for j in values["sources"]):
-                    raise TypeError("sources")
-                values["sources"] = tuple(names[j] for j in values["sources"])
-            except (TypeError, IndexError) as exc:
-                raise _fail(f"corrupt record {i} (field {exc})", self.origin) from exc
-            out.append(NetworkRecord(**values))
-        return tuple(out)
+        names = tuple(s.name for s in self.sources)
+        # Checked above: every row is a list of ``width`` JSON values.
+        columns: list[Sequence[Any]] = list(zip(*rows, strict=True)) if rows else [()] * width
+        for key, column in zip(RECORD_FIELDS, columns, strict=True):
+            valid = _FIELD_CHECKS.get(key) or functools.partial(_source_list, len(names))
+            if not all(map(valid, column)):
+                i = next(i for i, value in enumerate(column) if not valid(value))
+                raise _fail(f"corrupt record {i} (field {key})", self.origin)
+        at = RECORD_FIELDS.index
+        columns[at("kinds")] = [_kinds(k) for k in columns[at("kinds")]]
+        columns[at("sources")] = [tuple(names[j] for j in js) for js in columns[at("sources")]]
+        return tuple(
+            NetworkRecord(**dict(zip(RECORD_FIELDS, row, strict=True)))
+            for row in zip(*columns, strict=True)
+        )
 
     def _install(
         self,
@@ -352,14 +389,14 @@ class Snapshot:
     @property
     def built_at(self) -> dt.datetime | None:
         """When the snapshot was built (UTC)."""
-        value = self.meta.get("built_at")
-        return dt.datetime.fromisoformat(value) if isinstance(value, str) else None
+        value = self.meta.get("built_at")  # validated when the snapshot opened
+        return dt.datetime.fromisoformat(value) if value is not None else None
 
     @property
     def data_date(self) -> dt.date | None:
         """The date of the oldest source's data: the snapshot is as old as that."""
-        value = self.meta.get("data_date")
-        return dt.date.fromisoformat(value) if isinstance(value, str) else None
+        value = self.meta.get("data_date")  # validated when the snapshot opened
+        return _iso_date(value) if value is not None else None
 
     @property
     def has_subdivisions(self) -> bool:
@@ -513,26 +550,24 @@ class Snapshot:
             yield first, last, ids[i]
 
     def verify(self) -> None:
-        """Re-check the ordering invariants of every table (slower than opening).
+        """Re-check the structural invariants of the installed tables.
 
-        Opening already verifies the checksum of every byte and the structure;
-        this also proves that the starts are strictly increasing, which the
-        writer guarantees. Used by ``geofence data info --verify`` and the tests.
+        Opening already checks them (see :mod:`geofence.snapshot.invariants`);
+        this re-runs the standard-library implementation on the tables as
+        installed (after any re-applied special ranges), independently of numpy.
+        Used by ``geofence data info --verify`` and the tests.
 
         Raises:
             SnapshotError: An invariant does not hold.
         """
-        s4 = self._v4_starts
-        if any(s4[i] >= s4[i + 1] for i in range(len(s4) - 1)):
-            raise _fail("IPv4 starts are not strictly increasing", self.origin)
-        hi, lo = self._v6_hi, self._v6_lo
-        for i in range(len(hi) - 1):
-            if (hi[i], lo[i]) >= (hi[i + 1], lo[i + 1]):
-                raise _fail("IPv6 starts are not strictly increasing", self.origin)
-        if self._v4_index != index16(s4):
-            raise _fail("IPv4 /16 index does not match the starts", self.origin)
-        if self._v6_index != index16(hi, 48):
-            raise _fail("IPv6 /16 index does not match the starts", self.origin)
+        problem = table_problem(
+            (self._v4_starts, self._v4_ids, self._v4_index),
+            (self._v6_hi, self._v6_lo, self._v6_ids, self._v6_index),
+            len(self.records),
+            vectorised=False,
+        )
+        if problem is not None:
+            raise _fail(problem, self.origin)
 
     def __reduce__(self) -> tuple[Any, tuple[str | None, str]]:
         """Pickle by reference: the file's path (``None`` for the bundled data) and digest.

@@ -291,8 +291,8 @@ RULE_ERRORS: list[tuple[str, str, str]] = [
     (_rule('action = "deny"\nasns = ["AS1"]\n'), "r1", "asns must be a non-empty list"),
     (_rule('action = "deny"\nasns = [4294967296]\n'), "r1", "asns must be a non-empty list"),
     (_rule('action = "deny"\nsignals = ["Bad Code"]\n'), "r1", "signals must be a non-empty"),
-    (_rule('action = "deny"\nmin_risk = -1\n'), "r1", "min_risk must be a non-negative"),
-    (_rule('action = "deny"\nmin_risk = true\n'), "r1", "min_risk must be a non-negative"),
+    (_rule('action = "deny"\nmin_risk = -1\n'), "r1", "min_risk must be a finite"),
+    (_rule('action = "deny"\nmin_risk = true\n'), "r1", "min_risk must be a finite"),
     (_rule('action = "deny"\nasns = [1]\nshadow = "yes"\n'), "r1", "shadow must be true or false"),
     (
         _rule('action = "deny"\nsubject = { verified = "yes" }\n'),

@@ -485,14 +485,16 @@ def test_hops_mode_short_chain() -> None:
     headers = {"X-Forwarded-For": "198.51.100.1"}
     result = resolve_client("203.0.113.1", headers, TrustedProxies(hops=3))
     assert text(result) == "198.51.100.1"
-    assert codes(result) == {"chain_too_short"}
+    assert codes(result) == {"chain_too_short", "proxy_unverified"}
 
 
 def test_hops_and_cidrs_combine() -> None:
-    """A hop is trusted by position or by network."""
-    config = TrustedProxies(hops=1, cidrs=["10.0.0.0/8"])
-    headers = {"X-Forwarded-For": "198.51.100.1, 10.0.0.5"}
-    assert text(resolve_client("203.0.113.1", headers, config)) == "198.51.100.1"
+    """Past a known peer, a hop is trusted by position or by network."""
+    config = TrustedProxies(hops=2, cidrs=["10.0.0.0/8"])
+    headers = {"X-Forwarded-For": "198.51.100.1, 10.0.0.5, 203.0.113.7"}
+    result = resolve_client("10.0.0.1", headers, config)
+    assert text(result) == "198.51.100.1"
+    assert "proxy_unverified" not in codes(result)
 
 
 # --------------------------------------------------------------------------- peers
@@ -737,8 +739,12 @@ _HOPS = st.one_of(
 
 
 def _oracle(peer: IP, hops: Sequence[Hop], count: int, nets: Sequence[Network]) -> IP | None:
-    """Walk right to left as documented: trusted by position or network, stop at the rest."""
-    if count == 0 and not any(peer in net for net in nets):
+    """Walk right to left as documented: trusted by position or network, stop at the rest.
+
+    The peer itself must be in ``nets`` when there are any; ``count`` alone
+    vouches for it only when no networks are configured.
+    """
+    if not any(peer in net for net in nets) and (nets or count == 0):
         return peer
     last: IP | None = peer
     for pos, hop in enumerate(reversed(hops), start=1):

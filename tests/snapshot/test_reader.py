@@ -85,19 +85,15 @@ def _sample() -> bytes:
     return build_snapshot(_sample_sources(), built_at=BUILT_AT, name="sample")
 
 
-def _open_file(data: bytes, *, use_mmap: bool) -> Snapshot:
+def _open_file(data: bytes) -> Snapshot:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "snap.gfs"
         path.write_bytes(data)
-        return Snapshot.open(path, use_mmap=use_mmap)
+        return Snapshot.open(path)
 
 
-#: Every way of opening bytes: from memory, from a file via mmap, from a file via read().
-OPENERS: dict[str, Opener] = {
-    "bytes": Snapshot.from_bytes,
-    "mmap": functools.partial(_open_file, use_mmap=True),
-    "read": functools.partial(_open_file, use_mmap=False),
-}
+#: Every way of opening bytes: from memory and from a file.
+OPENERS: dict[str, Opener] = {"bytes": Snapshot.from_bytes, "file": _open_file}
 
 
 def _state(snap: Snapshot) -> tuple[object, ...]:
@@ -229,9 +225,9 @@ def test_round_trip_through_a_file(tmp_path: Path) -> None:
 
 
 def test_all_openers_agree() -> None:
-    """Opening via mmap, via read() and from bytes gives identical snapshots."""
+    """Opening a file and opening its bytes give identical snapshots."""
     states = {name: _state(opener(_sample())) for name, opener in OPENERS.items()}
-    assert states["mmap"] == states["bytes"] == states["read"]
+    assert states["file"] == states["bytes"]
 
 
 def test_bytearray_and_memoryview_are_accepted() -> None:
@@ -249,7 +245,7 @@ def test_round_trip_property(entry_lists: list[list[RangeEntry]]) -> None:
     sources = [make_source(f"s{i}", e) for i, e in enumerate(entry_lists)]
     data = build_snapshot(sources, force=True, built_at=BUILT_AT)
     from_bytes = Snapshot.from_bytes(data)
-    assert _state(OPENERS["mmap"](data)) == _state(from_bytes)
+    assert _state(OPENERS["file"](data)) == _state(from_bytes)
     from_bytes.verify()
     used = {rid for v in (4, 6) for _, _, rid in from_bytes.ranges(v) if rid >= 0}
     # A record whose ranges all lie in special-purpose space is stored but unreachable.
@@ -397,17 +393,16 @@ def test_trailing_bytes_are_refused(opener: Opener, extra: bytes) -> None:
         opener(_sample() + extra)
 
 
-@pytest.mark.parametrize("use_mmap", [True, False])
-def test_empty_missing_and_directory_paths_are_refused(tmp_path: Path, use_mmap: bool) -> None:
+def test_empty_missing_and_directory_paths_are_refused(tmp_path: Path) -> None:
     """An empty file, a missing file and a directory each give SnapshotError."""
     empty = tmp_path / "empty.gfs"
     empty.write_bytes(b"")
     with pytest.raises(SnapshotError, match="empty"):
-        Snapshot.open(empty, use_mmap=use_mmap)
+        Snapshot.open(empty)
     with pytest.raises(SnapshotError, match="cannot read"):
-        Snapshot.open(tmp_path / "missing.gfs", use_mmap=use_mmap)
+        Snapshot.open(tmp_path / "missing.gfs")
     with pytest.raises(SnapshotError):
-        Snapshot.open(tmp_path, use_mmap=use_mmap)
+        Snapshot.open(tmp_path)
 
 
 def test_empty_bytes_are_refused() -> None:
@@ -677,9 +672,11 @@ def test_lookup_is_total(address: tuple[int, int]) -> None:
 
 @given(address=st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)))
 @settings(max_examples=300, deadline=None)
-def test_get_equals_lookup_record(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
+def test_get_equals_lookup_record(
+    bundled_snapshot: Snapshot, address: ipaddress.IPv4Address | ipaddress.IPv6Address
+) -> None:
     """Snapshot.get(text) returns exactly lookup(text).record, for every address."""
-    snap = Snapshot.default()
+    snap = bundled_snapshot
     text = str(address)
     assert snap.get(text) == snap.lookup(text).record
 
@@ -697,30 +694,30 @@ def _tie_addresses(snap: Snapshot, limit: int = 60) -> list[str]:
     return out
 
 
-def test_get_on_high_half_ties_equals_lookup() -> None:
+def test_get_on_high_half_ties_equals_lookup(bundled_snapshot: Snapshot) -> None:
     """The inlined IPv6 search settles ties on the high half like lookup() does."""
-    snap = Snapshot.default()
+    snap = bundled_snapshot
     texts = _tie_addresses(snap)
     assert len(texts) >= 30, "the bundled snapshot should contain such ties"
     for text in texts:
         assert snap.get(text) == snap.lookup(text).record, text
 
 
-def test_get_rejects_invalid_text() -> None:
+def test_get_rejects_invalid_text(bundled_snapshot: Snapshot) -> None:
     """Snapshot.get raises InvalidAddressError for a malformed address."""
     from geofence.errors import InvalidAddressError
 
     with pytest.raises(InvalidAddressError):
-        Snapshot.default().get("01.2.3.4")
+        bundled_snapshot.get("01.2.3.4")
 
 
 @given(value=st.integers(min_value=0, max_value=(1 << 128) - 1))
 @settings(max_examples=400, deadline=None)
-def test_indexed_ipv6_search_equals_full_bisect(value: int) -> None:
+def test_indexed_ipv6_search_equals_full_bisect(bundled_snapshot: Snapshot, value: int) -> None:
     """The V6IX-bounded IPv6 search finds the same segment as a bisect over all starts."""
     from geofence.snapshot.partition import locate6, locate6_indexed
 
-    snap = Snapshot.default()
+    snap = bundled_snapshot
     hi, lo, index = snap._v6_hi, snap._v6_lo, snap._v6_index
     assert locate6_indexed(hi, lo, index, value >> 64, value & ((1 << 64) - 1)) == locate6(
         hi, lo, value
