@@ -131,15 +131,16 @@ def test_deny_is_451(engine: Geofence, key: str) -> None:
     assert response["Link"] == '<https://example.com/geo>; rel="blocked-by"'
     assert response["Cache-Control"] == "no-store"
     assert response["Content-Type"] == "application/json"
-    assert response.json() == {"error": "unavailable_for_legal_reasons", "reason": "rule:deny-cu"}
+    assert response.json()["detail"]["error"] == "unavailable_for_legal_reasons"
+    assert response.json()["detail"]["reason"] == "rule:deny-cu"
 
 
 def test_challenge_variants(engine: Geofence) -> None:
-    """Challenge -> 401 with WWW-Authenticate, or a redirect."""
+    """Challenge -> 403 challenge_required, or a redirect."""
     with geofence_settings(engine=engine):
         response = get(ADDR["challenge"])
-    assert response.status_code == 401
-    assert response["WWW-Authenticate"] == 'Geofence challenge="step-up"'
+    assert response.status_code == 403
+    assert response.json()["detail"]["error"] == "challenge_required"
     with geofence_settings(engine=engine, challenge_redirect="/verify"):
         response = get(ADDR["challenge"])
     assert response.status_code == 303
@@ -203,7 +204,7 @@ def test_fail_closed_and_open(engine: Geofence) -> None:
     with geofence_settings(engine=engine):
         response = get("")
     assert response.status_code == 451
-    assert response.json()["reason"] == "client_address_unavailable"
+    assert response.json()["detail"]["reason"] == "client_address_unavailable"
     with geofence_settings(engine=engine, fail_mode="open"):
         response = get("")
     assert response.json()["action"] == "review"

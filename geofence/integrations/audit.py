@@ -1,0 +1,441 @@
+"""Audit lines: one JSON line per decision worth keeping, off the request thread.
+
+:class:`AuditLogger` decides which decisions are written (every non-allow,
+shadow and degraded decision; a sample of allows), makes a log record with the
+line's fields on it (``record.event``, ``record.path``, ``record.decision``...)
+and hands it to a queue. A listener thread takes records off the queue and
+passes them to the ``geofence.audit`` logger's handlers, where the message, the
+JSON line, is built the first time a handler formats it. A slow disk or log
+shipper then never blocks a request (``queue=False`` writes on the calling
+thread instead).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from logging.handlers import QueueListener
+from queue import SimpleQueue
+from typing import TYPE_CHECKING
+
+from geofence.decision import Action, Decision
+from geofence.integrations._auditline import LineEncoder
+
+if TYPE_CHECKING:
+    from geofence.integrations.request import AuditFieldsHook, RequestInfo
+    from geofence.signals.proxy import ClientAddress
+
+__all__ = ["AuditLogger", "flush_audit_queue"]
+
+log = logging.getLogger("geofence")
+
+#: LogRecord attributes an audit-fields hook may not overwrite.
+RESERVED_FIELDS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+# --------------------------------------------------------------------------- records
+
+
+class AuditMessage:
+    """A record's message: the JSON line, built when a handler first asks for it."""
+
+    __slots__ = ("_address", "_at", "_decision", "_encoder", "_extra", "_text")
+
+    def __init__(
+        self,
+        encoder: LineEncoder,
+        decision: Decision,
+        address: str | None,
+        extra: Mapping[str, object],
+        at: float,
+    ) -> None:
+        self._encoder = encoder
+        self._decision = decision
+        self._address = address
+        self._extra = extra
+        self._at = at
+        self._text: str | None = None
+
+    def __str__(self) -> str:
+        text = self._text
+        if text is None:
+            text = self._text = self._encoder.line(
+                self._decision, self._address, self._extra, at=self._at
+            )
+        return text
+
+    def __repr__(self) -> str:
+        return f"<AuditMessage {self._decision.action.value} {self._address}>"
+
+
+def _constant_fields() -> dict[str, object]:
+    """The LogRecord attributes every audit record shares (per process).
+
+    ``relativeCreated`` is derived from a record ``logging`` makes itself, so
+    audit records count from the same start as every other record.
+    """
+    probe = logging.LogRecord("geofence.audit", logging.INFO, __file__, 0, "", None, None)
+    fields: dict[str, object] = {
+        "args": None,
+        "pathname": __file__,
+        "filename": probe.filename,
+        "module": probe.module,
+        "exc_info": None,
+        "exc_text": None,
+        "stack_info": None,
+        "lineno": 0,
+        "funcName": "AuditLogger.record",
+        "processName": probe.processName,
+        "process": probe.process,
+        "_start": probe.created - probe.relativeCreated / 1000.0,
+    }
+    if sys.version_info >= (3, 12):
+        fields["taskName"] = None
+    return fields
+
+
+_CONSTANT = _constant_fields()
+_START = float(_CONSTANT.pop("_start"))  # type: ignore[arg-type]  # a float, set above
+_new = object.__new__
+_current_thread = threading.current_thread
+_get_ident = threading.get_ident
+
+
+def make_record(
+    name: str, level: int, levelname: str, message: AuditMessage, created: float
+) -> logging.LogRecord:
+    """A ``LogRecord`` as ``Logger.makeRecord`` makes it, for the audit call site.
+
+    The stdlib constructor recomputes the file name, module and process of the
+    call site for every record; an audit record always comes from the same
+    place, so those are computed once (``funcName`` is ``AuditLogger.record``,
+    ``lineno`` 0). The attributes are the stdlib's (tested).
+    """
+    record: logging.LogRecord = _new(logging.LogRecord)
+    fields = record.__dict__
+    fields.update(_CONSTANT)
+    fields["name"] = name
+    fields["msg"] = message
+    fields["levelname"] = levelname
+    fields["levelno"] = level
+    fields["created"] = created
+    fields["msecs"] = int(created * 1000) % 1000 + 0.0
+    fields["relativeCreated"] = (created - _START) * 1000.0
+    if logging.logThreads:
+        fields["thread"] = _get_ident()
+        fields["threadName"] = _current_thread().name
+    else:
+        fields["thread"] = fields["threadName"] = None
+    return record
+
+
+def _reset_process_fields() -> None:
+    _CONSTANT["process"] = os.getpid()
+
+
+os.register_at_fork(after_in_child=_reset_process_fields)
+
+
+# --------------------------------------------------------------------------- the queue
+
+
+class _Flush:
+    """A marker put on the queue: set once every record before it is handled."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+class _Listener(QueueListener):
+    """Hands each record to its logger's handlers (``Logger.handle``) on its thread."""
+
+    def handle(self, record: logging.LogRecord) -> None:
+        if isinstance(record, _Flush):
+            record.done.set()
+            return
+        try:
+            logging.getLogger(record.name).handle(record)
+        except Exception:  # pragma: no cover - handlers report their own errors
+            log.exception("geofence: audit record could not be handled")
+
+
+class _AuditQueue:
+    """The process-wide queue of audit records and its listener thread.
+
+    Started on the first record; after a fork the child starts its own (the
+    parent's thread does not exist there); stopped and drained at exit.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: SimpleQueue[logging.LogRecord] = SimpleQueue()
+        self._listener: _Listener | None = None
+        self.put: Callable[[logging.LogRecord], None] = self._start_and_put
+
+    def _start_and_put(self, record: logging.LogRecord) -> None:
+        with self._lock:
+            if self._listener is None:
+                self._listener = _Listener(self._queue)
+                self._listener.start()
+                atexit.register(self.stop)
+                self.put = self._queue.put_nowait
+        self._queue.put_nowait(record)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every record queued so far has been handled.
+
+        Returns:
+            ``False`` if that took longer than ``timeout`` seconds.
+        """
+        if self._listener is None:
+            return True
+        marker = _Flush()
+        self._queue.put_nowait(marker)  # type: ignore[arg-type]  # the listener knows it
+        return marker.done.wait(timeout)
+
+    def stop(self) -> None:
+        """Handle what is queued, then stop the listener thread."""
+        with self._lock:
+            listener, self._listener = self._listener, None
+            self.put = self._start_and_put
+        if listener is not None:
+            listener.stop()
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: forget the parent's listener (its thread is gone)."""
+        self._lock = threading.Lock()
+        self._queue = SimpleQueue()
+        self._listener = None
+        self.put = self._start_and_put
+
+
+_QUEUE = _AuditQueue()
+os.register_at_fork(after_in_child=_QUEUE.reset_after_fork)
+
+
+def flush_audit_queue(timeout: float = 5.0) -> bool:
+    """Wait until every queued audit record has been written (tests, shutdown hooks).
+
+    Returns:
+        ``False`` if that took longer than ``timeout`` seconds.
+    """
+    return _QUEUE.flush(timeout)
+
+
+# --------------------------------------------------------------------------- the logger
+
+
+class AuditLogger:
+    """Writes one JSON line per decision worth keeping to a stdlib logger.
+
+    Logged: every decision whose action is not ``allow`` (deny, challenge,
+    review, route), shadow-mode matches (``log_shadow``), degraded decisions
+    (fail mode, engine errors), and a sample of plain allows. The message is
+    exactly :meth:`Decision.to_json` with request fields added, so a line can be
+    parsed back and re-checked against the policy and snapshot it names. The
+    same fields are attributes of the log record (``record.event``,
+    ``record.status``, ``record.path``, ``record.address``...), with the
+    :class:`~geofence.decision.Decision` as ``record.decision``, for structured
+    handlers.
+
+    Args:
+        logger: A logger or its name (default ``"geofence.audit"``).
+        allow_sample_rate: Fraction of plain allows to log, 0.0 to 1.0.
+        seed: Seed of the sampler, for reproducible samples in tests.
+        level: Log level of the lines.
+        log_shadow: Log allows on which a shadow-mode rule matched.
+        actions: Actions always logged (default: every action but ``allow``).
+            Decisions with other actions are sampled like allows; e.g. leave
+            out ``"route"`` when most traffic is routed.
+        fields: A hook ``(request) -> {name: value}`` adding fields (a request
+            id, a tenant) to the line and the record; called only for lines
+            that are written. Names of ``LogRecord`` attributes are refused.
+        queue: Write through the process-wide queue and its listener thread
+            (the default); ``False`` hands records to the logger on the
+            calling thread.
+
+    Raises:
+        ValueError: ``allow_sample_rate`` is outside 0..1, an action is unknown,
+            or ``fields`` is not callable.
+    """
+
+    __slots__ = (
+        "_actions",
+        "_encoder",
+        "_fields",
+        "_level",
+        "_levelname",
+        "_logger",
+        "_queue",
+        "_random",
+        "_rate",
+        "_shadow",
+    )
+
+    def __init__(
+        self,
+        logger: logging.Logger | str = "geofence.audit",
+        *,
+        allow_sample_rate: float = 0.0,
+        seed: int | None = None,
+        level: int = logging.INFO,
+        log_shadow: bool = True,
+        actions: Iterable[Action | str] = (
+            Action.DENY,
+            Action.CHALLENGE,
+            Action.REVIEW,
+            Action.ROUTE,
+        ),
+        fields: AuditFieldsHook | None = None,
+        queue: bool = True,
+    ) -> None:
+        if not 0.0 <= allow_sample_rate <= 1.0:
+            raise ValueError(f"allow_sample_rate must be between 0 and 1, got {allow_sample_rate}")
+        if fields is not None and not callable(fields):
+            raise ValueError(f"fields must be a callable (request) -> mapping, got {fields!r}")
+        # A tuple, tested with ``in``: identity matches first.
+        self._actions = tuple(dict.fromkeys(Action(a) for a in actions))
+        self._encoder = LineEncoder()
+        self._logger = logging.getLogger(logger) if isinstance(logger, str) else logger
+        self._rate = float(allow_sample_rate)
+        # random.Random.random is a single C call: safe to share between threads.
+        self._random = random.Random(seed).random
+        self._level = level
+        self._levelname = logging.getLevelName(level)
+        self._shadow = log_shadow
+        self._fields = fields
+        self._queue = queue
+
+    @property
+    def logger(self) -> logging.Logger:
+        """The logger lines go to."""
+        return self._logger
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the logger takes lines at this level now (callers skip the work if not)."""
+        return self._logger.isEnabledFor(self._level)
+
+    @property
+    def wants_request(self) -> bool:
+        """Whether :meth:`record` needs the request (a fields hook is set)."""
+        return self._fields is not None
+
+    def _event(self, decision: Decision) -> str | None:
+        """The event name of a decision, or ``None`` when it is not logged."""
+        action = decision.action
+        if action in self._actions:
+            return action._value_
+        if decision.degraded:
+            return "degraded"
+        if decision.shadow and self._shadow:
+            return "shadow"
+        rate = self._rate
+        if rate > 0.0 and (rate >= 1.0 or self._random() < rate):
+            return "sample"
+        return None
+
+    def record(
+        self,
+        decision: Decision,
+        *,
+        client: ClientAddress | None,
+        request: RequestInfo | None = None,
+        status: int | None = None,
+        integration: str = "",
+        kind: str = "http",
+        method: str = "",
+        path: str = "",
+        at: float | None = None,
+    ) -> None:
+        """Log one decision if it is worth keeping (see the class docstring).
+
+        Args:
+            decision: The decision.
+            client: The resolved client address.
+            request: The request (given to the ``fields`` hook).
+            status: Status of the reply sent instead of the application, or
+                ``None`` when the request went on to the application.
+            integration: Which integration decided (``"asgi"``, ``"wsgi"``...).
+            kind: ``"http"`` or ``"websocket"``.
+            method: HTTP method.
+            path: Request path (never the query string: it may carry secrets).
+            at: Unix time of the decision (default: now); for lines written
+                after the response, so ``ts`` still says when it was decided.
+        """
+        logger = self._logger
+        if not logger.isEnabledFor(self._level):
+            return
+        event = self._event(decision)
+        if event is None:
+            return
+        address: str | None = None
+        extra: dict[str, object] = {}
+        if client is not None:
+            address = client.address.original_text if client.address is not None else client.text
+            extra["client_source"] = client.source._value_
+            extra["client_chain"] = list(client.chain)
+            if client.signals and not decision.signals:
+                extra["client_signals"] = [s.as_dict() for s in client.signals]
+        extra["event"] = event
+        extra["status"] = status
+        extra["integration"] = integration
+        extra["kind"] = kind
+        extra["method"] = method
+        extra["path"] = path
+        if self._fields is not None and request is not None:
+            self._add_fields(extra, request)
+        now = time.time()
+        created = now if at is None else at
+        message = AuditMessage(self._encoder, decision, address or None, extra, created)
+        record = make_record(logger.name, self._level, self._levelname, message, now)
+        attributes = record.__dict__
+        attributes.update(extra)
+        attributes["decision"] = decision
+        attributes["address"] = address or decision.address
+        if self._queue:
+            _QUEUE.put(record)
+        else:
+            logger.handle(record)
+
+    def _add_fields(self, extra: dict[str, object], request: RequestInfo) -> None:
+        """Add the ``fields`` hook's names (a failing hook is logged, not raised)."""
+        hook = self._fields
+        if hook is None:  # pragma: no cover - callers check
+            return
+        try:
+            more = hook(request)
+        except Exception:
+            log.exception("geofence: audit fields hook failed; line written without its fields")
+            return
+        for name, value in more.items():
+            if name in RESERVED_FIELDS or name in extra or name in ("decision", "address", "ts"):
+                log.error("geofence: audit field %r is a reserved name; ignored", name)
+            else:
+                extra[name] = value
+
+    def line(
+        self,
+        decision: Decision,
+        address: str | None,
+        extra: Mapping[str, object],
+        *,
+        at: float | None = None,
+    ) -> str:
+        """The JSON line: exactly ``decision.to_json(address=address, at=at, **extra)``.
+
+        Args:
+            decision: The decision.
+            address: The address decided (default: :attr:`Decision.address`).
+            extra: More keys (they override the decision's own).
+            at: Unix time of the decision (default: now).
+        """
+        return self._encoder.line(decision, address, extra, at=at)

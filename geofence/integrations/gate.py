@@ -1,0 +1,560 @@
+"""The framework-neutral gate: one request in, one :class:`Verdict` out.
+
+1. an exempt path (a prefix at a segment boundary) is served untouched;
+2. the client address is resolved from the socket peer and, only through
+   configured trusted proxies, from forwarding headers;
+3. the engine for the path (per-route policies, longest prefix first) decides;
+   when no decision can be made the configured fail mode applies;
+4. the action becomes a reply (``deny`` -> 451, ``challenge`` -> the
+   challenge, never on the challenge target itself) or passes through with the
+   decision and the route target;
+5. the decision is audited, counted and put on the current trace span.
+
+The framework modules only translate their request and response shapes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from geofence._cache import BoundedCache
+from geofence.context import Context, Subject
+from geofence.decision import Action, Decision
+from geofence.integrations.clients import ClientResolver
+from geofence.integrations.config import VISIBLE, GeofenceConfig
+from geofence.integrations.paths import PathPrefixes
+from geofence.integrations.replies import Replies, Reply
+from geofence.integrations.request import HeaderSource, RequestInfo
+from geofence.signals.proxy import ClientAddress
+
+if TYPE_CHECKING:
+    from geofence.engine import Geofence
+
+__all__ = ["DECISION_ERROR", "NO_CLIENT_ADDRESS", "Gate", "Verdict"]
+
+log = logging.getLogger("geofence")
+
+#: Reason codes of decisions the integrations make themselves.
+NO_CLIENT_ADDRESS = "client_address_unavailable"
+DECISION_ERROR = "decision_error"
+
+_EMPTY_CONTEXT = Context()
+# Enum members as module constants: a class attribute lookup through the enum
+# machinery costs more than a global on every request.
+_DENY, _CHALLENGE, _ROUTE, _ALLOW = Action.DENY, Action.CHALLENGE, Action.ROUTE, Action.ALLOW
+
+
+@dataclass(slots=True)
+class Verdict:
+    """What the integration does with one request (read it; do not change it)."""
+
+    decision: Decision | None
+    """The decision (``None`` on exempt paths)."""
+
+    route: str | None = None
+    """Route target for the application and the route header, or ``None``."""
+
+    reply: Reply | None = None
+    """A reply to send instead of calling the application (deny, challenge)."""
+
+    client: ClientAddress | None = None
+    """The resolved client address (``None`` on exempt paths)."""
+
+    exempt: bool = False
+    """Whether the path is exempt (no decision was made)."""
+
+    response_headers: tuple[tuple[str, str], ...] = ()
+    """Headers to add to the application's response (decision/route headers)."""
+
+    request: RequestInfo | None = field(default=None, compare=False, repr=False)
+    """The hooks' view of the request, when a hook needed one."""
+
+
+_EXEMPT = Verdict(None, exempt=True)
+
+
+class Gate:
+    """Decide one request and say what to do with it, framework-neutrally.
+
+    Integrations call :meth:`check` (or :meth:`acheck` from async code) and
+    translate the :class:`Verdict`; a new integration (aiohttp, a gRPC
+    interceptor) needs nothing else.
+
+    Args:
+        geofence: The default engine.
+        config: The settings.
+        integration: Name recorded in audit lines (``"asgi"``, ``"wsgi"``...).
+
+    Raises:
+        ValueError: ``geofence`` is not an engine.
+    """
+
+    __slots__ = (
+        "_audit",
+        "_challenge_target",
+        "_client_signals",
+        "_clients",
+        "_config",
+        "_engine",
+        "_exempt",
+        "_hooks",
+        "_integration",
+        "_lean",
+        "_observers",
+        "_replies",
+        "_route_engines",
+        "_routes",
+        "_shadowed",
+        "_subject",
+    )
+
+    def __init__(self, geofence: Geofence, config: GeofenceConfig, *, integration: str) -> None:
+        if not callable(getattr(geofence, "decide", None)):
+            raise ValueError(f"geofence must be a Geofence, got {geofence!r}")
+        self._engine = geofence
+        self._config = config
+        self._integration = integration
+        self._clients = ClientResolver(config.trusted_proxies)
+        self._exempt = PathPrefixes((*config.exempt_paths, *config.exempt_prefixes))
+        self._routes = PathPrefixes(prefix for prefix, _ in config.route_policies)
+        self._route_engines = dict(config.route_policies)
+        self._replies = Replies(config)
+        target = config.challenge_redirect
+        self._challenge_target = PathPrefixes([urlsplit(target).path or "/"]) if target else None
+        self._audit = config.audit
+        self._observers = tuple(o for o in (config.metrics, config.tracing) if o is not None)
+        self._subject = config.subject
+        self._client_signals = config.client_signals
+        self._hooks = (
+            config.subject is not None
+            or config.router is not None
+            or config.challenge is not None
+            or (config.audit is not None and config.audit.wants_request)
+        )
+        self._lean = not (self._hooks or self._routes)
+        self._shadowed: BoundedCache[int, tuple[Decision, Decision]] | None = (
+            BoundedCache(4096) if config.shadow else None
+        )
+
+    @property
+    def config(self) -> GeofenceConfig:
+        """The settings."""
+        return self._config
+
+    @property
+    def geofence(self) -> Geofence:
+        """The default engine."""
+        return self._engine
+
+    def is_exempt(self, path: str) -> bool:
+        """Whether ``path`` is served without a decision."""
+        return self._exempt.match(path) is not None
+
+    def engine_for(self, path: str) -> Geofence:
+        """The engine deciding ``path`` (per-route policies, longest prefix first)."""
+        prefix = self._routes.match(path)
+        return self._engine if prefix is None else self._route_engines[prefix]
+
+    # -- entry points -------------------------------------------------------------------
+
+    def check(
+        self,
+        *,
+        kind: str,
+        method: str,
+        path: str,
+        peer: str | None,
+        headers: HeaderSource,
+        native: object,
+        defer_audit: bool = False,
+    ) -> Verdict:
+        """Decide one request.
+
+        Args:
+            kind: ``"http"`` or ``"websocket"``.
+            method: HTTP method.
+            path: Request path as the application routes it.
+            peer: The socket peer's address, ``None`` when there is none.
+            headers: The request headers.
+            native: The framework's request object, handed to hooks.
+            defer_audit: Leave the audit line to the caller, who writes it with
+                :meth:`record` once the response is on its way.
+
+        Returns:
+            What to do: pass (with the decision and route) or reply.
+        """
+        verdict = self.fast_check(
+            kind=kind, method=method, path=path, peer=peer, headers=headers, defer_audit=defer_audit
+        )
+        if verdict is not None:
+            return verdict
+        pending = self._start(kind, method, path, peer, headers, native)
+        client = pending.client
+        if client is None:  # exempt
+            return _EXEMPT
+        decision = pending.decision
+        if decision is None:
+            try:
+                decision = pending.engine.decide(client.address, pending.context)
+            except Exception:
+                decision = self._error(pending)
+        return self._settle(pending, decision, defer_audit)
+
+    async def acheck(
+        self,
+        *,
+        kind: str,
+        method: str,
+        path: str,
+        peer: str | None,
+        headers: HeaderSource,
+        native: object,
+        defer_audit: bool = False,
+    ) -> Verdict:
+        """Decide one request from async code: like :meth:`check`, but awaits the engine.
+
+        Decisions with a context go through :meth:`Geofence.adecide`, so an
+        asyncio history store (Redis) does not block the event loop. Callers
+        that want to skip the coroutine for requests the client address alone
+        decides call :meth:`fast_check` first and this only when it declines.
+
+        Args:
+            kind: ``"http"`` or ``"websocket"``.
+            method: HTTP method.
+            path: Request path as the application routes it.
+            peer: The socket peer's address, ``None`` when there is none.
+            headers: The request headers.
+            native: The framework's request object, handed to hooks.
+            defer_audit: Leave the audit line to the caller (see :meth:`check`).
+        """
+        pending = self._start(kind, method, path, peer, headers, native)
+        client = pending.client
+        if client is None:  # exempt
+            return _EXEMPT
+        decision = pending.decision
+        if decision is None:
+            address = client.address
+            try:
+                if pending.context is None:
+                    decision = pending.engine.decide(address)
+                else:
+                    decision = await pending.engine.adecide(address, pending.context)
+            except Exception:
+                decision = self._error(pending)
+        return self._settle(pending, decision, defer_audit)
+
+    def fast_check(
+        self,
+        *,
+        kind: str,
+        method: str,
+        path: str,
+        peer: str | None,
+        headers: HeaderSource,
+        defer_audit: bool = False,
+    ) -> Verdict | None:
+        """The verdict of a request its client address alone decides, else ``None``.
+
+        That is the common case: an exempt path, or no hooks and no per-route
+        policies, a resolved client address without spoofing evidence (or
+        ``client_signals`` off), and a policy with no subject or signal rules.
+        Otherwise (and if the engine raises) it returns ``None``, and
+        :meth:`check` or :meth:`acheck` decides, with the same result
+        (tested).
+
+        Args:
+            kind: ``"http"`` or ``"websocket"``.
+            method: HTTP method.
+            path: Request path as the application routes it.
+            peer: The socket peer's address, ``None`` when there is none.
+            headers: The request headers.
+            defer_audit: Leave the audit line to the caller (see :meth:`check`).
+        """
+        if self._exempt and self._exempt.match(path) is not None:
+            return _EXEMPT
+        engine = self._engine
+        if not self._lean or engine.needs_context:
+            return None  # decided before resolving the client: no work done twice
+        client = self._clients.resolve(peer, headers)
+        address = client.address
+        if address is None or (client.signals and self._client_signals):
+            return None
+        try:
+            decision = engine.decide(address)
+        except Exception:
+            return None  # the general path logs it and applies the fail mode
+        return self._finish(decision, engine, client, None, kind, method, path, defer_audit)
+
+    def record(
+        self, verdict: Verdict, *, kind: str, method: str, path: str, at: float | None = None
+    ) -> None:
+        """Write the audit line of a verdict made with ``defer_audit=True``.
+
+        Does nothing without an audit logger or on exempt paths.
+
+        Args:
+            verdict: What :meth:`check` or :meth:`acheck` returned.
+            kind: ``"http"`` or ``"websocket"``.
+            method: HTTP method.
+            path: Request path as the application routes it.
+            at: Unix time of the decision (default: now).
+        """
+        audit = self._audit
+        decision = verdict.decision
+        if audit is None or decision is None:
+            return
+        reply = verdict.reply
+        audit.record(
+            decision,
+            client=verdict.client,
+            request=verdict.request,
+            status=reply.status if reply is not None else None,
+            integration=self._integration,
+            kind=kind,
+            method=method,
+            path=path,
+            at=at,
+        )
+
+    # -- the general path ---------------------------------------------------------------
+
+    def _start(
+        self,
+        kind: str,
+        method: str,
+        path: str,
+        peer: str | None,
+        headers: HeaderSource,
+        native: object,
+    ) -> _Pending:
+        """Everything before the engine is asked: client, hooks' view, engine, context."""
+        if self._exempt and self._exempt.match(path) is not None:
+            return _Pending(kind, method, path, None, None, self._engine)
+        client = self._clients.resolve(peer, headers)
+        info = (
+            RequestInfo(
+                kind=kind, method=method, path=path, client=client, headers=headers, native=native
+            )
+            if self._hooks
+            else None
+        )
+        engine = self.engine_for(path) if self._routes else self._engine
+        pending = _Pending(kind, method, path, client, info, engine)
+        if client.address is None:
+            pending.decision = self._fail(engine, NO_CLIENT_ADDRESS, client)
+            return pending
+        if (
+            self._subject is None
+            and not (self._client_signals and client.signals)
+            and not engine.needs_context
+        ):
+            return pending  # the common case: no hook, no evidence, nothing asks for it
+        try:
+            pending.context = self._context(engine, client, info)
+        except Exception:
+            pending.decision = self._error(pending)
+        return pending
+
+    def _context(
+        self, engine: Geofence, client: ClientAddress, info: RequestInfo | None
+    ) -> Context | None:
+        """The request context: from the subject hook, client evidence, policy needs."""
+        config = self._config
+        context: Context | None = None
+        if config.subject is not None and info is not None:
+            found = config.subject(info)
+            if isinstance(found, Subject):
+                context = Context(subject=found)
+            elif isinstance(found, Context):
+                context = found
+            elif found is not None:
+                raise TypeError(f"subject hook returned {found!r}, not Subject or Context")
+        if config.client_signals and client.signals:
+            if context is None:
+                context = Context(signals=client.signals)
+            else:
+                context = replace(context, signals=(*context.signals, *client.signals))
+        if context is None and engine.needs_context:
+            # Rules on signals or subjects are "unresolved" without a context;
+            # with an empty one, absent evidence is a plain "no".
+            context = _EMPTY_CONTEXT
+        return context
+
+    def _error(self, pending: _Pending) -> Decision:
+        """Log the exception being handled; the fail mode decides."""
+        client = pending.client
+        if client is None:  # pragma: no cover - exempt requests are never decided
+            raise RuntimeError("no client to decide")
+        address = client.address
+        log.exception(
+            "geofence: no decision for %s; fail mode %s",
+            address.text if address is not None else client.text,
+            self._config.fail_mode,
+        )
+        return self._fail(pending.engine, DECISION_ERROR, client)
+
+    def _settle(self, pending: _Pending, decision: Decision, defer_audit: bool) -> Verdict:
+        """:meth:`_finish` for a request that went through :meth:`_start`."""
+        client = pending.client
+        if client is None:  # pragma: no cover - exempt requests return before
+            return _EXEMPT
+        return self._finish(
+            decision,
+            pending.engine,
+            client,
+            pending.info,
+            pending.kind,
+            pending.method,
+            pending.path,
+            defer_audit,
+        )
+
+    # -- after the decision -------------------------------------------------------------
+
+    def _finish(
+        self,
+        decision: Decision,
+        engine: Geofence,
+        client: ClientAddress,
+        info: RequestInfo | None,
+        kind: str,
+        method: str,
+        path: str,
+        defer_audit: bool,
+    ) -> Verdict:
+        """Everything after the decision: route, reply, headers, audit, metrics."""
+        config = self._config
+        if self._shadowed is not None and decision.action is not _ALLOW:
+            decision = self._shadow(decision)
+        action = decision.action
+        route: str | None = decision.route if action is _ROUTE else None
+        if config.router is not None and info is not None:
+            try:
+                route = config.router(info, decision)
+            except Exception:
+                log.exception("geofence: router hook failed; no route target set")
+                route = None
+        if route is not None and not (isinstance(route, str) and VISIBLE.match(route)):
+            log.error("geofence: route target %r is not a header-safe token; ignored", route)
+            route = None
+
+        reply: Reply | None = None
+        if action is _DENY:
+            reply = self._replies.for_decision(decision, engine)
+        elif action is _CHALLENGE:
+            reply = self._challenge(decision, engine, info, path)
+
+        extra: tuple[tuple[str, str], ...] = ()
+        if config.decision_header is not None:
+            extra = ((config.decision_header, action._value_),)
+        if route is not None and config.route_response_header:
+            extra = (*extra, (config.route_header, route))
+        if reply is not None and extra:
+            reply = reply.with_headers(extra)
+
+        audit = self._audit
+        if audit is not None and not defer_audit and audit.enabled:
+            audit.record(
+                decision,
+                client=client,
+                request=info,
+                status=reply.status if reply is not None else None,
+                integration=self._integration,
+                kind=kind,
+                method=method,
+                path=path,
+            )
+        for observer in self._observers:
+            observer.observe(decision, route)
+        return Verdict(decision, route, reply, client, False, extra if reply is None else (), info)
+
+    def _challenge(
+        self, decision: Decision, engine: Geofence, info: RequestInfo | None, path: str
+    ) -> Reply | None:
+        """The reply to a challenge: none on the challenge target, else the hook's or ours."""
+        target = self._challenge_target
+        if target is not None and target.match(path) is not None:
+            return None  # the page that answers the challenge: never a redirect loop
+        hook = self._config.challenge
+        if hook is None or info is None:
+            return self._replies.for_decision(decision, engine)
+        try:
+            reply = hook(info, decision)
+        except Exception:
+            log.exception("geofence: challenge hook failed; using the default challenge")
+            return self._replies.for_decision(decision, engine)
+        if reply is not None and not isinstance(reply, Reply):
+            log.error("geofence: challenge hook returned %r, not a Reply", reply)
+            return self._replies.for_decision(decision, engine)
+        return reply
+
+    def _shadow(self, decision: Decision) -> Decision:
+        """``decision`` in shadow mode (cached for shared decisions)."""
+        cache = self._shadowed
+        if cache is None or decision.address is not None:
+            return decision.as_shadow()
+        cached = cache.get(id(decision))
+        if cached is None or cached[0] is not decision:
+            cached = cache.put(id(decision), (decision, decision.as_shadow()))
+        return cached[1]
+
+    def _fail(self, engine: Geofence, code: str, client: ClientAddress) -> Decision:
+        """A degraded decision made by the fail mode."""
+        closed = self._config.fail_mode == "closed"
+        try:
+            policy = engine.policy
+            ids = {
+                "policy_id": policy.id,
+                "policy_digest": policy.digest,
+                "snapshot_id": engine.snapshot.snapshot_id,
+            }
+        except Exception:  # pragma: no cover - an engine too broken to describe itself
+            ids = {}
+        return Decision(
+            action=_DENY if closed else Action.REVIEW,
+            reasons=(code, "fail_closed" if closed else "fail_open"),
+            outcome="error",
+            degraded=True,
+            signals=client.signals,
+            address=(client.address.original_text if client.address else client.text) or None,
+            **ids,  # type: ignore[arg-type]  # str values for str fields
+        )
+
+
+class _Pending:
+    """A request between the start of :meth:`Gate.check` and the engine's answer.
+
+    ``client`` is ``None`` for an exempt path (nothing is decided).
+    """
+
+    __slots__ = (
+        "client",
+        "context",
+        "decision",
+        "engine",
+        "info",
+        "kind",
+        "method",
+        "path",
+    )
+
+    def __init__(
+        self,
+        kind: str,
+        method: str,
+        path: str,
+        client: ClientAddress | None,
+        info: RequestInfo | None,
+        engine: Geofence,
+    ) -> None:
+        self.kind = kind
+        self.method = method
+        self.path = path
+        self.client = client
+        self.info = info
+        self.engine = engine
+        self.context: Context | None = None
+        self.decision: Decision | None = None  # set when no engine call is needed
