@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from geofence.decision import Action, Decision
     from geofence.engine import Geofence
     from geofence.errors import (
+        AddressNotFoundError,
         DataAgeWarning,
         GeofenceError,
         InvalidAddressError,
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     "Action": "geofence.decision",
+    "AddressNotFoundError": "geofence.errors",
     "Context": "geofence.context",
     "DataAgeWarning": "geofence.errors",
     "Decision": "geofence.decision",
@@ -66,6 +68,7 @@ _EXPORTS = {
 
 __all__ = [
     "Action",
+    "AddressNotFoundError",
     "Context",
     "DataAgeWarning",
     "Decision",

@@ -134,6 +134,11 @@ def cmd_decide(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from geofence.context import Context
     from geofence.engine import Geofence
 
+    if args.policy is None:
+        # Never silently: an allow-all answer must not pass for a policy's.
+        print("geofence: no --policy given; deciding with allow-all (allows every address)",
+              file=err)  # fmt: skip
+        args.policy = "allow-all"
     gf = _engine(args)
     assert isinstance(gf, Geofence)
     ctx = _context(args)
@@ -152,7 +157,8 @@ def cmd_decide(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             print(d.to_json(address=text), file=out)
         else:
             route = f" -> {d.route}" if d.route else ""
-            print(f"{text}: {d.action.value}{route} ({', '.join(d.reasons)})", file=out)
+            reasons = ", ".join(d.reasons)
+            print(f"{text}: {d.action.value}{route} ({reasons}) [policy {d.policy_id}]", file=out)
     return status
 
 
@@ -311,7 +317,9 @@ def _parser() -> argparse.ArgumentParser:
     ):
         q = sub.add_parser(name, help=hlp)
         q.add_argument("ips", nargs="*", help="addresses (or - / stdin)")
-        q.add_argument("--policy", default="allow-all", help="policy file or preset name")
+        q.add_argument(
+            "--policy", help="policy file or preset name (default: allow-all, with a notice)"
+        )
         q.add_argument("--params", help="JSON params for a parameterised preset")
         q.add_argument("--subject", help='subject JSON, e.g. {"nationality": ["US"]}')
         q.add_argument("--timezone", help="client IANA time zone")

@@ -231,6 +231,7 @@ class Decision:
             "reserved": f"the address is {self.special or 'reserved'}; on_reserved applies",
         }.get(self.outcome, self.outcome)
         lines.append(f"Why: {what}.")
+        lines.append(f"Policy: {self.policy_id or 'unknown'} (digest {self.policy_digest or '-'}).")
         kinds = ", ".join(kinds_to_names(self.kinds)) or "no known kind"
         loc = f"Address: {self.address + ' in ' if self.address else ''}{where}"
         loc += f", AS{self.asn}" if self.asn else ""

@@ -76,7 +76,8 @@ class Geofence:
         snapshot: A :class:`~geofence.Snapshot`, a path to a snapshot file, or
             ``None`` for the bundled default data.
         policy: A :class:`~geofence.policy.Policy`, a path to a TOML file, or a
-            preset name.
+            preset name. Without one the ``allow-all`` policy applies, with a
+            logged warning and a note in :meth:`explain`.
         cache_size: Size of the per-address decision cache (0 disables it).
             Hits skip parsing and search; it is cleared on reload and whenever
             it fills up.
@@ -86,18 +87,23 @@ class Geofence:
         max_age: Warn (or raise, with ``stale="error"``) when the data is older.
         stale: ``"warn"`` or ``"error"`` for the data-age guard.
         today: A callable giving the date rules are compiled for (tests).
+        shadow: Shadow mode: evaluate the policy fully but enforce ``allow``;
+            each decision records what would have applied in
+            :attr:`~geofence.decision.Decision.shadow_action` (as a policy with
+            ``shadow = true``). Stays on across reloads.
     """
 
     def __init__(
         self,
         snapshot: Snapshot | str | os.PathLike[str] | None = None,
-        policy: Policy | str | os.PathLike[str] = "allow-all",
+        policy: Policy | str | os.PathLike[str] | None = None,
         *,
         cache_size: int = 0,
         signals: SignalProvider | None = None,
         max_age: dt.timedelta | None = None,
         stale: str = "warn",
         today: Callable[[], dt.date] | None = None,
+        shadow: bool = False,
     ) -> None:
         if cache_size < 0:
             raise ValueError(f"cache_size must be >= 0, got {cache_size}")
@@ -112,6 +118,11 @@ class Geofence:
         self._timer: threading.Timer | None = None
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
+        self._shadow = bool(shadow)
+        self._policy_given = policy is not None
+        if policy is None:
+            log.warning("geofence: Geofence() without a policy: allow-all applies to every address")
+            policy = "allow-all"
         self._install(self._build(snapshot, policy))
 
     # -- state ------------------------------------------------------------------------------
@@ -142,6 +153,8 @@ class Geofence:
         else:
             pol = load_policy(policy)
             pol_ref = pol.source
+        if self._shadow and not pol.shadow:
+            pol = replace(pol, shadow=True)
         compiled = compile_policy(pol, snap, today=self._today())
         return _State(
             compiled=compiled,
@@ -416,7 +429,9 @@ class Geofence:
         d = self.decide(addr, context)
         if d.address is None:
             d = d.with_address(addr.original_text)
-        return d.explain()
+        if self._policy_given:
+            return d.explain()
+        return d.explain() + "\nNote: Geofence() was given no policy; allow-all applies."
 
     # -- reload -----------------------------------------------------------------------------
 
