@@ -25,6 +25,9 @@ V = TypeVar("V")
 class BoundedCache(dict[K, V]):
     """A ``dict`` of at most ``maxsize`` entries, cleared whenever it is full.
 
+    Threads racing at the bound may each add one entry past it (checking the
+    size and storing are two steps); no lock is taken for so small a slack.
+
     Args:
         maxsize: The most entries kept (at least 1).
 

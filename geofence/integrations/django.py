@@ -30,7 +30,7 @@ from django.conf import settings  # type: ignore[import-untyped]
 from django.core import checks  # type: ignore[import-untyped]
 from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
 from django.core.signals import setting_changed  # type: ignore[import-untyped]
-from django.http import HttpResponse  # type: ignore[import-untyped]
+from django.http import HttpResponse, HttpResponseRedirect  # type: ignore[import-untyped]
 
 from geofence.errors import GeofenceError
 from geofence.integrations.gate import Gate, Verdict
@@ -224,7 +224,11 @@ def _response(verdict: Verdict) -> Any:
     reply = verdict.reply
     if reply is None:  # pragma: no cover - callers check
         raise RuntimeError("no reply to send")
-    response = HttpResponse(reply.body, status=reply.status)
+    location = next((v for k, v in reply.headers if k.lower() == "location"), None)
+    if location is not None:  # Django's redirect type, which its test client can follow
+        response = HttpResponseRedirect(location, reply.body, status=reply.status)
+    else:
+        response = HttpResponse(reply.body, status=reply.status)
     for name, value in reply.headers:
         response[name] = value
     return response

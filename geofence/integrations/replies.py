@@ -34,7 +34,7 @@ from geofence.decision import Action, Decision
 if TYPE_CHECKING:
     from geofence.engine import Geofence
     from geofence.integrations.config import GeofenceConfig
-    from geofence.policy.model import Rule
+    from geofence.policy.model import Policy, Rule
 
 __all__ = ["Replies", "Reply", "reason_code"]
 
@@ -134,15 +134,20 @@ class Replies:
     def __init__(self, config: GeofenceConfig) -> None:
         self._config = config
         # Keyed by policy digest, action, reason and rule: as few as the policies' rules.
-        self._cache: BoundedCache[tuple[str, Action, str, str | None], Reply] = BoundedCache(1024)
+        # The policy is kept with the reply: a reload may change a rule's citation
+        # without changing the digest (which covers what decides, not the prose).
+        self._cache: BoundedCache[tuple[str, Action, str, str | None], tuple[object, Reply]] = (
+            BoundedCache(1024)
+        )
 
     def for_decision(self, decision: Decision, engine: Geofence) -> Reply:
         """The reply to a ``deny`` or ``challenge`` decision made by ``engine``."""
         key = (decision.policy_digest, decision.action, reason_code(decision), decision.rule_id)
-        reply = self._cache.get(key)
-        if reply is None:
-            reply = self._cache.put(key, self._build(decision, engine))
-        return reply
+        policy = _policy(engine)
+        cached = self._cache.get(key)
+        if cached is None or cached[0] is not policy:
+            cached = self._cache.put(key, (policy, self._build(decision, engine)))
+        return cached[1]
 
     def _build(self, decision: Decision, engine: Geofence) -> Reply:
         config = self._config
@@ -183,13 +188,18 @@ class Replies:
         return _reply(config.challenge_status, detail, headers, plain=config.body_format == "plain")
 
 
+def _policy(engine: Geofence) -> Policy | None:
+    """The engine's policy (``None`` from an engine too broken to describe itself)."""
+    try:
+        return engine.policy
+    except Exception:
+        return None
+
+
 def _rule(engine: Geofence, decision: Decision) -> Rule | None:
     """The rule (or exception) that made ``decision``, if the engine still has its policy."""
-    if decision.rule_id is None:
-        return None
-    try:
-        policy = engine.policy
-    except Exception:  # an engine too broken to describe itself: no details
+    policy = _policy(engine)
+    if decision.rule_id is None or policy is None:
         return None
     if policy.digest != decision.policy_digest:
         return None  # reloaded since: the rule may have changed
