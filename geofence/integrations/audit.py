@@ -1,13 +1,13 @@
 """Audit lines: one JSON line per decision worth keeping, off the request thread.
 
 :class:`AuditLogger` decides which decisions are written (every non-allow,
-shadow and degraded decision; a sample of allows), makes a log record with the
-line's fields on it (``record.event``, ``record.path``, ``record.decision``...)
-and hands it to a queue. A listener thread takes records off the queue and
-passes them to the ``geofence.audit`` logger's handlers, where the message, the
-JSON line, is built the first time a handler formats it. A slow disk or log
-shipper then never blocks a request (``queue=False`` writes on the calling
-thread instead).
+shadow and degraded decision; a sample of allows) and puts the decision and
+the request's fields on a queue. A listener thread makes the log record, with
+the line's fields on it (``record.event``, ``record.path``,
+``record.decision``...), and passes it to the ``geofence.audit`` logger's
+handlers, where the message, the JSON line, is built the first time a handler
+formats it. A slow disk or log shipper then never blocks a request
+(``queue=False`` does all of it on the calling thread instead).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from logging.handlers import QueueListener
-from queue import SimpleQueue
-from typing import TYPE_CHECKING
+from queue import Empty, SimpleQueue
+from typing import TYPE_CHECKING, Any
 
 from geofence.decision import Action, Decision
 from geofence.integrations._auditline import LineEncoder
@@ -135,6 +135,17 @@ def make_record(
     return record
 
 
+_time = time.time
+
+#: The names an audit line sets itself (a ``fields`` hook may not use them).
+_LINE_FIELDS = frozenset(
+    {
+        "client_source", "client_chain", "client_signals", "event", "status", "integration",
+        "kind", "method", "path", "decision", "address", "ts",
+    }
+)  # fmt: skip
+
+
 def _reset_process_fields() -> None:
     _CONSTANT["process"] = os.getpid()
 
@@ -154,15 +165,49 @@ class _Flush:
         self.done = threading.Event()
 
 
-class _Listener(QueueListener):
-    """Hands each record to its logger's handlers (``Logger.handle``) on its thread."""
+#: Seconds the listener waits after waking, so that one wake-up serves many records.
+LINGER = 0.05
 
-    def handle(self, record: logging.LogRecord) -> None:
+
+#: What :meth:`AuditLogger.record` queues: the logger, the decision, the request's
+#: fields, times and thread (see :meth:`AuditLogger._write`).
+_PendingLine = tuple[
+    "AuditLogger", Decision, "ClientAddress | None", str, "int | None", str, str, str, str,
+    float, float, "int | None", "str | None", "dict[str, object] | None",
+]  # fmt: skip
+
+
+class _Listener(QueueListener):
+    """Hands each record to its logger's handlers (``Logger.handle``) on its thread.
+
+    Waking a thread per record made every audited request hand the GIL to the
+    listener and back (with the machine's scheduler in between): under load
+    the server's throughput collapsed. Once woken, the listener sleeps
+    :data:`LINGER` seconds (the GIL released) and then handles what has
+    gathered in one go, so hand-offs happen a few times a second, not per record.
+    """
+
+    # Any: the queue holds pending lines, flush markers and the stop sentinel.
+    def __init__(self, queue: SimpleQueue[Any]) -> None:
+        super().__init__(queue)
+        self._records = queue
+
+    def dequeue(self, block: bool) -> Any:
+        try:
+            return self._records.get_nowait()  # a batch is being handled: no wait
+        except Empty:
+            if not block:
+                raise
+        record = self._records.get()  # idle: block until one arrives
+        time.sleep(LINGER)
+        return record
+
+    def handle(self, record: Any) -> None:
         if isinstance(record, _Flush):
             record.done.set()
             return
         try:
-            logging.getLogger(record.name).handle(record)
+            record[0]._write(record)  # a pending line (see AuditLogger.record)
         except Exception:  # pragma: no cover - handlers report their own errors
             log.exception("geofence: audit record could not be handled")
 
@@ -176,11 +221,11 @@ class _AuditQueue:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._queue: SimpleQueue[logging.LogRecord] = SimpleQueue()
+        self._queue: SimpleQueue[Any] = SimpleQueue()
         self._listener: _Listener | None = None
-        self.put: Callable[[logging.LogRecord], None] = self._start_and_put
+        self.put: Callable[[_PendingLine], None] = self._start_and_put
 
-    def _start_and_put(self, record: logging.LogRecord) -> None:
+    def _start_and_put(self, record: _PendingLine) -> None:
         with self._lock:
             if self._listener is None:
                 self._listener = _Listener(self._queue)
@@ -198,7 +243,7 @@ class _AuditQueue:
         if self._listener is None:
             return True
         marker = _Flush()
-        self._queue.put_nowait(marker)  # type: ignore[arg-type]  # the listener knows it
+        self._queue.put_nowait(marker)
         return marker.done.wait(timeout)
 
     def stop(self) -> None:
@@ -377,6 +422,28 @@ class AuditLogger:
         event = self._event(decision)
         if event is None:
             return
+        fields = None
+        if self._fields is not None and request is not None:
+            fields = self._hook_fields(request)  # here: the request is this thread's
+        now = _time()
+        thread, thread_name = (
+            (_get_ident(), _current_thread().name) if logging.logThreads else (None, None)
+        )
+        # The rest (fields, record, JSON) is built by whoever writes: the listener
+        # thread, or this one with queue=False. Everything it reads is immutable.
+        pending = (
+            self, decision, client, event, status, integration, kind, method, path,
+            now if at is None else at, now, thread, thread_name, fields,
+        )  # fmt: skip
+        if self._queue:
+            _QUEUE.put(pending)
+        else:
+            self._write(pending)
+
+    def _write(self, pending: _PendingLine) -> None:
+        """Make the log record of a line recorded by :meth:`record` and hand it to the logger."""
+        (_, decision, client, event, status, integration, kind, method, path,
+         at, created, thread, thread_name, fields) = pending  # fmt: skip
         address: str | None = None
         extra: dict[str, object] = {}
         if client is not None:
@@ -391,36 +458,36 @@ class AuditLogger:
         extra["kind"] = kind
         extra["method"] = method
         extra["path"] = path
-        if self._fields is not None and request is not None:
-            self._add_fields(extra, request)
-        now = time.time()
-        created = now if at is None else at
-        message = AuditMessage(self._encoder, decision, address or None, extra, created)
-        record = make_record(logger.name, self._level, self._levelname, message, now)
+        if fields:
+            extra.update(fields)
+        logger = self._logger
+        message = AuditMessage(self._encoder, decision, address or None, extra, at)
+        record = make_record(logger.name, self._level, self._levelname, message, created)
         attributes = record.__dict__
+        attributes["thread"] = thread
+        attributes["threadName"] = thread_name
         attributes.update(extra)
         attributes["decision"] = decision
         attributes["address"] = address or decision.address
-        if self._queue:
-            _QUEUE.put(record)
-        else:
-            logger.handle(record)
+        logger.handle(record)
 
-    def _add_fields(self, extra: dict[str, object], request: RequestInfo) -> None:
-        """Add the ``fields`` hook's names (a failing hook is logged, not raised)."""
+    def _hook_fields(self, request: RequestInfo) -> dict[str, object] | None:
+        """The ``fields`` hook's names (a failing hook or a reserved name is logged)."""
         hook = self._fields
         if hook is None:  # pragma: no cover - callers check
-            return
+            return None
         try:
             more = hook(request)
         except Exception:
             log.exception("geofence: audit fields hook failed; line written without its fields")
-            return
+            return None
+        fields: dict[str, object] = {}
         for name, value in more.items():
-            if name in RESERVED_FIELDS or name in extra or name in ("decision", "address", "ts"):
+            if name in RESERVED_FIELDS or name in _LINE_FIELDS:
                 log.error("geofence: audit field %r is a reserved name; ignored", name)
             else:
-                extra[name] = value
+                fields[name] = value
+        return fields
 
     def line(
         self,

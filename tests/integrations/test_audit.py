@@ -67,6 +67,8 @@ def test_fields_are_on_the_record(engine: Geofence, kept: tuple[logging.Logger, 
     assert record.client_source == "peer"  # type: ignore[attr-defined]
     assert record.address == ADDR["deny"]  # type: ignore[attr-defined]
     assert record.decision is verdict.decision  # type: ignore[attr-defined]
+    assert record.thread == threading.get_ident()  # the request's thread, not the listener's
+    assert handler.threads != [threading.get_ident()]
     line = json.loads(record.getMessage())
     assert line["event"] == "deny"
     assert line["status"] == 451
