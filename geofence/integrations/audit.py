@@ -416,6 +416,21 @@ class AuditLogger:
             at: Unix time of the decision (default: now); for lines written
                 after the response, so ``ts`` still says when it was decided.
         """
+        self.enqueue(decision, client, request, status, integration, kind, method, path, at)
+
+    def enqueue(
+        self,
+        decision: Decision,
+        client: ClientAddress | None,
+        request: RequestInfo | None,
+        status: int | None,
+        integration: str,
+        kind: str,
+        method: str,
+        path: str,
+        at: float | None = None,
+    ) -> None:
+        """:meth:`record` with positional arguments (the gate's call, once per request)."""
         logger = self._logger
         if not logger.isEnabledFor(self._level):
             return

@@ -98,15 +98,20 @@ class Gate:
         "_client_signals",
         "_clients",
         "_config",
+        "_decision_headers",
         "_engine",
         "_exempt",
+        "_has_exempt",
         "_hooks",
         "_integration",
         "_lean",
         "_observers",
         "_replies",
         "_route_engines",
+        "_route_header_out",
+        "_router",
         "_routes",
+        "_safe_routes",
         "_shadowed",
         "_subject",
     )
@@ -119,6 +124,7 @@ class Gate:
         self._integration = integration
         self._clients = ClientResolver(config.trusted_proxies)
         self._exempt = PathPrefixes((*config.exempt_paths, *config.exempt_prefixes))
+        self._has_exempt = bool(self._exempt)
         self._routes = PathPrefixes(prefix for prefix, _ in config.route_policies)
         self._route_engines = dict(config.route_policies)
         self._replies = Replies(config)
@@ -127,7 +133,15 @@ class Gate:
         self._audit = config.audit
         self._observers = tuple(o for o in (config.metrics, config.tracing) if o is not None)
         self._subject = config.subject
+        self._router = config.router
         self._client_signals = config.client_signals
+        # Response headers per action, built once (the decision header's value).
+        name = config.decision_header
+        self._decision_headers = {a: ((name, a.value),) for a in Action} if name else {}
+        self._route_header_out = config.route_header if config.route_response_header else None
+        # Route targets already found header-safe (a policy has few; a router hook may
+        # make more, hence the bound).
+        self._safe_routes: BoundedCache[str, bool] = BoundedCache(1024)
         self._hooks = (
             config.subject is not None
             or config.router is not None
@@ -186,9 +200,7 @@ class Gate:
         Returns:
             What to do: pass (with the decision and route) or reply.
         """
-        verdict = self.fast_check(
-            kind=kind, method=method, path=path, peer=peer, headers=headers, defer_audit=defer_audit
-        )
+        verdict = self._fast(kind, method, path, peer, headers, defer_audit)
         if verdict is not None:
             return verdict
         pending = self._start(kind, method, path, peer, headers, native)
@@ -273,7 +285,19 @@ class Gate:
             headers: The request headers.
             defer_audit: Leave the audit line to the caller (see :meth:`check`).
         """
-        if self._exempt and self._exempt.match(path) is not None:
+        return self._fast(kind, method, path, peer, headers, defer_audit)
+
+    def _fast(
+        self,
+        kind: str,
+        method: str,
+        path: str,
+        peer: str | None,
+        headers: HeaderSource,
+        defer_audit: bool,
+    ) -> Verdict | None:
+        """:meth:`fast_check` with positional arguments (what :meth:`check` calls)."""
+        if self._has_exempt and self._exempt.match(path) is not None:
             return _EXEMPT
         engine = self._engine
         if not self._lean or engine.needs_context:
@@ -331,7 +355,7 @@ class Gate:
         native: object,
     ) -> _Pending:
         """Everything before the engine is asked: client, hooks' view, engine, context."""
-        if self._exempt and self._exempt.match(path) is not None:
+        if self._has_exempt and self._exempt.match(path) is not None:
             return _Pending(kind, method, path, None, None, self._engine)
         client = self._clients.resolve(peer, headers)
         info = (
@@ -426,20 +450,14 @@ class Gate:
         defer_audit: bool,
     ) -> Verdict:
         """Everything after the decision: route, reply, headers, audit, metrics."""
-        config = self._config
         if self._shadowed is not None and decision.action is not _ALLOW:
             decision = self._shadow(decision)
         action = decision.action
         route: str | None = decision.route if action is _ROUTE else None
-        if config.router is not None and info is not None:
-            try:
-                route = config.router(info, decision)
-            except Exception:
-                log.exception("geofence: router hook failed; no route target set")
-                route = None
-        if route is not None and not (isinstance(route, str) and VISIBLE.match(route)):
-            log.error("geofence: route target %r is not a header-safe token; ignored", route)
-            route = None
+        if self._router is not None and info is not None:
+            route = self._route(info, decision)
+        if route is not None and route not in self._safe_routes:
+            route = self._checked_route(route)
 
         reply: Reply | None = None
         if action is _DENY:
@@ -447,29 +465,38 @@ class Gate:
         elif action is _CHALLENGE:
             reply = self._challenge(decision, engine, info, path)
 
-        extra: tuple[tuple[str, str], ...] = ()
-        if config.decision_header is not None:
-            extra = ((config.decision_header, action._value_),)
-        if route is not None and config.route_response_header:
-            extra = (*extra, (config.route_header, route))
+        extra = self._decision_headers.get(action, ()) if self._decision_headers else ()
+        if route is not None and self._route_header_out is not None:
+            extra = (*extra, (self._route_header_out, route))
         if reply is not None and extra:
             reply = reply.with_headers(extra)
 
         audit = self._audit
-        if audit is not None and not defer_audit and audit.enabled:
-            audit.record(
-                decision,
-                client=client,
-                request=info,
-                status=reply.status if reply is not None else None,
-                integration=self._integration,
-                kind=kind,
-                method=method,
-                path=path,
-            )
+        if audit is not None and not defer_audit:
+            status = reply.status if reply is not None else None
+            audit.enqueue(decision, client, info, status, self._integration, kind, method, path)
         for observer in self._observers:
             observer.observe(decision, route)
         return Verdict(decision, route, reply, client, False, extra if reply is None else (), info)
+
+    def _route(self, info: RequestInfo, decision: Decision) -> str | None:
+        """The router hook's target (``None`` when it fails)."""
+        router = self._router
+        if router is None:  # pragma: no cover - callers check
+            return None
+        try:
+            return router(info, decision)
+        except Exception:
+            log.exception("geofence: router hook failed; no route target set")
+            return None
+
+    def _checked_route(self, route: object) -> str | None:
+        """``route`` if it is safe to send in a header (remembered), else ``None``."""
+        if isinstance(route, str) and VISIBLE.match(route):
+            self._safe_routes.put(route, True)
+            return route
+        log.error("geofence: route target %r is not a header-safe token; ignored", route)
+        return None
 
     def _challenge(
         self, decision: Decision, engine: Geofence, info: RequestInfo | None, path: str

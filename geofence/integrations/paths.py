@@ -59,7 +59,8 @@ class PathPrefixes:
 
     def match(self, path: str) -> str | None:
         """The longest prefix covering ``path``, or ``None``."""
-        candidates = self._by_segment.get(_first_segment(path))
+        end = path.find("/", 1)  # _first_segment, inline: every request asks
+        candidates = self._by_segment.get(path if end < 0 else path[:end])
         if candidates is not None:
             for prefix in candidates:
                 if under(path, prefix):
