@@ -12,26 +12,24 @@ formats it. A slow disk or log shipper then never blocks a request
 
 from __future__ import annotations
 
-import atexit
 import logging
-import os
 import random
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from logging.handlers import QueueListener
-from queue import Empty, SimpleQueue
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from geofence.decision import Action, Decision
+from geofence.integrations import _auditqueue
 from geofence.integrations._auditline import LineEncoder
+from geofence.integrations._auditqueue import flush_audit_queue
+from geofence.integrations._auditrecord import AuditMessage, make_record
 
 if TYPE_CHECKING:
     from geofence.integrations.request import AuditFieldsHook, RequestInfo
     from geofence.signals.proxy import ClientAddress
 
-__all__ = ["AuditLogger", "flush_audit_queue"]
+__all__ = ["AuditLogger", "AuditMessage", "flush_audit_queue", "make_record"]
 
 log = logging.getLogger("geofence")
 
@@ -39,103 +37,9 @@ log = logging.getLogger("geofence")
 RESERVED_FIELDS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
-# --------------------------------------------------------------------------- records
-
-
-class AuditMessage:
-    """A record's message: the JSON line, built when a handler first asks for it."""
-
-    __slots__ = ("_address", "_at", "_decision", "_encoder", "_extra", "_text")
-
-    def __init__(
-        self,
-        encoder: LineEncoder,
-        decision: Decision,
-        address: str | None,
-        extra: Mapping[str, object],
-        at: float,
-    ) -> None:
-        self._encoder = encoder
-        self._decision = decision
-        self._address = address
-        self._extra = extra
-        self._at = at
-        self._text: str | None = None
-
-    def __str__(self) -> str:
-        text = self._text
-        if text is None:
-            text = self._text = self._encoder.line(
-                self._decision, self._address, self._extra, at=self._at
-            )
-        return text
-
-    def __repr__(self) -> str:
-        return f"<AuditMessage {self._decision.action.value} {self._address}>"
-
-
-def _constant_fields() -> dict[str, object]:
-    """The LogRecord attributes every audit record shares (per process).
-
-    ``relativeCreated`` is derived from a record ``logging`` makes itself, so
-    audit records count from the same start as every other record.
-    """
-    probe = logging.LogRecord("geofence.audit", logging.INFO, __file__, 0, "", None, None)
-    fields: dict[str, object] = {
-        "args": None,
-        "pathname": __file__,
-        "filename": probe.filename,
-        "module": probe.module,
-        "exc_info": None,
-        "exc_text": None,
-        "stack_info": None,
-        "lineno": 0,
-        "funcName": "AuditLogger.record",
-        "processName": probe.processName,
-        "process": probe.process,
-        "_start": probe.created - probe.relativeCreated / 1000.0,
-    }
-    if sys.version_info >= (3, 12):
-        fields["taskName"] = None
-    return fields
-
-
-_CONSTANT = _constant_fields()
-_START = float(_CONSTANT.pop("_start"))  # type: ignore[arg-type]  # a float, set above
-_new = object.__new__
-_current_thread = threading.current_thread
-_get_ident = threading.get_ident
-
-
-def make_record(
-    name: str, level: int, levelname: str, message: AuditMessage, created: float
-) -> logging.LogRecord:
-    """A ``LogRecord`` as ``Logger.makeRecord`` makes it, for the audit call site.
-
-    The stdlib constructor recomputes the file name, module and process of the
-    call site for every record; an audit record always comes from the same
-    place, so those are computed once (``funcName`` is ``AuditLogger.record``,
-    ``lineno`` 0). The attributes are the stdlib's (tested).
-    """
-    record: logging.LogRecord = _new(logging.LogRecord)
-    fields = record.__dict__
-    fields.update(_CONSTANT)
-    fields["name"] = name
-    fields["msg"] = message
-    fields["levelname"] = levelname
-    fields["levelno"] = level
-    fields["created"] = created
-    fields["msecs"] = int(created * 1000) % 1000 + 0.0
-    fields["relativeCreated"] = (created - _START) * 1000.0
-    if logging.logThreads:
-        fields["thread"] = _get_ident()
-        fields["threadName"] = _current_thread().name
-    else:
-        fields["thread"] = fields["threadName"] = None
-    return record
-
-
 _time = time.time
+_get_ident = threading.get_ident
+_current_thread = threading.current_thread
 
 #: The names an audit line sets itself (a ``fields`` hook may not use them).
 _LINE_FIELDS = frozenset(
@@ -145,137 +49,12 @@ _LINE_FIELDS = frozenset(
     }
 )  # fmt: skip
 
-
-def _reset_process_fields() -> None:
-    _CONSTANT["process"] = os.getpid()
-
-
-os.register_at_fork(after_in_child=_reset_process_fields)
-
-
-# --------------------------------------------------------------------------- the queue
-
-
-class _Flush:
-    """A marker put on the queue: set once every record before it is handled."""
-
-    __slots__ = ("done",)
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-
-
-#: Seconds the listener waits after waking, so that one wake-up serves many records.
-LINGER = 0.05
-
-
-#: What :meth:`AuditLogger.record` queues: the logger, the decision, the request's
-#: fields, times and thread (see :meth:`AuditLogger._write`).
+#: What :meth:`AuditLogger.record` queues: its writer, the decision, the
+#: request's fields, times and thread (see :meth:`AuditLogger._write`).
 _PendingLine = tuple[
-    "AuditLogger", Decision, "ClientAddress | None", str, "int | None", str, str, str, str,
-    float, float, "int | None", "str | None", "dict[str, object] | None",
+    "Callable[[_PendingLine], None]", Decision, "ClientAddress | None", str, "int | None",
+    str, str, str, str, float, float, "int | None", "str | None", "dict[str, object] | None",
 ]  # fmt: skip
-
-
-class _Listener(QueueListener):
-    """Hands each record to its logger's handlers (``Logger.handle``) on its thread.
-
-    Waking a thread per record made every audited request hand the GIL to the
-    listener and back (with the machine's scheduler in between): under load
-    the server's throughput collapsed. Once woken, the listener sleeps
-    :data:`LINGER` seconds (the GIL released) and then handles what has
-    gathered in one go, so hand-offs happen a few times a second, not per record.
-    """
-
-    # Any: the queue holds pending lines, flush markers and the stop sentinel.
-    def __init__(self, queue: SimpleQueue[Any]) -> None:
-        super().__init__(queue)
-        self._records = queue
-
-    def dequeue(self, block: bool) -> Any:
-        try:
-            return self._records.get_nowait()  # a batch is being handled: no wait
-        except Empty:
-            if not block:
-                raise
-        record = self._records.get()  # idle: block until one arrives
-        time.sleep(LINGER)
-        return record
-
-    def handle(self, record: Any) -> None:
-        if isinstance(record, _Flush):
-            record.done.set()
-            return
-        try:
-            record[0]._write(record)  # a pending line (see AuditLogger.record)
-        except Exception:  # pragma: no cover - handlers report their own errors
-            log.exception("geofence: audit record could not be handled")
-
-
-class _AuditQueue:
-    """The process-wide queue of audit records and its listener thread.
-
-    Started on the first record; after a fork the child starts its own (the
-    parent's thread does not exist there); stopped and drained at exit.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._queue: SimpleQueue[Any] = SimpleQueue()
-        self._listener: _Listener | None = None
-        self.put: Callable[[_PendingLine], None] = self._start_and_put
-
-    def _start_and_put(self, record: _PendingLine) -> None:
-        with self._lock:
-            if self._listener is None:
-                self._listener = _Listener(self._queue)
-                self._listener.start()
-                atexit.register(self.stop)
-                self.put = self._queue.put_nowait
-        self._queue.put_nowait(record)
-
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every record queued so far has been handled.
-
-        Returns:
-            ``False`` if that took longer than ``timeout`` seconds.
-        """
-        if self._listener is None:
-            return True
-        marker = _Flush()
-        self._queue.put_nowait(marker)
-        return marker.done.wait(timeout)
-
-    def stop(self) -> None:
-        """Handle what is queued, then stop the listener thread."""
-        with self._lock:
-            listener, self._listener = self._listener, None
-            self.put = self._start_and_put
-        if listener is not None:
-            listener.stop()
-
-    def reset_after_fork(self) -> None:
-        """In a forked child: forget the parent's listener (its thread is gone)."""
-        self._lock = threading.Lock()
-        self._queue = SimpleQueue()
-        self._listener = None
-        self.put = self._start_and_put
-
-
-_QUEUE = _AuditQueue()
-os.register_at_fork(after_in_child=_QUEUE.reset_after_fork)
-
-
-def flush_audit_queue(timeout: float = 5.0) -> bool:
-    """Wait until every queued audit record has been written (tests, shutdown hooks).
-
-    Returns:
-        ``False`` if that took longer than ``timeout`` seconds.
-    """
-    return _QUEUE.flush(timeout)
-
-
-# --------------------------------------------------------------------------- the logger
 
 
 class AuditLogger:
@@ -447,11 +226,11 @@ class AuditLogger:
         # The rest (fields, record, JSON) is built by whoever writes: the listener
         # thread, or this one with queue=False. Everything it reads is immutable.
         pending = (
-            self, decision, client, event, status, integration, kind, method, path,
+            self._write, decision, client, event, status, integration, kind, method, path,
             now if at is None else at, now, thread, thread_name, fields,
         )  # fmt: skip
         if self._queue:
-            _QUEUE.put(pending)
+            _auditqueue.put(pending)
         else:
             self._write(pending)
 

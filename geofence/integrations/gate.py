@@ -16,15 +16,21 @@ The framework modules only translate their request and response shapes.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from geofence._cache import BoundedCache
-from geofence.context import Context, Subject
+from geofence.context import Context
 from geofence.decision import Action, Decision
 from geofence.integrations.clients import ClientResolver
 from geofence.integrations.config import VISIBLE, GeofenceConfig
+from geofence.integrations.context import (
+    DECISION_ERROR,
+    NO_CLIENT_ADDRESS,
+    fail_decision,
+    request_context,
+)
 from geofence.integrations.paths import PathPrefixes
 from geofence.integrations.replies import Replies, Reply
 from geofence.integrations.request import HeaderSource, RequestInfo
@@ -37,11 +43,6 @@ __all__ = ["DECISION_ERROR", "NO_CLIENT_ADDRESS", "Gate", "Verdict"]
 
 log = logging.getLogger("geofence")
 
-#: Reason codes of decisions the integrations make themselves.
-NO_CLIENT_ADDRESS = "client_address_unavailable"
-DECISION_ERROR = "decision_error"
-
-_EMPTY_CONTEXT = Context()
 # Enum members as module constants: a class attribute lookup through the enum
 # machinery costs more than a global on every request.
 _DENY, _CHALLENGE, _ROUTE, _ALLOW = Action.DENY, Action.CHALLENGE, Action.ROUTE, Action.ALLOW
@@ -377,35 +378,12 @@ class Gate:
         ):
             return pending  # the common case: no hook, no evidence, nothing asks for it
         try:
-            pending.context = self._context(engine, client, info)
+            pending.context = request_context(
+                engine, client, info, subject=self._subject, client_signals=self._client_signals
+            )
         except Exception:
             pending.decision = self._error(pending)
         return pending
-
-    def _context(
-        self, engine: Geofence, client: ClientAddress, info: RequestInfo | None
-    ) -> Context | None:
-        """The request context: from the subject hook, client evidence, policy needs."""
-        config = self._config
-        context: Context | None = None
-        if config.subject is not None and info is not None:
-            found = config.subject(info)
-            if isinstance(found, Subject):
-                context = Context(subject=found)
-            elif isinstance(found, Context):
-                context = found
-            elif found is not None:
-                raise TypeError(f"subject hook returned {found!r}, not Subject or Context")
-        if config.client_signals and client.signals:
-            if context is None:
-                context = Context(signals=client.signals)
-            else:
-                context = replace(context, signals=(*context.signals, *client.signals))
-        if context is None and engine.needs_context:
-            # Rules on signals or subjects are "unresolved" without a context;
-            # with an empty one, absent evidence is a plain "no".
-            context = _EMPTY_CONTEXT
-        return context
 
     def _error(self, pending: _Pending) -> Decision:
         """Log the exception being handled; the fail mode decides."""
@@ -419,6 +397,10 @@ class Gate:
             self._config.fail_mode,
         )
         return self._fail(pending.engine, DECISION_ERROR, client)
+
+    def _fail(self, engine: Geofence, code: str, client: ClientAddress) -> Decision:
+        """The fail mode's degraded decision."""
+        return fail_decision(engine, code, client, closed=self._config.fail_mode == "closed")
 
     def _settle(self, pending: _Pending, decision: Decision, defer_audit: bool) -> Verdict:
         """:meth:`_finish` for a request that went through :meth:`_start`."""
@@ -527,28 +509,6 @@ class Gate:
         if cached is None or cached[0] is not decision:
             cached = cache.put(id(decision), (decision, decision.as_shadow()))
         return cached[1]
-
-    def _fail(self, engine: Geofence, code: str, client: ClientAddress) -> Decision:
-        """A degraded decision made by the fail mode."""
-        closed = self._config.fail_mode == "closed"
-        try:
-            policy = engine.policy
-            ids = {
-                "policy_id": policy.id,
-                "policy_digest": policy.digest,
-                "snapshot_id": engine.snapshot.snapshot_id,
-            }
-        except Exception:  # pragma: no cover - an engine too broken to describe itself
-            ids = {}
-        return Decision(
-            action=_DENY if closed else Action.REVIEW,
-            reasons=(code, "fail_closed" if closed else "fail_open"),
-            outcome="error",
-            degraded=True,
-            signals=client.signals,
-            address=(client.address.original_text if client.address else client.text) or None,
-            **ids,  # type: ignore[arg-type]  # str values for str fields
-        )
 
 
 class _Pending:
