@@ -33,7 +33,7 @@ from geofence.integrations.context import (
 )
 from geofence.integrations.paths import PathPrefixes
 from geofence.integrations.replies import Replies, Reply
-from geofence.integrations.request import HeaderSource, RequestInfo
+from geofence.integrations.request import HeaderSource, RequestInfo, header_value
 from geofence.signals.proxy import ClientAddress
 
 if TYPE_CHECKING:
@@ -95,6 +95,7 @@ class Gate:
 
     __slots__ = (
         "_audit",
+        "_challenge_host",
         "_challenge_target",
         "_client_signals",
         "_clients",
@@ -129,8 +130,9 @@ class Gate:
         self._routes = PathPrefixes(prefix for prefix, _ in config.route_policies)
         self._route_engines = dict(config.route_policies)
         self._replies = Replies(config)
-        target = config.challenge_redirect
-        self._challenge_target = PathPrefixes([urlsplit(target).path or "/"]) if target else None
+        target = urlsplit(config.challenge_redirect) if config.challenge_redirect else None
+        self._challenge_target = PathPrefixes([target.path or "/"]) if target else None
+        self._challenge_host = (target.netloc.lower() or None) if target else None
         self._audit = config.audit
         self._observers = tuple(o for o in (config.metrics, config.tracing) if o is not None)
         self._subject = config.subject
@@ -311,7 +313,9 @@ class Gate:
             decision = engine.decide(address)
         except Exception:
             return None  # the general path logs it and applies the fail mode
-        return self._finish(decision, engine, client, None, kind, method, path, defer_audit)
+        return self._finish(
+            decision, engine, client, None, kind, method, path, headers, defer_audit
+        )
 
     def record(
         self, verdict: Verdict, *, kind: str, method: str, path: str, at: float | None = None
@@ -357,7 +361,7 @@ class Gate:
     ) -> _Pending:
         """Everything before the engine is asked: client, hooks' view, engine, context."""
         if self._has_exempt and self._exempt.match(path) is not None:
-            return _Pending(kind, method, path, None, None, self._engine)
+            return _Pending(kind, method, path, headers, None, None, self._engine)
         client = self._clients.resolve(peer, headers)
         info = (
             RequestInfo(
@@ -367,7 +371,7 @@ class Gate:
             else None
         )
         engine = self.engine_for(path) if self._routes else self._engine
-        pending = _Pending(kind, method, path, client, info, engine)
+        pending = _Pending(kind, method, path, headers, client, info, engine)
         if client.address is None:
             pending.decision = self._fail(engine, NO_CLIENT_ADDRESS, client)
             return pending
@@ -415,6 +419,7 @@ class Gate:
             pending.kind,
             pending.method,
             pending.path,
+            pending.headers,
             defer_audit,
         )
 
@@ -429,6 +434,7 @@ class Gate:
         kind: str,
         method: str,
         path: str,
+        headers: HeaderSource,
         defer_audit: bool,
     ) -> Verdict:
         """Everything after the decision: route, reply, headers, audit, metrics."""
@@ -445,7 +451,7 @@ class Gate:
         if action is _DENY:
             reply = self._replies.for_decision(decision, engine)
         elif action is _CHALLENGE:
-            reply = self._challenge(decision, engine, info, path)
+            reply = self._challenge(decision, engine, info, path, headers)
 
         extra = self._decision_headers.get(action, ()) if self._decision_headers else ()
         if route is not None and self._route_header_out is not None:
@@ -481,11 +487,15 @@ class Gate:
         return None
 
     def _challenge(
-        self, decision: Decision, engine: Geofence, info: RequestInfo | None, path: str
+        self,
+        decision: Decision,
+        engine: Geofence,
+        info: RequestInfo | None,
+        path: str,
+        headers: HeaderSource,
     ) -> Reply | None:
         """The reply to a challenge: none on the challenge target, else the hook's or ours."""
-        target = self._challenge_target
-        if target is not None and target.match(path) is not None:
+        if self._on_challenge_target(path, headers):
             return None  # the page that answers the challenge: never a redirect loop
         hook = self._config.challenge
         if hook is None or info is None:
@@ -499,6 +509,20 @@ class Gate:
             log.error("geofence: challenge hook returned %r, not a Reply", reply)
             return self._replies.for_decision(decision, engine)
         return reply
+
+    def _on_challenge_target(self, path: str, headers: HeaderSource) -> bool:
+        """Whether the request is for the challenge redirect's target (or below it).
+
+        A relative target is a path of this application. An absolute one is
+        only when the request's ``Host`` is the target's: otherwise a target
+        such as ``https://kyc.example.com/`` (path ``/``) would let every
+        challenged request through.
+        """
+        target = self._challenge_target
+        if target is None or target.match(path) is None:
+            return False
+        host = self._challenge_host
+        return host is None or (header_value(headers, "host") or "").lower() == host
 
     def _shadow(self, decision: Decision) -> Decision:
         """``decision`` in shadow mode (cached for shared decisions)."""
@@ -522,6 +546,7 @@ class _Pending:
         "context",
         "decision",
         "engine",
+        "headers",
         "info",
         "kind",
         "method",
@@ -533,6 +558,7 @@ class _Pending:
         kind: str,
         method: str,
         path: str,
+        headers: HeaderSource,
         client: ClientAddress | None,
         info: RequestInfo | None,
         engine: Geofence,
@@ -540,6 +566,7 @@ class _Pending:
         self.kind = kind
         self.method = method
         self.path = path
+        self.headers = headers
         self.client = client
         self.info = info
         self.engine = engine

@@ -44,6 +44,15 @@ def header_text(value: str | bytes) -> str:
     return value if isinstance(value, str) else value.decode("latin-1")
 
 
+def header_value(headers: HeaderSource, name: str) -> str | None:
+    """The first value of header ``name`` (lower case), or ``None``."""
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    for key, value in items:
+        if header_text(key).lower() == name:
+            return header_text(value)
+    return None
+
+
 class RequestInfo:
     """What hooks see of a request, whatever the framework.
 

@@ -168,21 +168,35 @@ def test_challenge_status_must_be_a_client_error(status: object) -> None:
 # -- point 1: a challenge target is never challenged itself ------------------------------------
 
 
+def check_at(g: Gate, peer: str, path: str, host: str = "api.example.com") -> Any:
+    headers = [("Host", host)]
+    return g.check(kind="http", method="GET", path=path, peer=peer, headers=headers, native=None)
+
+
 @pytest.mark.parametrize(
-    "target", ["/verify-location/", "/verify-location", "https://example.com/verify-location/"]
+    "target",
+    ["/verify-location/", "/verify-location", "https://api.example.com/verify-location/"],
 )
 def test_challenge_target_is_never_challenged(cited: Geofence, target: str) -> None:
     """Without exempting it, the redirect target (and below) serves challenged clients."""
     g = gate(cited, challenge_redirect=target)
-    elsewhere = check(g, "4.0.0.1", "/v1/models")
+    elsewhere = check_at(g, "4.0.0.1", "/v1/models")
     assert elsewhere.reply is not None
     assert elsewhere.reply.status == 303
     for path in ("/verify-location/", "/verify-location/step-2"):
-        verdict = check(g, "4.0.0.1", path)
+        verdict = check_at(g, "4.0.0.1", path)
         assert verdict.reply is None, path  # served: no redirect loop
         assert verdict.decision.action is Action.CHALLENGE  # the page knows why
-    assert check(g, "2.0.0.1", "/verify-location/").reply.status == 451  # deny still applies
-    assert check(g, "4.0.0.1", "/verify-locationx").reply.status == 303
+    assert check_at(g, "2.0.0.1", "/verify-location/").reply.status == 451  # deny still applies
+    assert check_at(g, "4.0.0.1", "/verify-locationx").reply.status == 303
+
+
+def test_an_absolute_target_elsewhere_lets_nothing_through(cited: Geofence) -> None:
+    """A target on another host (path "/") does not exempt this application's paths."""
+    g = gate(cited, challenge_redirect="https://kyc.example.com/")
+    for path in ("/", "/v1/models"):
+        assert check_at(g, "4.0.0.1", path).reply.status == 303
+    assert check_at(g, "4.0.0.1", "/start", host="KYC.example.com").reply is None
 
 
 def test_following_the_challenge_redirect_ends_on_the_target(cited: Geofence) -> None:
