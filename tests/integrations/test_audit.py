@@ -208,3 +208,46 @@ def test_many_threads_every_line_arrives(
         expected = "deny" if line["address"] == ADDR["deny"] else "route"
         assert line["action"] == expected == line["event"]
     assert {Action(line["action"]) for line in lines} == {Action.DENY, Action.ROUTE}
+
+
+_FORK_SCRIPT = """
+import logging, os, sys
+from geofence.decision import Action, Decision
+from geofence.integrations.audit import AuditLogger, flush_audit_queue
+
+path = sys.argv[1]
+logger = logging.getLogger("geofence.audit.fork")
+logger.setLevel(logging.INFO)
+logger.propagate = False
+logger.addHandler(logging.FileHandler(path))
+audit = AuditLogger(logger)
+deny = Decision(action=Action.DENY, reasons=("rule:x",))
+audit.record(deny, client=None, path="/parent")  # the parent's listener starts
+assert flush_audit_queue()
+pid = os.fork()  # as gunicorn --preload forks its workers
+if pid == 0:
+    audit.record(deny, client=None, path="/child")
+    os._exit(0 if flush_audit_queue() else 3)
+_, status = os.waitpid(pid, 0)
+audit.record(deny, client=None, path="/parent-again")
+assert flush_audit_queue()
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_forked_worker_writes_its_own_lines(tmp_path: Any) -> None:
+    """After a fork the child starts its own listener: its lines are written, none lost."""
+    import subprocess
+    import sys
+
+    lines = tmp_path / "audit.log"
+    result = subprocess.run(
+        [sys.executable, "-c", _FORK_SCRIPT, str(lines)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    paths = sorted(json.loads(line)["path"] for line in lines.read_text().splitlines())
+    assert paths == ["/child", "/parent", "/parent-again"]
