@@ -136,8 +136,8 @@ def cmd_decide(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     if args.policy is None:
         # Never silently: an allow-all answer must not pass for a policy's.
-        print("geofence: no --policy given; deciding with allow-all (allows every address)",
-              file=err)  # fmt: skip
+        notice = "no --policy given; deciding with allow-all (allows every address)"
+        print(f"geofence: {notice}", file=err)
         args.policy = "allow-all"
     gf = _engine(args)
     assert isinstance(gf, Geofence)

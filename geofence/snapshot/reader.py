@@ -555,8 +555,9 @@ class Snapshot:
         """Release the lookup tables; later lookups raise :class:`SnapshotError`.
 
         Like ``maxminddb``'s ``Reader.close()``. Engines compiled from the
-        snapshot keep their own references and go on deciding. Closing twice
-        is harmless.
+        snapshot keep their own references and go on deciding, but cannot
+        recompile from it: close a snapshot no engine will reload from (an
+        engine given a path reopens the file). Closing twice is harmless.
         """
         closed = _ClosedTable(self.origin)
         self._v4_starts = self._v4_ids = self._v4_index = closed  # type: ignore[assignment]
