@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from geofence.decision import Action, Decision
     from geofence.engine import Geofence
     from geofence.errors import (
+        AddressNotFoundError,
         ContextError,
         DataAgeWarning,
         GeofenceError,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     "Action": "geofence.decision",
+    "AddressNotFoundError": "geofence.errors",
     "Context": "geofence.context",
     "ContextError": "geofence.errors",
     "DataAgeWarning": "geofence.errors",
@@ -73,6 +75,7 @@ _EXPORTS = {
 
 __all__ = [
     "Action",
+    "AddressNotFoundError",
     "Context",
     "ContextError",
     "DataAgeWarning",

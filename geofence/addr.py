@@ -46,8 +46,8 @@ _ZONE_MAX = 64
 _SHOW_MAX = 60
 
 
-class TunnelKind(enum.Enum):
-    """How an IPv4 address was carried inside an IPv6 address."""
+class TunnelKind(enum.StrEnum):
+    """How an IPv4 address was carried inside an IPv6 address (a ``str`` enum)."""
 
     IPV4_MAPPED = "ipv4_mapped"
     """``::ffff:a.b.c.d`` (RFC 4291 §2.5.5.2), handed out by dual-stack sockets."""
@@ -200,9 +200,12 @@ def _special_index() -> dict[int, _SpecialIndex]:
 _SPECIAL_INDEX: Final = _special_index()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# A plain slotted class (no frozen-dataclass __init__, which pays object.__setattr__
+# per field): the client resolution builds one per forwarded hop. Hashable by
+# value; instances are never changed after construction and are shared freely.
+@dataclass(slots=True, unsafe_hash=True)
 class ParsedAddress:
-    """An address after strict parsing and tunnel unwrapping."""
+    """An address after strict parsing and tunnel unwrapping (treat it as read-only)."""
 
     version: int
     """4 or 6: the family of the effective address (4 after unwrapping a tunnel)."""
@@ -378,32 +381,7 @@ def parse_address(
         if found is not None:
             tunnel, inner = found
             outer, ver, num = num, 4, inner
-    return _make_parsed(ver, num, tunnel, outer, zone, special_range(ver, num))
-
-
-def _make_parsed(
-    version: int,
-    value: int,
-    tunnel: TunnelKind | None,
-    outer: int | None,
-    zone: str | None,
-    special: SpecialRange | None,
-) -> ParsedAddress:
-    """Build a ParsedAddress without the frozen dataclass ``__init__``.
-
-    The generated ``__init__`` of a frozen dataclass calls ``object.__setattr__``
-    per field, which made construction ~75% of ``parse_address``; writing the
-    slots through their descriptors is several times faster. Serves the header
-    parsing in client address resolution, which parses every hop.
-    """
-    obj = _new(ParsedAddress)
-    _set_version(obj, version)
-    _set_value(obj, value)
-    _set_tunnel(obj, tunnel)
-    _set_outer(obj, outer)
-    _set_zone(obj, zone)
-    _set_special(obj, special)
-    return obj
+    return ParsedAddress(ver, num, tunnel, outer, zone, special_range(ver, num))
 
 
 def parse_plain(text: str) -> ParsedAddress | None:
@@ -424,20 +402,13 @@ def parse_plain(text: str) -> ParsedAddress | None:
             value = _from_bytes(socket.inet_pton(socket.AF_INET6, text), "big")
             if value >> 112 in _TUNNEL_TOPS:  # maybe a tunnel: the general path unwraps
                 return parse_address(text)
-            return _make_parsed(6, value, None, None, None, special_range(6, value))
+            return ParsedAddress(6, value, None, None, None, special_range(6, value))
         value = _from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
     except (OSError, ValueError, UnicodeEncodeError, InvalidAddressError):
         # inet_pton: OSError when invalid, ValueError for a NUL character,
         # UnicodeEncodeError for lone surrogates.
         return None
-    return _make_parsed(4, value, None, None, None, special_range(4, value))
+    return ParsedAddress(4, value, None, None, None, special_range(4, value))
 
 
 _from_bytes = int.from_bytes
-_new = object.__new__
-_set_version = ParsedAddress.__dict__["version"].__set__
-_set_value = ParsedAddress.__dict__["value"].__set__
-_set_tunnel = ParsedAddress.__dict__["tunnel"].__set__
-_set_outer = ParsedAddress.__dict__["outer"].__set__
-_set_zone = ParsedAddress.__dict__["zone"].__set__
-_set_special = ParsedAddress.__dict__["special"].__set__

@@ -175,6 +175,11 @@ def cmd_decide(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from geofence.context import Context
     from geofence.engine import Geofence
 
+    if args.policy is None:
+        # Never silently: an allow-all answer must not pass for a policy's.
+        notice = "no --policy given; deciding with allow-all (allows every address)"
+        print(f"geofence: {notice}", file=err)
+        args.policy = "allow-all"
     gf = _engine(args)
     assert isinstance(gf, Geofence)
     ctx = _context(args)
@@ -194,7 +199,8 @@ def cmd_decide(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             out.write(lines.line(d, text, time.time()))
         else:
             route = f" -> {d.route}" if d.route else ""
-            print(f"{text}: {d.action.value}{route} ({', '.join(d.reasons)})", file=out)
+            reasons = ", ".join(d.reasons)
+            print(f"{text}: {d.action.value}{route} ({reasons}) [policy {d.policy_id}]", file=out)
     return status
 
 
@@ -508,7 +514,9 @@ def _parser() -> argparse.ArgumentParser:
     ):
         q = sub.add_parser(name, help=hlp)
         q.add_argument("ips", nargs="*", help="addresses (or - / stdin)")
-        q.add_argument("--policy", default="allow-all", help="policy file or preset name")
+        q.add_argument(
+            "--policy", help="policy file or preset name (default: allow-all, with a notice)"
+        )
         q.add_argument("--params", help="JSON params for a parameterised preset")
         q.add_argument("--subject", help='subject JSON, e.g. {"nationality": ["US"]}')
         q.add_argument("--timezone", help="client IANA time zone")

@@ -13,8 +13,11 @@ from geofence.kinds import NetworkKind, kinds_to_names
 __all__ = ["Action", "Decision", "parse_action"]
 
 
-class Action(enum.Enum):
-    """What to do with a request."""
+class Action(enum.StrEnum):
+    """What to do with a request.
+
+    A ``str`` enum: ``Action.DENY == "deny"`` and ``str(Action.DENY) == "deny"``.
+    """
 
     ALLOW = "allow"
     """Serve the request."""
@@ -146,6 +149,26 @@ class Decision:
         """Whether the action is ``deny``."""
         return self.action is Action.DENY
 
+    def as_shadow(self) -> Decision:
+        """This decision in shadow mode: ``allow`` enforced, its own action recorded.
+
+        As a policy with ``shadow = true`` decides: the action that would have
+        applied becomes :attr:`shadow_action` (and the rule :attr:`shadow_rule_id`),
+        the reason ``shadow:policy`` is added. A decision already in shadow mode
+        is returned as is.
+        """
+        if self.shadow and self.action is Action.ALLOW:
+            return self
+        return replace(
+            self,
+            action=Action.ALLOW,
+            route=None,
+            shadow=True,
+            shadow_action=self.action,
+            shadow_rule_id=self.rule_id,
+            reasons=(*self.reasons, "shadow:policy"),
+        )
+
     def with_address(self, address: str) -> Decision:
         """A copy naming the address (for logs)."""
         return replace(self, address=address)
@@ -208,6 +231,7 @@ class Decision:
             "reserved": f"the address is {self.special or 'reserved'}; on_reserved applies",
         }.get(self.outcome, self.outcome)
         lines.append(f"Why: {what}.")
+        lines.append(f"Policy: {self.policy_id or 'unknown'} (digest {self.policy_digest or '-'}).")
         kinds = ", ".join(kinds_to_names(self.kinds)) or "no known kind"
         loc = f"Address: {self.address + ' in ' if self.address else ''}{where}"
         loc += f", AS{self.asn}" if self.asn else ""

@@ -77,7 +77,8 @@ class Geofence:
         snapshot: A :class:`~geofence.Snapshot`, a path to a snapshot file, or
             ``None`` for the bundled default data.
         policy: A :class:`~geofence.policy.Policy`, a path to a TOML file, or a
-            preset name.
+            preset name. Without one the ``allow-all`` policy applies, with a
+            logged warning and a note in :meth:`explain`.
         cache_size: Size of the per-address decision cache (0 disables it).
             Hits skip parsing and search; it is cleared on reload and whenever
             it fills up.
@@ -88,12 +89,16 @@ class Geofence:
         stale: ``"warn"`` or ``"error"`` for the data-age guard.
         today: A callable giving the date rules are compiled for (tests).
         retry: Backoff between retries of a failed watched reload or date refresh.
+        shadow: Shadow mode: evaluate the policy fully but enforce ``allow``;
+            each decision records what would have applied in
+            :attr:`~geofence.decision.Decision.shadow_action` (as a policy with
+            ``shadow = true``). Stays on across reloads.
     """
 
     def __init__(
         self,
         snapshot: Snapshot | str | os.PathLike[str] | None = None,
-        policy: Policy | str | os.PathLike[str] = "allow-all",
+        policy: Policy | str | os.PathLike[str] | None = None,
         *,
         cache_size: int = 0,
         signals: SignalProvider | None = None,
@@ -101,6 +106,7 @@ class Geofence:
         stale: str = "warn",
         today: Callable[[], dt.date] | None = None,
         retry: Retry | None = None,
+        shadow: bool = False,
     ) -> None:
         if cache_size < 0:
             raise ValueError(f"cache_size must be >= 0, got {cache_size}")
@@ -118,6 +124,11 @@ class Geofence:
         self._retry = retry or Retry()
         self._monitor = ReloadMonitor()
         self._refresh_failures = 0
+        self._shadow = bool(shadow)
+        self._policy_given = policy is not None
+        if policy is None:
+            log.warning("geofence: Geofence() without a policy: allow-all applies to every address")
+            policy = "allow-all"
         self._install(self._build(snapshot, policy))
 
     # -- state ------------------------------------------------------------------------------
@@ -148,6 +159,8 @@ class Geofence:
         else:
             pol = load_policy(policy)
             pol_ref = pol.source
+        if self._shadow and not pol.shadow:
+            pol = replace(pol, shadow=True)
         compiled = compile_policy(pol, snap, today=self._today())
         return _State(
             compiled=compiled,
@@ -432,7 +445,9 @@ class Geofence:
         d = self.decide(addr, context)
         if d.address is None:
             d = d.with_address(addr.original_text)
-        return d.explain()
+        if self._policy_given:
+            return d.explain()
+        return d.explain() + "\nNote: Geofence() was given no policy; allow-all applies."
 
     # -- reload -----------------------------------------------------------------------------
 
@@ -642,7 +657,14 @@ class Geofence:
         """
         state = self._hot[5]
         today = None if self._today is _utc_today else self._today
-        settings = (self._cache_size, self._signals, self._max_age, self._stale, today)
+        settings = (
+            self._cache_size,
+            self._signals,
+            self._max_age,
+            self._stale,
+            today,
+            self._shadow,
+        )
         return _unpickle_geofence, (state.compiled.snapshot, state.compiled.policy, settings)
 
     def __enter__(self) -> Geofence:
@@ -659,7 +681,7 @@ def _utc_today() -> dt.date:
 
 def _unpickle_geofence(snapshot: Snapshot, policy: Policy, settings: tuple[Any, ...]) -> Geofence:
     """Rebuild a pickled :class:`Geofence` (see :meth:`Geofence.__reduce__`)."""
-    cache_size, signals, max_age, stale, today = settings
+    cache_size, signals, max_age, stale, today, shadow = settings
     return Geofence(
         snapshot,
         policy,
@@ -668,6 +690,7 @@ def _unpickle_geofence(snapshot: Snapshot, policy: Policy, settings: tuple[Any, 
         max_age=max_age,
         stale=stale,
         today=today,
+        shadow=shadow,
     )
 
 

@@ -8,6 +8,7 @@ A small, honest hierarchy: every error raised on purpose by this package is a
 from __future__ import annotations
 
 __all__ = [
+    "AddressNotFoundError",
     "ContextError",
     "DataAgeWarning",
     "GeofenceError",
@@ -59,6 +60,26 @@ class ContextError(GeofenceError, ValueError):
     :class:`~geofence.signals.base.Signal` is built, so a bad number never reaches
     a risk score, a rule or an audit line.
     """
+
+
+class AddressNotFoundError(GeofenceError, LookupError):
+    """No data covers an address (:meth:`geofence.Snapshot.find`).
+
+    The name and attributes follow ``geoip2.errors.AddressNotFoundError``, so
+    code written for ``geoip2`` keeps its ``except`` clauses. Decisions never
+    raise it: an address without data gets a ``Decision`` (outcome ``unknown``).
+
+    Attributes:
+        ip_address: The address looked up, as text.
+        network: The largest network around it that has no data.
+    """
+
+    def __init__(
+        self, message: str, *, ip_address: str | None = None, network: object = None
+    ) -> None:
+        super().__init__(message)
+        self.ip_address = ip_address
+        self.network = network
 
 
 class SnapshotError(GeofenceError):

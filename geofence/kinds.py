@@ -83,8 +83,11 @@ def kinds_to_names(kinds: int) -> list[str]:
     return [k.name.lower() for k in NetworkKind if k.value and k.name and kinds & k.value]
 
 
-class SpecialRange(enum.Enum):
-    """Address blocks that are recognised without a data lookup (IANA special-purpose)."""
+class SpecialRange(enum.StrEnum):
+    """Address blocks that are recognised without a data lookup (IANA special-purpose).
+
+    A ``str`` enum: ``SpecialRange.PRIVATE == "private"``.
+    """
 
     PRIVATE = "private"
     """RFC 1918 private IPv4 and RFC 4193 unique local IPv6 (fc00::/7)."""

@@ -1,4 +1,4 @@
-"""Web integrations: ASGI, WSGI, Django middleware and a FastAPI dependency.
+"""Web integrations: ASGI, WSGI, Django middleware, a Flask extension, a FastAPI dependency.
 
 The framework-neutral pieces are re-exported here; importing this package
 imports no web framework. Framework modules are imported by name:
@@ -9,23 +9,23 @@ See ``docs/middleware.md``.
 """
 
 from geofence.integrations.asgi import GeofenceMiddleware
-from geofence.integrations.common import (
-    AuditLogger,
+from geofence.integrations.audit import AuditLogger, flush_audit_queue
+from geofence.integrations.config import FailMode, GeofenceConfig, GeofenceOptions
+from geofence.integrations.gate import Gate, Verdict
+from geofence.integrations.metrics import PrometheusMetrics
+from geofence.integrations.replies import Reply
+from geofence.integrations.request import (
+    AuditFieldsHook,
     ChallengeHook,
-    FailMode,
-    Gate,
-    GeofenceConfig,
-    GeofenceOptions,
-    PrometheusMetrics,
-    Reply,
     RequestInfo,
     RouterHook,
     SubjectHook,
-    Verdict,
 )
+from geofence.integrations.routing import RouteTable
 from geofence.integrations.wsgi import GeofenceWSGIMiddleware
 
 __all__ = [
+    "AuditFieldsHook",
     "AuditLogger",
     "ChallengeHook",
     "FailMode",
@@ -37,7 +37,9 @@ __all__ = [
     "PrometheusMetrics",
     "Reply",
     "RequestInfo",
+    "RouteTable",
     "RouterHook",
     "SubjectHook",
     "Verdict",
+    "flush_audit_queue",
 ]

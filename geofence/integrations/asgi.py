@@ -11,14 +11,9 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from time import time as _now
 from typing import TYPE_CHECKING, Any, Unpack
 
-from geofence.integrations.common import (
-    Gate,
-    GeofenceConfig,
-    GeofenceOptions,
-    Reply,
-    Verdict,
-    resolve_config,
-)
+from geofence.integrations.config import GeofenceConfig, GeofenceOptions, resolve_config
+from geofence.integrations.gate import Gate, Verdict
+from geofence.integrations.replies import Reply
 
 if TYPE_CHECKING:
     from geofence.engine import Geofence
@@ -64,7 +59,7 @@ class GeofenceMiddleware:
         app: The ASGI application.
         geofence: The engine (the default one when ``route_policies`` is set).
         config: Settings; alternatively pass the options as keywords.
-        **options: :class:`~geofence.integrations.common.GeofenceOptions`.
+        **options: :class:`~geofence.integrations.config.GeofenceOptions`.
 
     Raises:
         ValueError: An option is invalid, or both ``config`` and options are given.
@@ -106,7 +101,15 @@ class GeofenceMiddleware:
             kind=kind, method=method, path=path, peer=peer, headers=headers, defer_audit=later
         )
         if verdict is None:  # hooks, contexts, evidence: the general path
-            verdict = await gate._acheck_general(kind, method, path, peer, headers, scope, later)
+            verdict = await gate.acheck(
+                kind=kind,
+                method=method,
+                path=path,
+                peer=peer,
+                headers=headers,
+                native=scope,
+                defer_audit=later,
+            )
         try:
             # Act on the verdict (inline: one coroutine fewer per request).
             route = verdict.route

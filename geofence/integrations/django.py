@@ -1,35 +1,17 @@
-"""Django middleware configured from ``settings.GEOFENCE``.
+"""Django middleware configured from ``settings.GEOFENCE``, with system checks.
 
-Add ``"geofence.integrations.django.GeofenceMiddleware"`` to ``MIDDLEWARE``
-(early, before anything that does work for the request) and describe the
-engine and options in ``settings.GEOFENCE``::
+Add ``"geofence.integrations.django.GeofenceAppConfig"`` to ``INSTALLED_APPS``
+(its system checks load and validate the configuration at start-up, so
+``manage.py check`` fails on a mistyped policy name) and
+``"geofence.integrations.django.GeofenceMiddleware"`` to ``MIDDLEWARE`` (early,
+before anything that does work for the request). ``settings.GEOFENCE`` takes
+the keys of :mod:`geofence.integrations.settings`; hooks receive a
+:class:`~geofence.integrations.request.RequestInfo` whose ``native`` is the
+``HttpRequest``.
 
-    GEOFENCE = {
-        "policy": "path/to/policy.toml",       # or a preset name, or a Policy
-        "snapshot": None,                      # None = bundled data; or a path
-        "trusted_proxies": ["10.0.0.0/8"],     # or {"cidrs": [...], "hops": 1}
-        "exempt_paths": ["/healthz"],
-        "blocked_by": "https://example.com/legal/geo",
-    }
-
-Keys:
-
-* engine: ``policy`` (required), ``snapshot``, ``cache_size``, or instead
-  ``engine``: a ready :class:`~geofence.engine.Geofence` or a dotted path to a
-  zero-argument callable returning one; ``watch`` (seconds between file-change
-  checks for hot reload, off by default); ``route_policies`` (path prefix ->
-  policy reference on the same snapshot, or a ``Geofence``);
-* every :class:`~geofence.integrations.common.GeofenceOptions` key; the hooks
-  (``challenge``, ``subject``, ``router``) may be dotted paths, and receive a
-  :class:`~geofence.integrations.common.RequestInfo` whose ``native`` is the
-  ``HttpRequest``;
-* ``audit``: ``False`` to disable, a mapping of
-  :class:`~geofence.integrations.common.AuditLogger` arguments, or an instance;
-  ``metrics``: ``True`` or a :class:`~geofence.integrations.common.PrometheusMetrics`.
-
-The engine is built lazily, once per process, on the first request (or by
-:func:`get_gate`), and rebuilt when the ``GEOFENCE`` setting is overridden in
-tests. The decision is ``request.geofence`` and the route target
+The gate is built once per process by the system check or the first request
+(or :func:`get_gate`), and rebuilt when the ``GEOFENCE`` setting is overridden
+in tests. The decision is ``request.geofence`` and the route target
 ``request.geofence_route`` (both ``None`` on exempt paths); the route target is
 also put in the route request header (``request.META["HTTP_X_GEOFENCE_ROUTE"]``).
 Examples are in ``docs/middleware.md``.
@@ -38,109 +20,42 @@ Examples are in ``docs/middleware.md``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from typing import Any
 
 # Django ships without type information (no py.typed); the names it gives are Any.
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.apps import AppConfig  # type: ignore[import-untyped]
 from django.conf import settings  # type: ignore[import-untyped]
+from django.core import checks  # type: ignore[import-untyped]
 from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
 from django.core.signals import setting_changed  # type: ignore[import-untyped]
-from django.http import HttpResponse  # type: ignore[import-untyped]
-from django.utils.module_loading import import_string  # type: ignore[import-untyped]
+from django.http import HttpResponse, HttpResponseRedirect  # type: ignore[import-untyped]
 
-from geofence.integrations.common import (
-    AuditLogger,
-    Gate,
-    GeofenceConfig,
-    Verdict,
-)
+from geofence.errors import GeofenceError
+from geofence.integrations.gate import Gate, Verdict
+from geofence.integrations.settings import SettingsError, build_gate
 from geofence.integrations.wsgi import environ_headers, environ_key
 
-__all__ = ["GeofenceMiddleware", "get_gate", "reset"]
+__all__ = ["GeofenceAppConfig", "GeofenceMiddleware", "check_settings", "get_gate", "reset"]
 
-_ENGINE_KEYS = frozenset({"policy", "snapshot", "cache_size", "watch", "route_policies", "engine"})
-_HOOKS = ("challenge", "subject", "router")
+MIDDLEWARE_PATH = "geofence.integrations.django.GeofenceMiddleware"
 
 _lock = threading.Lock()
 _gate: Gate | None = None
 
 
-def _import(ref: str, what: str) -> Any:
-    """Import a dotted path named in the settings."""
-    try:
-        return import_string(ref)
-    except ImportError as exc:
-        raise ImproperlyConfigured(f"settings.GEOFENCE[{what!r}]: cannot import {ref!r}") from exc
-
-
 def _build() -> Gate:
     """Build the gate from ``settings.GEOFENCE``."""
-    from geofence.engine import Geofence
-    from geofence.snapshot.reader import Snapshot
-
     raw = getattr(settings, "GEOFENCE", None)
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, Mapping):
-        raise ImproperlyConfigured(f"settings.GEOFENCE must be a dict, got {raw!r}")
-    options: dict[str, Any] = {k: v for k, v in raw.items() if k not in _ENGINE_KEYS}
-    for name in _HOOKS:
-        if isinstance(options.get(name), str):
-            options[name] = _import(options[name], name)
-    audit = options.get("audit")
-    if audit is False:
-        options["audit"] = None
-    elif isinstance(audit, Mapping):
-        options["audit"] = AuditLogger(**audit)
-
-    engine_ref = raw.get("engine")
-    cache_size = raw.get("cache_size", 0)
-    if engine_ref is not None:
-        clash = sorted({"policy", "snapshot", "cache_size"} & set(raw))
-        if clash:
-            raise ImproperlyConfigured(f"settings.GEOFENCE: 'engine' excludes {clash}")
-        engine = _import(engine_ref, "engine")() if isinstance(engine_ref, str) else engine_ref
-        if not isinstance(engine, Geofence):
-            raise ImproperlyConfigured(
-                f"settings.GEOFENCE['engine'] gave {engine!r}, not a Geofence"
-            )
-        snap = engine.snapshot
-    else:
-        if "policy" not in raw:
-            # No silent allow-all: a compliance control must name its policy.
-            raise ImproperlyConfigured(
-                "settings.GEOFENCE needs 'policy' (a preset name, a TOML path or a Policy) "
-                "or 'engine'"
-            )
-        snapshot = raw.get("snapshot")
-        snap = (
-            snapshot
-            if isinstance(snapshot, Snapshot)
-            else (Snapshot.default() if snapshot is None else Snapshot.open(snapshot))
-        )
-        engine = Geofence(snap, raw["policy"], cache_size=cache_size)
-    routes = raw.get("route_policies") or {}
-    if not isinstance(routes, Mapping):
-        raise ImproperlyConfigured("settings.GEOFENCE['route_policies'] must be a dict")
-    options["route_policies"] = {
-        prefix: ref if isinstance(ref, Geofence) else Geofence(snap, ref, cache_size=cache_size)
-        for prefix, ref in routes.items()
-    }
-    watch = raw.get("watch")
-    if watch:
-        engine.watch(float(watch))
     try:
-        config = GeofenceConfig.from_options(**options)
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"settings.GEOFENCE: {exc}") from exc
-    return Gate(engine, config, integration="django")
+        return build_gate({} if raw is None else raw, integration="django", name="GEOFENCE")
+    except SettingsError as exc:
+        raise ImproperlyConfigured(f"settings.{exc}") from exc
 
 
 def get_gate() -> Gate:
     """The process-wide gate, built from ``settings.GEOFENCE`` on first use.
-
-    Call it at startup (``AppConfig.ready``) to load data before the first request.
 
     Raises:
         ImproperlyConfigured: ``settings.GEOFENCE`` is invalid.
@@ -173,6 +88,68 @@ def _on_setting_changed(*, setting: str, **_: object) -> None:
 setting_changed.connect(_on_setting_changed, dispatch_uid="geofence.integrations.django")
 
 
+# --------------------------------------------------------------------------- system checks
+
+
+def check_settings(app_configs: Sequence[Any] | None = None, **_: object) -> list[Any]:
+    """Django system check: ``settings.GEOFENCE`` builds a working gate.
+
+    Loads the snapshot and the policy (the gate is kept for the requests that
+    follow), so a mistyped preset name, a missing file or an invalid option
+    fails ``manage.py check``, ``runserver`` and ``migrate`` instead of the
+    first request.
+
+    Returns:
+        ``geofence.E001`` for invalid settings, ``geofence.E002`` for a policy
+        or snapshot that cannot be loaded, ``geofence.W001`` when the settings
+        exist but the middleware is not installed.
+    """
+    middleware = list(getattr(settings, "MIDDLEWARE", None) or ())
+    has_settings = getattr(settings, "GEOFENCE", None) is not None
+    if MIDDLEWARE_PATH not in middleware:
+        if not has_settings:
+            return []
+        return [
+            checks.Warning(
+                "settings.GEOFENCE is set but the geofence middleware is not installed",
+                hint=f"Add {MIDDLEWARE_PATH!r} to MIDDLEWARE, early.",
+                id="geofence.W001",
+            )
+        ]
+    try:
+        get_gate()
+    except ImproperlyConfigured as exc:
+        return [checks.Error(str(exc), id="geofence.E001")]
+    except GeofenceError as exc:
+        return [
+            checks.Error(
+                f"settings.GEOFENCE: {exc}",
+                hint="Check the policy (a preset name, a TOML path) and the snapshot path; "
+                "`geofence policy check --list` lists the presets.",
+                id="geofence.E002",
+            )
+        ]
+    return []
+
+
+checks.register(check_settings, "geofence")
+
+
+class GeofenceAppConfig(AppConfig):  # type: ignore[misc]  # Django's AppConfig is untyped
+    """The app whose system checks validate ``settings.GEOFENCE`` at start-up."""
+
+    name = "geofence.integrations.django"
+    label = "geofence"
+    verbose_name = "geofence"
+
+    def ready(self) -> None:
+        """Register the system check (importing this module already did; idempotent)."""
+        checks.register(check_settings, "geofence")
+
+
+# --------------------------------------------------------------------------- middleware
+
+
 class GeofenceMiddleware:
     """Decide every request before the view (sync and async).
 
@@ -197,27 +174,25 @@ class GeofenceMiddleware:
         """Handle one request (returns a coroutine when the stack is async)."""
         if self._async:
             return self.__acall__(request)
-        verdict = self._check(request)
+        gate = get_gate()
+        verdict = gate.check(**_request_fields(request))
+        _attach(request, verdict, gate)
         if verdict.reply is not None:
             return _response(verdict)
-        response = self.get_response(request)
-        return _add_headers(response, verdict)
+        return _add_headers(self.get_response(request), verdict)
 
     async def __acall__(self, request: Any) -> Any:
         """The async path: decisions with a context await the engine (asyncio stores)."""
         gate = get_gate()
-        verdict = await gate.acheck(**_request_fields(request))
+        fields = _request_fields(request)
+        native = fields.pop("native")
+        verdict = gate.fast_check(**fields)
+        if verdict is None:
+            verdict = await gate.acheck(**fields, native=native)
         _attach(request, verdict, gate)
         if verdict.reply is not None:
             return _response(verdict)
-        response = await self.get_response(request)
-        return _add_headers(response, verdict)
-
-    def _check(self, request: Any) -> Verdict:
-        gate = get_gate()
-        verdict = gate.check(**_request_fields(request))
-        _attach(request, verdict, gate)
-        return verdict
+        return _add_headers(await self.get_response(request), verdict)
 
 
 def _request_fields(request: Any) -> dict[str, Any]:
@@ -249,7 +224,11 @@ def _response(verdict: Verdict) -> Any:
     reply = verdict.reply
     if reply is None:  # pragma: no cover - callers check
         raise RuntimeError("no reply to send")
-    response = HttpResponse(reply.body, status=reply.status)
+    location = next((v for k, v in reply.headers if k.lower() == "location"), None)
+    if location is not None:  # Django's redirect type, which its test client can follow
+        response = HttpResponseRedirect(location, reply.body, status=reply.status)
+    else:
+        response = HttpResponse(reply.body, status=reply.status)
     for name, value in reply.headers:
         response[name] = value
     return response

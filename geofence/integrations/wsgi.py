@@ -1,7 +1,6 @@
 """WSGI middleware (Flask, Bottle, Pyramid, any PEP 3333 application).
 
-Flask: ``app.wsgi_app = GeofenceWSGIMiddleware(app.wsgi_app, geofence=...)`` or
-:func:`geofence.integrations.flask.init_app`. Examples are in
+Flask: the :class:`geofence.integrations.flask.Geofence` extension installs it. Examples are in
 ``docs/middleware.md``.
 """
 
@@ -11,7 +10,8 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Unpack
 
-from geofence.integrations.common import Gate, GeofenceConfig, GeofenceOptions, resolve_config
+from geofence.integrations.config import GeofenceConfig, GeofenceOptions, resolve_config
+from geofence.integrations.gate import Gate
 
 if TYPE_CHECKING:
     from geofence.engine import Geofence
@@ -67,7 +67,8 @@ class GeofenceWSGIMiddleware:
         app: The WSGI application.
         geofence: The engine (the default one when ``route_policies`` is set).
         config: Settings; alternatively pass the options as keywords.
-        **options: :class:`~geofence.integrations.common.GeofenceOptions`.
+        integration: Name recorded in audit lines (``"flask"`` from the extension).
+        **options: :class:`~geofence.integrations.config.GeofenceOptions`.
 
     Raises:
         ValueError: An option is invalid, or both ``config`` and options are given.
@@ -79,11 +80,12 @@ class GeofenceWSGIMiddleware:
         *,
         geofence: Geofence,
         config: GeofenceConfig | None = None,
+        integration: str = "wsgi",
         **options: Unpack[GeofenceOptions],
     ) -> None:
         self.app = app
         self.config = resolve_config(config, options)
-        self.gate = Gate(geofence, self.config, integration="wsgi")
+        self.gate = Gate(geofence, self.config, integration=integration)
         self._route_key = environ_key(self.config.route_header)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from geofence._cache import BoundedCache
 from geofence.addr import V4_MAX, ParsedAddress, TunnelKind, parse_address, parse_plain
 from geofence.errors import InvalidAddressError, PolicyError, TrustWarning
 from geofence.signals.base import Signal
@@ -207,8 +208,8 @@ class TrustedProxies:
     # Whether any peer is trusted by position alone (hops without cidrs).
     _unverified: bool = field(init=False, repr=False, compare=False, default=False)
     # Peer text -> is_trusted(peer), for the fast path (peers repeat; bounded).
-    _peer_trust: dict[str, bool] = field(
-        init=False, repr=False, compare=False, default_factory=dict
+    _peer_trust: BoundedCache[str, bool] = field(
+        init=False, repr=False, compare=False, default_factory=lambda: BoundedCache(4096)
     )
 
     def __post_init__(self) -> None:
@@ -326,9 +327,10 @@ def _split_cidrs(value: object) -> tuple[str, ...]:
 # --------------------------------------------------------------------------- results
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# A plain slotted class, as ParsedAddress: built once per request, read-only by use.
+@dataclass(slots=True, unsafe_hash=True)
 class ClientAddress:
-    """The client address a request is decided on, and how it was found."""
+    """The client address a request is decided on, and how it was found (read-only)."""
 
     address: ParsedAddress | None
     """The parsed client address; ``None`` only when nothing usable was available
@@ -716,8 +718,7 @@ _FORWARDING_NAMES: frozenset[str | bytes] = frozenset(
 )
 _XFF_NAMES: frozenset[str | bytes] = frozenset({"x-forwarded-for", b"x-forwarded-for"})
 _FAST_MAX = 45  # longest textual IPv6 address
-_PEERS: dict[str, ParsedAddress] = {}
-_PEERS_MAX = 4096
+_PEERS: BoundedCache[str, ParsedAddress] = BoundedCache(4096)
 
 
 def _fast_path(
@@ -746,9 +747,7 @@ def _fast_path(
             return None
         if peer_addr.zone is not None:
             return None
-        if len(_PEERS) >= _PEERS_MAX:
-            _PEERS.clear()
-        _PEERS[peer] = peer_addr
+        _PEERS.put(peer, peer_addr)
     items: Iterable[tuple[object, object]]
     # A list of pairs is what ASGI, WSGI adapters and the gate pass: skip the
     # (slower) abstract Mapping check for it.
@@ -767,16 +766,13 @@ def _fast_path(
                 return None
             xff = value
     if xff is None:
-        return _client_address(peer_addr, peer, _PEER, (peer,))
+        return ClientAddress(peer_addr, peer, _PEER, (peer,))
     if not trusted._xff_only:
         return None
     trust = trusted._peer_trust
     ok = trust.get(peer)
     if ok is None:
-        ok = trusted.is_trusted(peer_addr)
-        if len(trust) >= _PEERS_MAX:
-            trust.clear()
-        trust[peer] = ok
+        ok = trust.put(peer, trusted.is_trusted(peer_addr))
     if not ok:
         return None
     text = xff.decode("latin-1") if isinstance(xff, bytes) else xff
@@ -788,39 +784,13 @@ def _fast_path(
     client = parse_plain(text)  # None for "%" (a zone id) or anything invalid
     if client is None:
         return None
-    return _client_address(client, text, _XFF, (text, peer))
+    return ClientAddress(client, text, _XFF, (text, peer))
 
 
 # Enum members as module constants (a class attribute lookup through the enum
 # machinery costs ~60 ns per request otherwise).
 _XFF = ClientSource.X_FORWARDED_FOR
 _PEER = ClientSource.PEER
-
-_new = object.__new__
-_set_address = ClientAddress.__dict__["address"].__set__
-_set_text = ClientAddress.__dict__["text"].__set__
-_set_source = ClientAddress.__dict__["source"].__set__
-_set_chain = ClientAddress.__dict__["chain"].__set__
-_set_signals = ClientAddress.__dict__["signals"].__set__
-
-
-def _client_address(
-    address: ParsedAddress, text: str, source: ClientSource, chain: tuple[str, ...]
-) -> ClientAddress:
-    """A ClientAddress without signals, bypassing the frozen dataclass ``__init__``.
-
-    That ``__init__`` calls ``object.__setattr__`` per field; the fast path
-    builds one object per request, so it writes the slots through their
-    descriptors (as :func:`geofence.addr._make_parsed` does). Equal to
-    ``ClientAddress(address=..., text=..., source=..., chain=...)`` (tested).
-    """
-    obj: ClientAddress = _new(ClientAddress)
-    _set_address(obj, address)
-    _set_text(obj, text)
-    _set_source(obj, source)
-    _set_chain(obj, chain)
-    _set_signals(obj, ())
-    return obj
 
 
 def resolve_client(

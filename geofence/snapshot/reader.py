@@ -25,7 +25,7 @@ from socket import AF_INET, AF_INET6, inet_pton
 from typing import Any, Final
 
 from geofence.addr import ParsedAddress, parse_address
-from geofence.errors import DataAgeWarning, SnapshotError
+from geofence.errors import AddressNotFoundError, DataAgeWarning, SnapshotError
 from geofence.kinds import NetworkKind
 from geofence.records import LookupResult, NetworkRecord
 from geofence.snapshot.format import (
@@ -588,6 +588,47 @@ class Snapshot:
             "only file-backed snapshots can be pickled (they are reopened on the worker)"
         )
 
+    def find(self, ip: str | bytes | int | ParsedAddress | Any) -> NetworkRecord:
+        """The record for an address, like ``geoip2``'s ``Reader.country()``.
+
+        Raises:
+            AddressNotFoundError: No source covers the address (or it is a
+                special-purpose address); ``network`` is the largest network
+                around it without data.
+            InvalidAddressError: ``ip`` is not an acceptable address.
+        """
+        result = self.lookup(ip)
+        if result.record is None:
+            raise AddressNotFoundError(
+                f"{result.address.original_text} is not in the snapshot's data",
+                ip_address=result.address.original_text,
+                network=result.network,
+            )
+        return result.record
+
+    def close(self) -> None:
+        """Release the lookup tables; later lookups raise :class:`SnapshotError`.
+
+        Like ``maxminddb``'s ``Reader.close()``. Engines compiled from the
+        snapshot keep their own references and go on deciding, but cannot
+        recompile from it: close a snapshot no engine will reload from (an
+        engine given a path reopens the file). Closing twice is harmless.
+        """
+        closed = _ClosedTable(self.origin)
+        self._v4_starts = self._v4_ids = self._v4_index = closed  # type: ignore[assignment]
+        self._v6_hi = self._v6_lo = self._v6_ids = self._v6_index = closed  # type: ignore[assignment]
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return isinstance(self._v4_index, _ClosedTable)
+
+    def __enter__(self) -> Snapshot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def __repr__(self) -> str:
         n4, n6 = self.range_counts
         return (
@@ -618,3 +659,25 @@ def reopen_snapshot(path: str | None, digest: str) -> Snapshot:
             "that pickled it"
         )
     return snap
+
+
+class _ClosedTable:
+    """Stands in for the lookup tables of a closed snapshot: any use raises.
+
+    Closing costs the open snapshot's lookups nothing: they index their
+    tables as always, and only a closed snapshot's indexing fails.
+    """
+
+    __slots__ = ("_origin",)
+
+    def __init__(self, origin: str) -> None:
+        self._origin = origin
+
+    def _fail(self) -> SnapshotError:
+        return SnapshotError(f"{self._origin}: the snapshot is closed")
+
+    def __getitem__(self, index: object) -> int:
+        raise self._fail()
+
+    def __len__(self) -> int:
+        raise self._fail()

@@ -169,11 +169,13 @@ def test_pickle_refuses_in_memory_snapshot() -> None:
 
 
 def test_pickle_keeps_settings(snapshot_file: Path) -> None:
-    """cache_size and stale survive pickling; an unpickled Snapshot is a Snapshot."""
-    gf = Geofence(snapshot_file, parse_policy(POLICY, source="<p>"), cache_size=64, stale="error")
+    """cache_size, stale and shadow survive pickling; an unpickled Snapshot is a Snapshot."""
+    policy = parse_policy(POLICY, source="<p>")
+    gf = Geofence(snapshot_file, policy, cache_size=64, stale="error", shadow=True)
     copy = pickle.loads(pickle.dumps(gf))
     assert copy._cache_size == 64
     assert copy._stale == "error"
+    assert copy._shadow is True
     assert isinstance(pickle.loads(pickle.dumps(gf.snapshot)), Snapshot)
 
 

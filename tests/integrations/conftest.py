@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from geofence.engine import Geofence
+from geofence.integrations.audit import flush_audit_queue
 from geofence.policy import parse_policy
 from geofence.records import NetworkRecord
 from geofence.signals.base import Signal
@@ -133,11 +134,32 @@ def strict_engine(snapshot: Snapshot) -> Iterator[Geofence]:
         yield g
 
 
+class AuditCapture:
+    """Caplog for audit lines: reading ``records`` first waits for the audit queue."""
+
+    def __init__(self, caplog: pytest.LogCaptureFixture) -> None:
+        self.caplog = caplog
+
+    @property
+    def records(self) -> list[logging.LogRecord]:
+        """The records captured so far, after every queued audit record was handled."""
+        assert flush_audit_queue(), "the audit queue did not drain"
+        return self.caplog.records
+
+    @property
+    def text(self) -> str:
+        """The captured text, after the audit queue drained."""
+        assert flush_audit_queue(), "the audit queue did not drain"
+        return self.caplog.text
+
+
 @pytest.fixture
-def audit_caplog(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    """Caplog capturing the geofence.audit logger at INFO."""
+def audit_caplog(caplog: pytest.LogCaptureFixture) -> AuditCapture:
+    """Caplog capturing the geofence.audit logger at INFO (audit lines come from a queue)."""
     caplog.set_level(logging.INFO, logger="geofence.audit")
-    return caplog
+    flush_audit_queue()  # nothing of an earlier test arrives in this one
+    caplog.clear()
+    return AuditCapture(caplog)
 
 
 class RecordingProvider:

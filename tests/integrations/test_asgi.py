@@ -110,9 +110,13 @@ def test_deny_is_451_with_link_and_reason_only(engine: Geofence, key: str) -> No
     assert response.status_code == 451
     assert response.headers["link"] == f'<{BLOCKED_BY}>; rel="blocked-by"'
     assert response.headers["cache-control"] == "no-store"
-    assert response.json() == {"error": "unavailable_for_legal_reasons", "reason": "rule:deny-cu"}
+    detail = response.json()["detail"]
+    assert detail["error"] == "unavailable_for_legal_reasons"
+    assert detail["reason"] == "rule:deny-cu"
+    assert detail["rule"] == "deny-cu"
+    assert detail["blocked_by"] == BLOCKED_BY
     assert ADDR[key] not in response.text
-    assert "CU" not in response.text
+    assert '"CU"' not in response.text
 
 
 def test_deny_plain_body_and_no_link_by_default(engine: Geofence) -> None:
@@ -121,20 +125,33 @@ def test_deny_plain_body_and_no_link_by_default(engine: Geofence) -> None:
     response = client_for(app, ADDR["deny"]).get("/")
     assert response.status_code == 451
     assert response.headers["content-type"].startswith("text/plain")
-    assert response.text == "Unavailable For Legal Reasons (reason: rule:deny-cu)\n"
+    assert response.text == (
+        "This service is not available at your location for legal reasons. (reason: rule:deny-cu)\n"
+    )
     assert "link" not in response.headers
 
 
-def test_challenge_default_is_401_with_www_authenticate(engine: Geofence) -> None:
-    """Challenge without hook or redirect -> 401 with a WWW-Authenticate challenge."""
+def test_challenge_default_is_403_with_a_machine_readable_body(engine: Geofence) -> None:
+    """Challenge without hook or redirect -> 403 challenge_required (not 401: SDKs rotate keys)."""
     response = client_for(make_app(engine, challenge_type="kyc"), ADDR["challenge"]).get("/")
+    assert response.status_code == 403
+    assert "www-authenticate" not in response.headers
+    detail = response.json()["detail"]
+    assert detail["error"] == "challenge_required"
+    assert detail["challenge"] == "kyc"
+    assert detail["reason"] == "rule:challenge-fr"
+
+
+def test_challenge_status_is_configurable(engine: Geofence) -> None:
+    """challenge_status=401 restores WWW-Authenticate; 428 is sent as is."""
+    app = make_app(engine, challenge_type="kyc", challenge_status=401)
+    response = client_for(app, ADDR["challenge"]).get("/")
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == 'Geofence challenge="kyc"'
-    assert response.json() == {
-        "error": "challenge_required",
-        "challenge": "kyc",
-        "reason": "rule:challenge-fr",
-    }
+    app = make_app(engine, challenge_status=428, challenge_url="https://example.com/verify")
+    response = client_for(app, ADDR["challenge"]).get("/")
+    assert response.status_code == 428
+    assert response.json()["detail"]["verify"] == "https://example.com/verify"
 
 
 def test_challenge_redirect(engine: Geofence) -> None:
@@ -239,7 +256,8 @@ def test_exempt_paths(engine: Geofence) -> None:
     assert health.json()["route_header"] is None
     assert client.get("/static/app.js").status_code == 200
     assert client.get("/staticfiles").status_code == 451
-    assert client.get("/healthz/extra").status_code == 451
+    assert client.get("/healthz/extra").status_code == 200  # a prefix at a segment boundary
+    assert client.get("/healthzx").status_code == 451
 
 
 def test_route_policies(engine: Geofence, strict_engine: Geofence) -> None:
@@ -258,7 +276,7 @@ def test_fail_closed_and_open(engine: Geofence) -> None:
     """'testclient' is no IP address: closed refuses with a reason; open serves flagged."""
     closed = TestClient(make_app(engine)).get("/")
     assert closed.status_code == 451
-    assert closed.json()["reason"] == "client_address_unavailable"
+    assert closed.json()["detail"]["reason"] == "client_address_unavailable"
     opened = TestClient(make_app(engine, fail_mode="open")).get("/")
     assert opened.status_code == 200
     assert opened.json()["action"] == "review"
@@ -284,7 +302,7 @@ def test_websocket_denied_with_http_response_extension(engine: Geofence) -> None
     response = info.value
     assert response.status_code == 451
     assert response.headers["link"] == f'<{BLOCKED_BY}>; rel="blocked-by"'
-    assert json.loads(response.content)["reason"] == "rule:deny-cu"
+    assert json.loads(response.content)["detail"]["reason"] == "rule:deny-cu"
 
 
 def test_websocket_denied_without_extension_closes_1008(engine: Geofence) -> None:
@@ -558,19 +576,20 @@ async def test_scope_is_only_copied_when_its_keys_change(engine: Geofence) -> No
 async def test_no_audit_work_while_the_logger_is_off(
     engine: Geofence, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With the audit logger above INFO, no line is built; turning it on takes effect at once."""
+    """With the audit logger above INFO, no record is made; turning it on takes effect at once."""
     import logging
 
-    from geofence.integrations.common import AuditLogger
+    from geofence.integrations import audit as audit_module
+    from geofence.integrations.audit import AuditLogger
 
     calls: list[str] = []
-    original = AuditLogger.line
+    original = audit_module.make_record
 
-    def counting(self: AuditLogger, *args: Any, **kwargs: Any) -> str:
-        calls.append("line")
-        return original(self, *args, **kwargs)
+    def counting(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        calls.append("record")
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(AuditLogger, "line", counting)
+    monkeypatch.setattr(audit_module, "make_record", counting)
     logger = logging.getLogger("geofence.test.audit-switch")
     logger.setLevel(logging.WARNING)
     audit = AuditLogger(logger)
@@ -588,4 +607,5 @@ async def test_no_audit_work_while_the_logger_is_off(
     logger.setLevel(logging.INFO)
     assert audit.enabled is True
     await middleware(_http_scope(ADDR["route"]), _receive, send)
-    assert calls == ["line"]
+    assert audit_module.flush_audit_queue()  # records are made by the listener thread
+    assert calls == ["record"]

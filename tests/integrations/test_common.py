@@ -16,17 +16,12 @@ from prometheus_client import CollectorRegistry
 from geofence.context import Context, Subject
 from geofence.decision import Action, Decision
 from geofence.engine import Geofence
-from geofence.integrations.common import (
-    DECISION_ERROR,
-    NO_CLIENT_ADDRESS,
-    AuditLogger,
-    Gate,
-    GeofenceConfig,
-    GeofenceOptions,
-    PrometheusMetrics,
-    Reply,
-    RequestInfo,
-)
+from geofence.integrations.audit import AuditLogger
+from geofence.integrations.config import GeofenceConfig, GeofenceOptions
+from geofence.integrations.gate import DECISION_ERROR, NO_CLIENT_ADDRESS, Gate
+from geofence.integrations.metrics import PrometheusMetrics
+from geofence.integrations.replies import Reply
+from geofence.integrations.request import RequestInfo
 from geofence.kinds import NetworkKind
 from geofence.policy import parse_policy
 from geofence.signals.proxy import TrustedProxies
@@ -159,7 +154,9 @@ def test_request_info_headers_are_lowercased_and_joined() -> None:
     ("path", "exempt"),
     [
         ("/healthz", True),
-        ("/healthz/", False),
+        ("/healthz/", True),
+        ("/healthz/x", True),
+        ("/healthzx", False),
         ("/static", True),
         ("/static/app.js", True),
         ("/staticfiles", False),
@@ -169,7 +166,7 @@ def test_request_info_headers_are_lowercased_and_joined() -> None:
     ],
 )
 def test_exempt_paths_exact_and_prefix(engine: Geofence, path: str, exempt: bool) -> None:
-    """Exact paths match exactly; prefixes match at segment boundaries ('/' ends a prefix)."""
+    """Exempt paths and prefixes match at segment boundaries ('/' ends a prefix)."""
     g = gate(engine, exempt_paths=["/healthz"], exempt_prefixes=["/static", "/assets/"])
     assert g.is_exempt(path) is exempt
     verdict = check(g, ADDR["deny"], path)
@@ -317,7 +314,7 @@ def test_router_hook_overrides_route(engine: Geofence, caplog: pytest.LogCapture
 
 
 def test_challenge_hook_results(engine: Geofence, caplog: pytest.LogCaptureFixture) -> None:
-    """Hook reply is used; None passes; an exception or a non-Reply gives the default 401."""
+    """Hook reply is used; None passes; an exception or a non-Reply gives the default 403."""
     custom = Reply.plain(403, "verify at /kyc")
     assert check(gate(engine, challenge=lambda i, d: custom), ADDR["challenge"]).reply is custom
     passed = check(gate(engine, challenge=lambda i, d: None), ADDR["challenge"])
@@ -331,9 +328,9 @@ def test_challenge_hook_results(engine: Geofence, caplog: pytest.LogCaptureFixtu
         failed = check(gate(engine, challenge=failing), ADDR["challenge"])
         wrong = check(gate(engine, challenge=lambda i, d: 401), ADDR["challenge"])
     assert failed.reply is not None
-    assert failed.reply.status == 401
+    assert failed.reply.status == 403
     assert wrong.reply is not None
-    assert wrong.reply.status == 401
+    assert wrong.reply.status == 403
 
 
 def test_replies_are_cached_per_reason(engine: Geofence) -> None:
@@ -342,22 +339,21 @@ def test_replies_are_cached_per_reason(engine: Geofence) -> None:
     assert check(g, ADDR["deny"]).reply is check(g, ADDR["deny6"]).reply
 
 
-def test_client_resolution_cache(engine: Geofence, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_client_resolution_cache(engine: Geofence) -> None:
     """A client seen twice is cached, and other headers do not matter.
 
     Huge headers are never cached; one-off clients leave only a hash; both
     structures stay bounded.
     """
-    from geofence.integrations import common
-
-    monkeypatch.setattr(common, "_CLIENT_CACHE_SIZE", 3)
-    monkeypatch.setattr(common, "_SEEN_SIZE", 5)
     g = gate(engine, trusted_proxies=["10.0.0.0/8"])
+    resolver = g._clients
+    resolver._clients.maxsize = 3
+    resolver._seen.maxsize = 5
     first = check(g, "10.0.0.1", x_forwarded_for=ADDR["deny"], user_agent="a")
-    assert not g._clients  # first sighting: remembered by hash only
+    assert not resolver._clients  # first sighting: remembered by hash only
     second = check(g, "10.0.0.1", x_forwarded_for=ADDR["deny"], user_agent="b")
     assert second.client == first.client
-    assert len(g._clients) == 1  # second sighting: admitted
+    assert len(resolver._clients) == 1  # second sighting: admitted
     third = check(g, "10.0.0.1", x_forwarded_for=ADDR["deny"], user_agent="c")
     assert third.client is second.client  # served from the cache
     other = check(g, "10.0.0.1", x_forwarded_for=ADDR["allow"])
@@ -366,15 +362,15 @@ def test_client_resolution_cache(engine: Geofence, monkeypatch: pytest.MonkeyPat
     huge = ", ".join(["10.0.0.2"] * 100) + f", {ADDR['deny']}"
     for _ in range(3):
         assert check(g, "10.0.0.1", x_forwarded_for=huge).decision.action is Action.DENY
-    assert all(len(str(key)) < 1000 for key in g._clients)
+    assert all(len(str(key)) < 1000 for key in resolver._clients)
     for n in range(10):
         check(g, f"1.0.0.{n}")  # one-off clients
-        assert 1 <= len(g._seen) <= 5  # cleared when full, never larger
+        assert 1 <= len(resolver._seen) <= 5  # cleared when full, never larger
     for n in range(10):
         for _ in range(2):
             check(g, f"2.0.0.{n}")
-        assert 1 <= len(g._clients) <= 3  # cleared when full, never larger
-        assert ("2.0.0." + str(n),) in g._clients  # the newest repeat client is kept
+        assert 1 <= len(resolver._clients) <= 3  # cleared when full, never larger
+        assert ("2.0.0." + str(n),) in resolver._clients  # the newest repeat client is kept
 
 
 # -- audit -------------------------------------------------------------------------------------
@@ -603,14 +599,16 @@ def test_gate_is_shared_safely_between_threads(engine: Geofence) -> None:
 # -- the fast path and deferred audit lines ----------------------------------------------------
 
 
-def test_built_objects_equal_their_dataclass_form() -> None:
-    """The descriptor-built Verdict and ClientAddress equal the ones __init__ makes."""
-    from geofence.addr import parse_address
-    from geofence.integrations.common import Verdict, _verdict
-    from geofence.signals.proxy import ClientAddress, ClientSource, _client_address
+def test_hot_path_objects_are_plain_slotted_classes() -> None:
+    """Verdict, ClientAddress and ParsedAddress: slotted, positional, equal by value."""
+    from geofence.addr import ParsedAddress, parse_address
+    from geofence.integrations.gate import Verdict
+    from geofence.signals.proxy import ClientAddress, ClientSource
 
     address = parse_address("2001:db8::1")
-    built = _client_address(address, "2001:db8::1", ClientSource.X_FORWARDED_FOR, ("a", "b"))
+    assert address == ParsedAddress(version=6, value=address.value, special=address.special)
+    assert hash(address) == hash(parse_address("2001:db8::1"))
+    built = ClientAddress(address, "2001:db8::1", ClientSource.X_FORWARDED_FOR, ("a", "b"))
     assert built == ClientAddress(
         address=address,
         text="2001:db8::1",
@@ -619,7 +617,7 @@ def test_built_objects_equal_their_dataclass_form() -> None:
     )
     decision = _decision(Action.ROUTE, route="eu-tier")
     reply = Reply.plain(451, "no")
-    verdict = _verdict(decision, "eu-tier", reply, built, (("X-A", "1"),))
+    verdict = Verdict(decision, "eu-tier", reply, built, False, (("X-A", "1"),))
     assert verdict == Verdict(
         decision=decision,
         route="eu-tier",
@@ -629,6 +627,8 @@ def test_built_objects_equal_their_dataclass_form() -> None:
         response_headers=(("X-A", "1"),),
     )
     assert repr(verdict).startswith("Verdict(decision=")
+    for value in (verdict, built, address):
+        assert not hasattr(value, "__dict__")  # slotted
 
 
 _PEERS = st.sampled_from(["10.0.0.1", "127.0.0.1", "192.0.2.10", "2001:db8::5"])

@@ -131,15 +131,16 @@ def test_deny_is_451(engine: Geofence, key: str) -> None:
     assert response["Link"] == '<https://example.com/geo>; rel="blocked-by"'
     assert response["Cache-Control"] == "no-store"
     assert response["Content-Type"] == "application/json"
-    assert response.json() == {"error": "unavailable_for_legal_reasons", "reason": "rule:deny-cu"}
+    assert response.json()["detail"]["error"] == "unavailable_for_legal_reasons"
+    assert response.json()["detail"]["reason"] == "rule:deny-cu"
 
 
 def test_challenge_variants(engine: Geofence) -> None:
-    """Challenge -> 401 with WWW-Authenticate, or a redirect."""
+    """Challenge -> 403 challenge_required, or a redirect."""
     with geofence_settings(engine=engine):
         response = get(ADDR["challenge"])
-    assert response.status_code == 401
-    assert response["WWW-Authenticate"] == 'Geofence challenge="step-up"'
+    assert response.status_code == 403
+    assert response.json()["detail"]["error"] == "challenge_required"
     with geofence_settings(engine=engine, challenge_redirect="/verify"):
         response = get(ADDR["challenge"])
     assert response.status_code == 303
@@ -203,7 +204,7 @@ def test_fail_closed_and_open(engine: Geofence) -> None:
     with geofence_settings(engine=engine):
         response = get("")
     assert response.status_code == 451
-    assert response.json()["reason"] == "client_address_unavailable"
+    assert response.json()["detail"]["reason"] == "client_address_unavailable"
     with geofence_settings(engine=engine, fail_mode="open"):
         response = get("")
     assert response.json()["action"] == "review"
@@ -287,3 +288,43 @@ def test_settings_must_be_a_dict() -> None:
     """GEOFENCE must be a dict."""
     with override_settings(GEOFENCE=["x"]), pytest.raises(ImproperlyConfigured):
         gf_django.get_gate()
+
+
+# -- system checks (manage.py check) -----------------------------------------------------------
+
+
+def test_system_check_fails_on_a_mistyped_policy_name() -> None:
+    """A typo in the preset name fails `manage.py check` (geofence.E002), naming the typo."""
+    from django.core.management import call_command  # type: ignore[import-untyped]
+    from django.core.management.base import SystemCheckError  # type: ignore[import-untyped]
+
+    with geofence_settings(policy="us-ofac-comprehensiv"):
+        errors = gf_django.check_settings()
+        assert [e.id for e in errors] == ["geofence.E002"]
+        assert "us-ofac-comprehensiv" in errors[0].msg
+        with pytest.raises(SystemCheckError, match="us-ofac-comprehensiv"):
+            call_command("check")
+
+
+def test_system_check_on_invalid_options_and_missing_middleware(engine: Geofence) -> None:
+    """Unknown options are E001; settings without the middleware are W001; good ones pass."""
+    with geofence_settings(engine=engine, exempt_pahts=["/healthz"]):
+        errors = gf_django.check_settings()
+        assert [e.id for e in errors] == ["geofence.E001"]
+        assert "exempt_pahts" in errors[0].msg
+    with override_settings(MIDDLEWARE=[], GEOFENCE={"engine": engine}):
+        assert [e.id for e in gf_django.check_settings()] == ["geofence.W001"]
+    with override_settings(MIDDLEWARE=[]):
+        assert gf_django.check_settings() == []
+    with geofence_settings(engine=engine):
+        assert gf_django.check_settings() == []
+        assert gf_django.get_gate().geofence is engine  # the checked gate serves requests
+
+
+def test_challenge_redirect_target_is_not_challenged(engine: Geofence) -> None:
+    """Following the challenge redirect ends on the target with a 200, not a loop."""
+    with geofence_settings(engine=engine, challenge_redirect="/verify-location/"):
+        response = Client(REMOTE_ADDR=ADDR["challenge"]).get("/v1/models", follow=True)
+    assert response.status_code == 200
+    assert response.redirect_chain == [("/verify-location/", 303)]
+    assert response.json()["action"] == "challenge"  # the page knows why it is shown

@@ -46,15 +46,32 @@ from geofence.integrations.django import get_gate
 _gate = get_gate()
 assert _gate.config.exempt_paths == frozenset(GEOFENCE["exempt_paths"])
 _gate.geofence.close()
+if "INSTALLED_APPS" in dir():
+    from geofence.integrations.django import check_settings
+
+    assert check_settings() == [], check_settings()
 """
 
 
 def test_the_document_has_examples() -> None:
-    """The extraction finds the FastAPI, Flask and Django examples."""
+    """The extraction finds the FastAPI, Flask and Django examples, challenge paths included."""
     code = "\n".join(body for _, body in BLOCKS)
-    assert len(BLOCKS) >= 5
-    for needle in ("fastapi", "flask", "django", "GeofenceMiddleware", "GeofenceDependency"):
-        assert needle in code
+    assert len(BLOCKS) >= 9
+    needles = (
+        "fastapi",
+        "flask",
+        "django",
+        "GeofenceMiddleware",
+        "GeofenceDependency",
+        "RouteDependency",  # the model-routing example
+        "upstreams.resolve",  # the reverse-proxy example
+        "follow_redirects=True",  # Flask's challenge path
+        "follow=True",  # Django's challenge path
+        'call_command("check")',  # Django's system checks
+        "InMemorySpanExporter",  # OpenTelemetry
+    )
+    for needle in needles:
+        assert needle in code, needle
 
 
 @pytest.mark.parametrize(("name", "code"), BLOCKS, ids=[name for name, _ in BLOCKS])

@@ -91,17 +91,17 @@ def test_dependency_deny_raises_451(engine: Geofence, key: str) -> None:
     assert response.status_code == 451
     assert response.headers["link"] == '<https://example.com/geo>; rel="blocked-by"'
     assert response.headers["cache-control"] == "no-store"
-    assert response.json() == {
-        "detail": {"error": "unavailable_for_legal_reasons", "reason": "rule:deny-cu"}
-    }
+    detail = response.json()["detail"]
+    assert detail["error"] == "unavailable_for_legal_reasons"
+    assert detail["reason"] == "rule:deny-cu"
     assert client.get("/open").status_code == 200
 
 
 def test_dependency_challenge_variants(engine: Geofence) -> None:
-    """Challenge -> 401 with WWW-Authenticate, or a 303 redirect."""
+    """Challenge -> 403 challenge_required, or a 303 redirect."""
     challenged = client_for(make_app(engine), ADDR["challenge"]).get("/restricted")
-    assert challenged.status_code == 401
-    assert challenged.headers["www-authenticate"] == 'Geofence challenge="step-up"'
+    assert challenged.status_code == 403
+    assert challenged.json()["detail"]["error"] == "challenge_required"
     redirect = client_for(make_app(engine, challenge_redirect="/verify"), ADDR["challenge"])
     response = redirect.get("/restricted")
     assert response.status_code == 303
@@ -111,7 +111,10 @@ def test_dependency_challenge_variants(engine: Geofence) -> None:
 def test_dependency_plain_body(engine: Geofence) -> None:
     """body_format=plain gives a text detail."""
     response = client_for(make_app(engine, body_format="plain"), ADDR["deny"]).get("/restricted")
-    assert response.json() == {"detail": "Unavailable For Legal Reasons (reason: rule:deny-cu)\n"}
+    assert response.json() == {
+        "detail": "This service is not available at your location for legal reasons. "
+        "(reason: rule:deny-cu)\nMore: https://example.com/geo\n"
+    }
 
 
 def test_dependency_exempt_path(engine: Geofence) -> None:

@@ -14,7 +14,8 @@ from werkzeug.test import Client
 from geofence.context import Subject
 from geofence.engine import Geofence
 from geofence.integrations.common import PrometheusMetrics
-from geofence.integrations.flask import current_decision, current_route, init_app
+from geofence.integrations.flask import Geofence as FlaskGeofence
+from geofence.integrations.flask import current_decision, current_route
 from geofence.integrations.wsgi import (
     DECISION_KEY,
     ROUTE_KEY,
@@ -31,7 +32,7 @@ from tests.integrations.conftest import ADDR, POLICY, RecordingProvider
 def make_app(engine: Geofence, **options: Any) -> Flask:
     app = Flask(__name__)
     options.setdefault("blocked_by", "https://example.com/geo")
-    init_app(app, engine, **options)
+    FlaskGeofence(app, geofence=engine, **options)
 
     @app.route("/", defaults={"path": ""})
     @app.route("/<path:path>")
@@ -83,14 +84,15 @@ def test_deny_is_451(engine: Geofence, key: str) -> None:
     assert response.status == "451 Unavailable For Legal Reasons"
     assert response.headers["Link"] == '<https://example.com/geo>; rel="blocked-by"'
     assert response.headers["Cache-Control"] == "no-store"
-    assert response.json == {"error": "unavailable_for_legal_reasons", "reason": "rule:deny-cu"}
+    assert response.json["detail"]["error"] == "unavailable_for_legal_reasons"
+    assert response.json["detail"]["reason"] == "rule:deny-cu"
 
 
 def test_challenge_variants(engine: Geofence) -> None:
-    """Challenge -> 401 with WWW-Authenticate, or 303 to the redirect URL."""
+    """Challenge -> 403 challenge_required, or 303 to the redirect URL."""
     response = get(make_app(engine), ADDR["challenge"])
-    assert response.status_code == 401
-    assert response.headers["WWW-Authenticate"] == 'Geofence challenge="step-up"'
+    assert response.status_code == 403
+    assert response.json["detail"]["error"] == "challenge_required"
     redirected = get(make_app(engine, challenge_redirect="/verify"), ADDR["challenge"])
     assert redirected.status_code == 303
     assert redirected.headers["Location"] == "/verify"
@@ -131,7 +133,7 @@ def test_fail_closed_and_open(engine: Geofence) -> None:
     """An unusable REMOTE_ADDR: closed -> 451 with the reason; open -> served, review."""
     closed = get(make_app(engine), "")
     assert closed.status_code == 451
-    assert closed.json["reason"] == "client_address_unavailable"
+    assert closed.json["detail"]["reason"] == "client_address_unavailable"
     opened = get(make_app(engine, fail_mode="open"), "unix:/run/app.sock")
     assert opened.status_code == 200
     assert opened.json["action"] == "review"
@@ -154,7 +156,7 @@ def test_audit_and_metrics(engine: Geofence, audit_caplog: Any) -> None:
     get(app, ADDR["allow"], "/v1/x")
     lines = [json.loads(r.getMessage()) for r in audit_caplog.records if r.name == "geofence.audit"]
     assert len(lines) == 1
-    assert lines[0]["integration"] == "wsgi"
+    assert lines[0]["integration"] == "flask"
     assert lines[0]["status"] == 451
     labels = {"action": "deny", "reason": "rule:deny-cu"}
     assert registry.get_sample_value("geofence_decisions_total", labels) == 1
@@ -165,7 +167,7 @@ def test_init_app_twice_is_refused(engine: Geofence) -> None:
     app = make_app(engine)
     assert isinstance(app.extensions["geofence"], GeofenceWSGIMiddleware)
     with pytest.raises(RuntimeError, match="already"):
-        init_app(app, engine)
+        FlaskGeofence(geofence=engine).init_app(app)
 
 
 def test_bare_wsgi_app(engine: Geofence) -> None:

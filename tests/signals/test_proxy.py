@@ -898,12 +898,10 @@ def test_fast_path_equals_general_resolution(
 _SHARED_TRUST: dict[tuple[str, ...], TrustedProxies] = {}
 
 
-def test_peer_trust_cache_is_bounded_and_per_instance(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_peer_trust_cache_is_bounded_and_per_instance() -> None:
     """The fast path remembers is_trusted per peer, per TrustedProxies, within a bound."""
-    from geofence.signals import proxy
-
-    monkeypatch.setattr(proxy, "_PEERS_MAX", 4)
     near, far = TrustedProxies(cidrs=["10.0.0.0/8"]), TrustedProxies(cidrs=["192.0.2.0/24"])
+    near._peer_trust.maxsize = far._peer_trust.maxsize = 4  # a BoundedCache per instance
     xff = [("x-forwarded-for", "8.8.8.8")]
     for n in range(10):
         peer = f"10.0.0.{n}"
