@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from geofence.records import LookupResult, NetworkRecord
     from geofence.signals.base import Signal
     from geofence.snapshot.reader import Snapshot
+    from geofence.snapshot.search import core_info
 
 _EXPORTS = {
     "Action": "geofence.decision",
@@ -59,6 +60,7 @@ _EXPORTS = {
     "StoreError": "geofence.errors",
     "Subject": "geofence.context",
     "TunnelKind": "geofence.addr",
+    "core_info": "geofence.snapshot.search",
     "load_policy": "geofence.policy",
     "parse_address": "geofence.addr",
     "parse_policy": "geofence.policy",
@@ -87,6 +89,7 @@ __all__ = [
     "Subject",
     "TunnelKind",
     "__version__",
+    "core_info",
     "load_policy",
     "parse_address",
     "parse_policy",

@@ -25,7 +25,6 @@ and IPv6 addresses whose segment shares its high 64 bits with the next one.
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from itertools import compress, repeat
 from operator import not_
@@ -34,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from geofence.addr import ParsedAddress, parse_address
 from geofence.decision import Decision
-from geofence.snapshot.partition import TUNNEL_BY_ID, locate6_indexed
+from geofence.snapshot.partition import TUNNEL_BY_ID, segment
 
 if TYPE_CHECKING:
     from geofence.engine import Geofence, _State
@@ -53,7 +52,7 @@ _TUNNEL_LOW, _TUNNEL_HIGH = min(TUNNEL_BY_ID), max(TUNNEL_BY_ID)
 def decide_many(gf: Geofence, ips: Iterable[Any], *, version: int | None = None) -> list[Decision]:
     """See :meth:`geofence.Geofence.decide_many`."""
     # One state for the whole batch: a reload during it must not mix old and new.
-    state: _State = gf._hot[5]
+    state: _State = gf._state
     try:
         import numpy as np
     except ImportError:  # pragma: no cover - numpy is an optional extra
@@ -85,23 +84,9 @@ def decide_many(gf: Geofence, ips: Iterable[Any], *, version: int | None = None)
 
 
 def _scalar(gf: Geofence, state: _State, items: Sequence[Any]) -> list[Decision]:
-    """The per-item loop for short batches: IPv4 text searched inline, the rest parsed."""
-    c = state.compiled
-    starts, ids, index, table = c.v4_starts, c.v4_ids, c.v4_index, c.table
-    from_bytes = int.from_bytes
-    out: list[Decision] = []
-    for ip in items:
-        if type(ip) is str and ":" not in ip:
-            try:
-                v = from_bytes(inet_pton(AF_INET, ip), "big")
-            except (OSError, ValueError, UnicodeEncodeError):
-                pass
-            else:
-                p = v >> 16
-                out.append(table[ids[bisect_right(starts, v, index[p], index[p + 1] + 1) - 1]])  # type: ignore[arg-type]
-                continue
-        out.append(_decide_one(gf, state, ip))
-    return out
+    """The per-item loop for short batches: the state's fast path on each item."""
+    decide = state.decide
+    return [decide(ip) for ip in items]
 
 
 def _decide_one(gf: Geofence, state: _State, ip: Any) -> Decision:
@@ -192,7 +177,7 @@ def _finish(
         # The last start with this high half lies after the address: search the
         # low halves of the starts sharing it (rare; done exactly, one by one).
         for k in np.flatnonzero((lo6[pos] > low) & (hi6[pos] == h)).tolist():
-            pos[k] = locate6_indexed(c.v6_hi, c.v6_lo, c.v6_index, int(h[k]), int(low[k]))
+            pos[k] = segment(c.partitions, 6, (int(h[k]) << 64) | int(low[k]))
         v6ids = np.frombuffer(c.v6_ids, dtype=np.int32)[pos]
         vids[w6] = v6ids
         tunnels = np.flatnonzero((v6ids >= _TUNNEL_LOW) & (v6ids <= _TUNNEL_HIGH))
