@@ -62,8 +62,12 @@ class _State:
     policy_ref: str | None
     snapshot_signature: tuple[int, int, int] | None = None
     needs_context: bool = False
+    lookup: Any = None
+    """The fast path over this state's compiled table (compiled core or twin); set once,
+    by :meth:`Geofence._build`. Its batch methods serve ``decide_many``."""
     decide: Callable[..., Decision] = _unset
-    """``decide(ip, context=None)``: set once, by :meth:`Geofence._build`."""
+    """``decide(ip, context=None)``: ``lookup``, with the per-address cache in front of
+    it when the pure-Python core has one; set once, by :meth:`Geofence._build`."""
 
 
 class _Cached:
@@ -188,12 +192,15 @@ class Geofence:
             snapshot_signature=signature or _file_signature(snap_path),
             needs_context=pol.needs_context,
         )
-        decide = make_lookup(
+        lookup = make_lookup(
             compiled.partitions, compiled.table, partial(self._decide_general, state)
         )
-        if self._cache_size and isinstance(decide, PyLookup):
-            decide = _Cached(decide, self._cache_size)
-        object.__setattr__(state, "decide", decide)  # the one field set after construction
+        decide = lookup
+        if self._cache_size and isinstance(lookup, PyLookup):
+            decide = _Cached(lookup, self._cache_size)
+        # The two fields set after construction: the fast path needs the state it falls back to.
+        object.__setattr__(state, "lookup", lookup)
+        object.__setattr__(state, "decide", decide)
         return state
 
     def _install(self, state: _State) -> None:

@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from geofence.snapshot.partition import TUNNEL_BY_ID, Partitions, segment
 
-__all__ = ["ACTIVE", "Lookup", "PyLookup", "core_info", "make_lookup", "plain_address"]
+__all__ = ["ACTIVE", "PyLookup", "core_info", "make_lookup", "plain_address"]
 
 #: Segment ids of tunnel prefixes: their entries are decided by the fallback.
 TUNNEL_LOW: Final = min(TUNNEL_BY_ID)
@@ -70,17 +70,25 @@ class PyLookup:
         parts: The partitions to search.
         table: Entry per segment id; negative ids index from the end.
         fallback: Called as ``fallback(ip)`` or ``fallback(ip, context)`` for
-            whatever the table cannot answer (tunnel prefixes included).
+            whatever the table cannot answer.
+        tunnel_low: Lowest segment id the fallback answers (tunnel prefixes).
+        tunnel_high: Highest such id.
     """
 
-    __slots__ = ("_fallback", "_partitions", "_table")
+    __slots__ = ("_fallback", "_partitions", "_table", "_tunnels")
 
     def __init__(
-        self, parts: Partitions, table: Sequence[Any], fallback: Callable[..., Any]
+        self,
+        parts: Partitions,
+        table: Sequence[Any],
+        fallback: Callable[..., Any],
+        tunnel_low: int,
+        tunnel_high: int,
     ) -> None:
         self._partitions = parts
-        self._table = table
+        self._table = tuple(table)
         self._fallback = fallback
+        self._tunnels = range(tunnel_low, tunnel_high + 1)
 
     def __call__(self, ip: Any, context: Any = None) -> Any:
         """The table entry for ``ip``, or what ``fallback`` returns."""
@@ -89,26 +97,61 @@ class PyLookup:
         if type(ip) is str:
             found = plain_address(ip)
             if found is not None:
-                version, value = found
-                r = self._partitions
-                sid = (r.v4_ids if version == 4 else r.v6_ids)[segment(r, version, value)]
-                if not TUNNEL_LOW <= sid <= TUNNEL_HIGH:
-                    return self._table[sid]
+                entry = self._entry(*found)
+                if entry is not _FALLBACK:
+                    return entry
         return self._fallback(ip)
 
-    def many(self, ips: Iterable[Any]) -> list[Any]:
-        """``[self(ip) for ip in ips]``."""
-        return [self(ip) for ip in ips]
+    def _entry(self, version: int, value: int) -> Any:
+        """The table entry for an address, or ``_FALLBACK`` (a tunnel prefix)."""
+        parts = self._partitions
+        sid = (parts.v4_ids if version == 4 else parts.v6_ids)[segment(parts, version, value)]
+        return _FALLBACK if sid in self._tunnels else self._table[sid]
 
-    def many_v4(self, values: Any) -> list[Any]:
-        """Entries for a buffer of IPv4 addresses as native ``uint32``, in order."""
-        r = self._partitions
-        table = self._table
+    def many(self, items: Iterable[Any]) -> list[Any]:
+        """``[self(ip) for ip in items]``."""
+        return [self(ip) for ip in items]
+
+    def many_v4(self, packed: Any) -> list[Any]:
+        """Entries for a buffer of packed big-endian IPv4 addresses (4 bytes each)."""
+        return self._many_packed(packed, 4)
+
+    def many_v6(self, packed: Any) -> list[Any]:
+        """Entries for a buffer of packed big-endian IPv6 addresses (16 bytes each)."""
+        return self._many_packed(packed, 6)
+
+    def _many_packed(self, packed: Any, version: int) -> list[Any]:
+        raw = memoryview(packed).tobytes()
+        width = 4 if version == 4 else 16
+        if len(raw) % width:
+            raise ValueError(
+                f"many_v{version}: buffer length {len(raw)} is not a multiple of {width}"
+            )
         out = []
-        for value in memoryview(values).cast("B").cast("I"):
-            sid = r.v4_ids[segment(r, 4, value)]
-            out.append(table[sid])
+        for k in range(0, len(raw), width):
+            item = raw[k : k + width]
+            entry = self._entry(version, _from_bytes(item, "big"))
+            out.append(self._fallback(item) if entry is _FALLBACK else entry)
         return out
+
+    def many_utf8(self, data: Any, bounds: Any) -> list[Any]:
+        """Entries for UTF-8 strings in ``data`` at int64 ``(start, stop)`` pairs.
+
+        A negative start marks a null, handed to the fallback as ``None``.
+        """
+        raw = memoryview(data).tobytes()
+        pairs = memoryview(memoryview(bounds).tobytes()).cast("q")
+        out = []
+        for k in range(0, len(pairs), 2):
+            start, stop = pairs[k], pairs[k + 1]
+            if start >= 0 and not start <= stop <= len(raw):
+                raise ValueError(f"many_utf8: item {k // 2} lies outside the data")
+            out.append(self(raw[start:stop].decode()) if start >= 0 else self._fallback(None))
+        return out
+
+
+#: Marks "the fallback decides" (a tunnel prefix) in :meth:`PyLookup._entry`.
+_FALLBACK: Final = object()
 
 
 def _compiled() -> Any:
@@ -124,11 +167,6 @@ def _compiled() -> Any:
 
 _CORE: Final = _compiled()
 
-#: The implementation in use: ``geofence._core.Lookup`` or :class:`PyLookup`.
-Lookup: Final[Callable[[Partitions, Sequence[Any], Callable[..., Any]], Any]] = (
-    _CORE.Lookup if _CORE is not None else PyLookup
-)
-
 #: ``"compiled"`` or ``"python"``.
 ACTIVE: Final = "compiled" if _CORE is not None else "python"
 
@@ -136,10 +174,13 @@ ACTIVE: Final = "compiled" if _CORE is not None else "python"
 def make_lookup(
     parts: Partitions, table: Sequence[Any], fallback: Callable[..., Any], *, pure: bool = False
 ) -> Any:
-    """A lookup over ``parts`` and ``table`` with the active core (``pure``: the twin)."""
+    """A lookup over ``parts`` and ``table`` with the active core (``pure``: the twin).
+
+    Tunnel prefix segments are always answered by ``fallback`` (it unwraps them).
+    """
     if pure or _CORE is None:
-        return PyLookup(parts, table, fallback)
-    return _CORE.Lookup(parts, table, fallback)
+        return PyLookup(parts, table, fallback, TUNNEL_LOW, TUNNEL_HIGH)
+    return _CORE.Lookup(parts, table, fallback, TUNNEL_LOW, TUNNEL_HIGH)
 
 
 def core_info() -> dict[str, str]:
