@@ -24,6 +24,8 @@
 /* Longest plain address text: a full IPv6 address with an IPv4 tail. */
 #define MAX_TEXT 45
 #define INDEX_LEN 65537
+/* The segment id of text that is not a plain address: the fallback decides it. */
+#define NOT_PLAIN INT32_MIN
 
 /* ---------------------------------------------------------------------------------------
  * Strict text parsers: the same acceptance as socket.inet_pton (glibc), which
@@ -73,20 +75,13 @@ parse4(const unsigned char *s, Py_ssize_t n, uint32_t *out)
     return 1;
 }
 
-static int
-hex_value(unsigned char ch)
-{
-    if (ch >= '0' && ch <= '9') {
-        return ch - '0';
-    }
-    if (ch >= 'a' && ch <= 'f') {
-        return ch - 'a' + 10;
-    }
-    if (ch >= 'A' && ch <= 'F') {
-        return ch - 'A' + 10;
-    }
-    return -1;
-}
+/* 1 + the value of a hex digit, 0 for any other byte: one load, no branches. */
+static const unsigned char HEX1[256] = {
+    ['0'] = 1,  ['1'] = 2,  ['2'] = 3,  ['3'] = 4,  ['4'] = 5,  ['5'] = 6,  ['6'] = 7,
+    ['7'] = 8,  ['8'] = 9,  ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14,
+    ['e'] = 15, ['f'] = 16, ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15,
+    ['F'] = 16,
+};
 
 static int
 parse6(const unsigned char *s, Py_ssize_t n, uint64_t *hi, uint64_t *lo)
@@ -110,7 +105,7 @@ parse6(const unsigned char *s, Py_ssize_t n, uint64_t *hi, uint64_t *lo)
     }
     while (k < n) {
         unsigned char ch = s[k++];
-        int h = hex_value(ch);
+        int h = (int)HEX1[ch] - 1;
         if (h >= 0) {
             if (digits == 4) {
                 return 0;
@@ -206,13 +201,10 @@ bucket(const int32_t *index, uint32_t p, Py_ssize_t n, Py_ssize_t *first, Py_ssi
     *last = b;
 }
 
-static inline int32_t
-search4(const Columns *c, uint32_t v)
+/* bisect_right of v over starts[lo, hi), minus one, at least 0: the segment of v. */
+static inline Py_ssize_t
+bisect4(const uint32_t *starts, uint32_t v, Py_ssize_t lo, Py_ssize_t hi)
 {
-    Py_ssize_t lo, hi;
-    bucket(c->v4_index, v >> 16, c->n4, &lo, &hi);
-    hi += 1; /* bisect_right over [lo, hi) */
-    const uint32_t *starts = c->v4_starts;
     while (lo < hi) {
         Py_ssize_t mid = (lo + hi) >> 1;
         if (v < starts[mid]) {
@@ -222,16 +214,14 @@ search4(const Columns *c, uint32_t v)
             lo = mid + 1;
         }
     }
-    return c->v4_ids[lo > 0 ? lo - 1 : 0];
+    return lo > 0 ? lo - 1 : 0;
 }
 
-static inline int32_t
-search6(const Columns *c, uint64_t h, uint64_t l)
+/* The same over the (high, low) pairs of IPv6 starts. */
+static inline Py_ssize_t
+bisect6(const uint64_t *H, const uint64_t *L, uint64_t h, uint64_t l, Py_ssize_t lo,
+        Py_ssize_t hi)
 {
-    Py_ssize_t lo, hi;
-    bucket(c->v6_index, (uint32_t)(h >> 48), c->n6, &lo, &hi);
-    hi += 1;
-    const uint64_t *H = c->v6_hi, *L = c->v6_lo;
     while (lo < hi) {
         Py_ssize_t mid = (lo + hi) >> 1;
         if (h < H[mid] || (h == H[mid] && l < L[mid])) {
@@ -241,7 +231,85 @@ search6(const Columns *c, uint64_t h, uint64_t l)
             lo = mid + 1;
         }
     }
-    return c->v6_ids[lo > 0 ? lo - 1 : 0];
+    return lo > 0 ? lo - 1 : 0;
+}
+
+static inline int32_t
+search4(const Columns *c, uint32_t v)
+{
+    Py_ssize_t lo, hi;
+    bucket(c->v4_index, v >> 16, c->n4, &lo, &hi);
+    return c->v4_ids[bisect4(c->v4_starts, v, lo, hi + 1)];
+}
+
+static inline int32_t
+search6(const Columns *c, uint64_t h, uint64_t l)
+{
+    Py_ssize_t lo, hi;
+    bucket(c->v6_index, (uint32_t)(h >> 48), c->n6, &lo, &hi);
+    return c->v6_ids[bisect6(c->v6_hi, c->v6_lo, h, l, lo, hi + 1)];
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Batched search: the same answers as search4/search6, with the memory accesses of many
+ * addresses overlapped. Each step touches one level (bucket index, the middle of the
+ * bucket, the id) for every address of the batch after prefetching it for all of
+ * them, so the cache misses of different addresses wait in parallel, not in turn.
+ * ------------------------------------------------------------------------------------- */
+
+#if defined(__GNUC__) || defined(__clang__)
+#define PREFETCH(p) __builtin_prefetch(p)
+#else
+#define PREFETCH(p) ((void)0)
+#endif
+
+/* Items per batch step: their text is still in cache when it is parsed, the GIL is
+ * released once per step, and the step's bookkeeping stays on the stack. */
+#define CHUNK 512
+
+typedef struct {
+    int family;  /* 4, 6, or 0: not a plain address (the fallback decides) */
+    uint64_t h;  /* IPv6 high half */
+    uint64_t l;  /* IPv6 low half, or the IPv4 address */
+} Query;
+
+static void
+search_batch(const Columns *c, const Query *q, int32_t *sids, Py_ssize_t m)
+{
+    Py_ssize_t lo[CHUNK], hi[CHUNK];
+    for (Py_ssize_t k = 0; k < m; k++) {
+        if (q[k].family == 4) {
+            PREFETCH(&c->v4_index[q[k].l >> 16]);
+        }
+        else if (q[k].family == 6) {
+            PREFETCH(&c->v6_index[q[k].h >> 48]);
+        }
+    }
+    for (Py_ssize_t k = 0; k < m; k++) {
+        if (q[k].family == 4) {
+            bucket(c->v4_index, (uint32_t)(q[k].l >> 16), c->n4, &lo[k], &hi[k]);
+            PREFETCH(&c->v4_starts[(lo[k] + hi[k] + 1) >> 1]);
+        }
+        else if (q[k].family == 6) {
+            bucket(c->v6_index, (uint32_t)(q[k].h >> 48), c->n6, &lo[k], &hi[k]);
+            PREFETCH(&c->v6_hi[(lo[k] + hi[k] + 1) >> 1]);
+        }
+    }
+    for (Py_ssize_t k = 0; k < m; k++) {
+        if (q[k].family == 4) {
+            lo[k] = bisect4(c->v4_starts, (uint32_t)q[k].l, lo[k], hi[k] + 1);
+            PREFETCH(&c->v4_ids[lo[k]]);
+        }
+        else if (q[k].family == 6) {
+            lo[k] = bisect6(c->v6_hi, c->v6_lo, q[k].h, q[k].l, lo[k], hi[k] + 1);
+            PREFETCH(&c->v6_ids[lo[k]]);
+        }
+    }
+    for (Py_ssize_t k = 0; k < m; k++) {
+        sids[k] = q[k].family == 4   ? c->v4_ids[lo[k]]
+                  : q[k].family == 6 ? c->v6_ids[lo[k]]
+                                     : NOT_PLAIN;
+    }
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -273,28 +341,25 @@ slot_of(const Lookup *self, int32_t sid)
     return (slot >= 0 && slot < size) ? slot : -1;
 }
 
-/* Parse ASCII text and search: the segment id, or INT32_MIN when the text is
- * not a plain address (the fallback decides it). Touches no Python object. */
-#define NOT_PLAIN INT32_MIN
-
-static inline int32_t
-search_text(const Columns *c, const unsigned char *s, Py_ssize_t n)
+/* Parse ASCII text into a query (family 0 when it is not a plain address). */
+static inline void
+parse_text(const unsigned char *s, Py_ssize_t n, Query *q)
 {
+    q->family = 0;
     if (n == 0 || n > MAX_TEXT) {
-        return NOT_PLAIN;
+        return;
     }
     if (memchr(s, ':', (size_t)n) != NULL) {
-        uint64_t h, l;
-        if (!parse6(s, n, &h, &l)) {
-            return NOT_PLAIN;
+        if (parse6(s, n, &q->h, &q->l)) {
+            q->family = 6;
         }
-        return search6(c, h, l);
+        return;
     }
     uint32_t v;
-    if (!parse4(s, n, &v)) {
-        return NOT_PLAIN;
+    if (parse4(s, n, &v)) {
+        q->l = v;
+        q->family = 4;
     }
-    return search4(c, v);
 }
 
 /* The table entry (borrowed) for an exact str, or NULL: ask the fallback. */
@@ -310,10 +375,12 @@ lookup_str(Lookup *self, PyObject *text)
     if (!PyUnicode_IS_ASCII(text)) {
         return NULL;
     }
-    int32_t sid = search_text(&self->cols, PyUnicode_1BYTE_DATA(text), PyUnicode_GET_LENGTH(text));
-    if (sid == NOT_PLAIN) {
+    Query q;
+    parse_text(PyUnicode_1BYTE_DATA(text), PyUnicode_GET_LENGTH(text), &q);
+    if (q.family == 0) {
         return NULL;
     }
+    int32_t sid = q.family == 4 ? search4(&self->cols, (uint32_t)q.l) : search6(&self->cols, q.h, q.l);
     Py_ssize_t slot = slot_of(self, sid);
     return slot < 0 ? NULL : PyTuple_GET_ITEM(self->table, slot);
 }
@@ -452,17 +519,14 @@ Lookup_dealloc(Lookup *self)
  * Batches
  * ------------------------------------------------------------------------------------- */
 
-/* Fill `out` with the table entries for `sids` (NOT_PLAIN or a fallback slot:
- * ask the fallback with `item(k)`), in order. Steals nothing; returns a new list. */
+/* Set out[at + k] to the table entry for sids[k], k < n, or ask the fallback with
+ * item(ctx, at + k) (NOT_PLAIN, tunnel prefixes, ids outside the table), in order. */
 typedef PyObject *(*ItemFn)(void *ctx, Py_ssize_t k);
 
-static PyObject *
-gather(Lookup *self, const int32_t *sids, Py_ssize_t n, ItemFn item, void *ctx)
+static int
+gather_into(Lookup *self, PyObject *out, Py_ssize_t at, const int32_t *sids, Py_ssize_t n,
+            ItemFn item, void *ctx)
 {
-    PyObject *out = PyList_New(n);
-    if (out == NULL) {
-        return NULL;
-    }
     for (Py_ssize_t k = 0; k < n; k++) {
         Py_ssize_t slot = sids[k] == NOT_PLAIN ? -1 : slot_of(self, sids[k]);
         PyObject *entry;
@@ -470,21 +534,19 @@ gather(Lookup *self, const int32_t *sids, Py_ssize_t n, ItemFn item, void *ctx)
             entry = Py_NewRef(PyTuple_GET_ITEM(self->table, slot));
         }
         else {
-            PyObject *ip = item(ctx, k);
+            PyObject *ip = item(ctx, at + k);
             if (ip == NULL) {
-                Py_DECREF(out);
-                return NULL;
+                return -1;
             }
             entry = call_fallback(self, ip);
             Py_DECREF(ip);
             if (entry == NULL) {
-                Py_DECREF(out);
-                return NULL;
+                return -1;
             }
         }
-        PyList_SET_ITEM(out, k, entry);
+        PyList_SET_ITEM(out, at + k, entry);
     }
-    return out;
+    return 0;
 }
 
 static PyObject *
@@ -502,39 +564,44 @@ Lookup_many(Lookup *self, PyObject *items)
         return NULL;
     }
     Py_ssize_t n = PyTuple_GET_SIZE(seq);
-    const unsigned char **text = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(*text));
-    Py_ssize_t *size = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(*size));
-    int32_t *sids = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(*sids));
-    PyObject *out = NULL;
-    if (text == NULL || size == NULL || sids == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    for (Py_ssize_t k = 0; k < n; k++) {
-        PyObject *ip = PyTuple_GET_ITEM(seq, k);
-        text[k] = NULL;
-        if (PyUnicode_CheckExact(ip)) {
+    PyObject *out = PyList_New(n);
+    const unsigned char *text[CHUNK];
+    Py_ssize_t size[CHUNK];
+    Query q[CHUNK];
+    int32_t sids[CHUNK];
+    for (Py_ssize_t at = 0; out != NULL && at < n; at += CHUNK) {
+        Py_ssize_t m = n - at < CHUNK ? n - at : CHUNK;
+        for (Py_ssize_t k = 0; k < m; k++) {
+            PyObject *ip = PyTuple_GET_ITEM(seq, at + k);
+            text[k] = NULL;
+            if (PyUnicode_CheckExact(ip)) {
 #if PY_VERSION_HEX < 0x030C0000
-            if (PyUnicode_READY(ip) < 0) {
-                goto done;
-            }
+                if (PyUnicode_READY(ip) < 0) {
+                    PyErr_Clear();
+                    continue;
+                }
 #endif
-            if (PyUnicode_IS_ASCII(ip)) {
-                text[k] = PyUnicode_1BYTE_DATA(ip);
-                size[k] = PyUnicode_GET_LENGTH(ip);
+                if (PyUnicode_IS_ASCII(ip)) {
+                    text[k] = PyUnicode_1BYTE_DATA(ip);
+                    size[k] = PyUnicode_GET_LENGTH(ip);
+                }
             }
         }
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t k = 0; k < m; k++) {
+            if (text[k]) {
+                parse_text(text[k], size[k], &q[k]);
+            }
+            else {
+                q[k].family = 0;
+            }
+        }
+        search_batch(&self->cols, q, sids, m);
+        Py_END_ALLOW_THREADS
+        if (gather_into(self, out, at, sids, m, tuple_item, seq) < 0) {
+            Py_CLEAR(out);
+        }
     }
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t k = 0; k < n; k++) {
-        sids[k] = text[k] ? search_text(&self->cols, text[k], size[k]) : NOT_PLAIN;
-    }
-    Py_END_ALLOW_THREADS
-    out = gather(self, sids, n, tuple_item, seq);
-done:
-    PyMem_Free(text);
-    PyMem_Free(size);
-    PyMem_Free(sids);
     Py_DECREF(seq);
     return out;
 }
@@ -566,92 +633,90 @@ get_packed(PyObject *arg, Py_buffer *view, Py_ssize_t width, const char *what)
     return 0;
 }
 
+/* Queries for packed big-endian addresses (width 4: IPv4, 16: IPv6). */
+static void
+packed_queries(const unsigned char *b, Py_ssize_t width, Query *q, Py_ssize_t m)
+{
+    for (Py_ssize_t k = 0; k < m; k++, b += width) {
+        if (width == 4) {
+            q[k].family = 4;
+            q[k].l = ((uint32_t)b[0] << 24) | ((uint32_t)b[1] << 16) | ((uint32_t)b[2] << 8) | b[3];
+            continue;
+        }
+        uint64_t h = 0, l = 0;
+        for (int j = 0; j < 8; j++) {
+            h = (h << 8) | b[j];
+            l = (l << 8) | b[j + 8];
+        }
+        q[k].family = 6;
+        q[k].h = h;
+        q[k].l = l;
+    }
+}
+
+/* Entries for a buffer of packed big-endian addresses; tunnel prefixes go to the
+ * fallback as the packed bytes (which it unwraps like text). */
+static PyObject *
+many_packed(Lookup *self, PyObject *arg, Py_ssize_t width, const char *what)
+{
+    Py_buffer view;
+    if (get_packed(arg, &view, width, what) < 0) {
+        return NULL;
+    }
+    Py_ssize_t n = view.len / width;
+    PyObject *out = PyList_New(n);
+    Packed ctx = {view.buf, width};
+    Query q[CHUNK];
+    int32_t sids[CHUNK];
+    for (Py_ssize_t at = 0; out != NULL && at < n; at += CHUNK) {
+        Py_ssize_t m = n - at < CHUNK ? n - at : CHUNK;
+        Py_BEGIN_ALLOW_THREADS
+        packed_queries((const unsigned char *)view.buf + at * width, width, q, m);
+        search_batch(&self->cols, q, sids, m);
+        Py_END_ALLOW_THREADS
+        if (gather_into(self, out, at, sids, m, packed_item, &ctx) < 0) {
+            Py_CLEAR(out);
+        }
+    }
+    PyBuffer_Release(&view);
+    return out;
+}
+
 /* many_v4(buffer): entries for packed big-endian IPv4 addresses (4 bytes each). */
 static PyObject *
 Lookup_many_v4(Lookup *self, PyObject *arg)
 {
-    Py_buffer view;
-    if (get_packed(arg, &view, 4, "many_v4") < 0) {
-        return NULL;
-    }
-    Py_ssize_t n = view.len / 4;
-    int32_t *sids = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(*sids));
-    PyObject *out = NULL;
-    if (sids == NULL) {
-        PyErr_NoMemory();
-    }
-    else {
-        const unsigned char *b = view.buf;
-        Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t k = 0; k < n; k++, b += 4) {
-            uint32_t v = ((uint32_t)b[0] << 24) | ((uint32_t)b[1] << 16) | ((uint32_t)b[2] << 8) | b[3];
-            sids[k] = search4(&self->cols, v);
-        }
-        Py_END_ALLOW_THREADS
-        Packed ctx = {view.buf, 4};
-        out = gather(self, sids, n, packed_item, &ctx);
-        PyMem_Free(sids);
-    }
-    PyBuffer_Release(&view);
-    return out;
+    return many_packed(self, arg, 4, "many_v4");
 }
 
-/* many_v6(buffer): entries for packed big-endian IPv6 addresses (16 bytes each);
- * tunnel prefixes go to the fallback as 16 packed bytes. */
+/* many_v6(buffer): entries for packed big-endian IPv6 addresses (16 bytes each). */
 static PyObject *
 Lookup_many_v6(Lookup *self, PyObject *arg)
 {
-    Py_buffer view;
-    if (get_packed(arg, &view, 16, "many_v6") < 0) {
-        return NULL;
-    }
-    Py_ssize_t n = view.len / 16;
-    int32_t *sids = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(*sids));
-    PyObject *out = NULL;
-    if (sids == NULL) {
-        PyErr_NoMemory();
-    }
-    else {
-        const unsigned char *b = view.buf;
-        Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t k = 0; k < n; k++, b += 16) {
-            uint64_t h = 0, l = 0;
-            for (int j = 0; j < 8; j++) {
-                h = (h << 8) | b[j];
-                l = (l << 8) | b[j + 8];
-            }
-            sids[k] = search6(&self->cols, h, l);
-        }
-        Py_END_ALLOW_THREADS
-        Packed ctx = {view.buf, 16};
-        out = gather(self, sids, n, packed_item, &ctx);
-        PyMem_Free(sids);
-    }
-    PyBuffer_Release(&view);
-    return out;
+    return many_packed(self, arg, 16, "many_v6");
 }
 
 typedef struct {
     const unsigned char *data;
-    const int64_t *start;
-    const int64_t *stop;
-    PyObject *source;
+    const int64_t *pairs; /* (start, stop) per item; start < 0 is a null */
 } Utf8;
 
 static PyObject *
 utf8_item(void *ctx, Py_ssize_t k)
 {
     Utf8 *u = ctx;
-    if (u->start[k] < 0) { /* a null */
+    int64_t a = u->pairs[2 * k], b = u->pairs[2 * k + 1];
+    if (a < 0) {
         return Py_NewRef(Py_None);
     }
-    return PyUnicode_DecodeUTF8((const char *)u->data + u->start[k], u->stop[k] - u->start[k],
-                                "strict");
+    return PyUnicode_DecodeUTF8((const char *)u->data + a, b - a, "strict");
 }
 
 /* many_utf8(data, bounds): entries for strings given as UTF-8 bytes in `data`
  * and an int64 array of (start, stop) pairs; start < 0 marks a null (None).
- * Arrow string arrays arrive this way without a Python str per item. */
+ * Arrow string arrays arrive this way without a Python str per item. Non-ASCII
+ * bytes are never part of a plain address: the parsers refuse them, and the
+ * fallback gets the decoded str. */
 static PyObject *
 Lookup_many_utf8(Lookup *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -668,43 +733,37 @@ Lookup_many_utf8(Lookup *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Py_ssize_t n = bounds.len / 16;
-    int64_t *start = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(int64_t));
-    int64_t *stop = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(int64_t));
-    int32_t *sids = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(*sids));
-    PyObject *out = NULL;
-    if (start == NULL || stop == NULL || sids == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
     const int64_t *pairs = bounds.buf;
+    PyObject *out = NULL;
     for (Py_ssize_t k = 0; k < n; k++) {
         int64_t a = pairs[2 * k], b = pairs[2 * k + 1];
         if (a >= 0 && (b < a || b > data.len)) {
             PyErr_Format(PyExc_ValueError, "many_utf8: item %zd lies outside the data", k);
             goto done;
         }
-        start[k] = a;
-        stop[k] = b;
     }
+    out = PyList_New(n);
     const unsigned char *base = data.buf;
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t k = 0; k < n; k++) {
-        int32_t sid = NOT_PLAIN;
-        if (start[k] >= 0) {
-            const unsigned char *s = base + start[k];
-            Py_ssize_t len = (Py_ssize_t)(stop[k] - start[k]);
-            /* Non-ASCII bytes are never part of a plain address: parse4/parse6 refuse them. */
-            sid = search_text(&self->cols, s, len);
+    Utf8 ctx = {base, pairs};
+    Query q[CHUNK];
+    int32_t sids[CHUNK];
+    for (Py_ssize_t at = 0; out != NULL && at < n; at += CHUNK) {
+        Py_ssize_t m = n - at < CHUNK ? n - at : CHUNK;
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t k = 0; k < m; k++) {
+            int64_t a = pairs[2 * (at + k)], b = pairs[2 * (at + k) + 1];
+            q[k].family = 0;
+            if (a >= 0) {
+                parse_text(base + a, (Py_ssize_t)(b - a), &q[k]);
+            }
         }
-        sids[k] = sid;
+        search_batch(&self->cols, q, sids, m);
+        Py_END_ALLOW_THREADS
+        if (gather_into(self, out, at, sids, m, utf8_item, &ctx) < 0) {
+            Py_CLEAR(out);
+        }
     }
-    Py_END_ALLOW_THREADS
-    Utf8 ctx = {base, start, stop, args[0]};
-    out = gather(self, sids, n, utf8_item, &ctx);
 done:
-    PyMem_Free(start);
-    PyMem_Free(stop);
-    PyMem_Free(sids);
     PyBuffer_Release(&bounds);
     PyBuffer_Release(&data);
     return out;
