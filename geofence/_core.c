@@ -17,6 +17,10 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#if PY_VERSION_HEX < 0x030C0000
+#include <structmember.h>
+#define Py_T_OBJECT_EX T_OBJECT_EX
+#endif
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -327,6 +331,11 @@ typedef struct {
     PyObject *table;      /* a tuple */
     PyObject *fallback;
     int32_t tunnel_low, tunnel_high;
+    /* Optional: a parsed-address type (geofence.addr.ParsedAddress) answered without
+     * the fallback when it carries no tunnel, read through its slots' offsets. */
+    PyObject *parsed_type;
+    Py_ssize_t off_version, off_value, off_tunnel;
+    PyObject *sixty_four;
 } Lookup;
 
 /* What a segment id answers: >= 0 a table slot, -1 the fallback decides. */
@@ -392,6 +401,54 @@ call_fallback(Lookup *self, PyObject *ip)
     return PyObject_Vectorcall(self->fallback, args + 1, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
 }
 
+static inline PyObject *
+slot_entry(Lookup *self, int32_t sid)
+{
+    Py_ssize_t slot = slot_of(self, sid);
+    return slot < 0 ? NULL : PyTuple_GET_ITEM(self->table, slot);
+}
+
+/* The table entry (borrowed) for a parsed address without a tunnel, or NULL: ask
+ * the fallback (a tunnel, or values this code does not expect). */
+static PyObject *
+lookup_parsed(Lookup *self, PyObject *ip)
+{
+    char *base = (char *)ip;
+    PyObject *tunnel = *(PyObject **)(base + self->off_tunnel);
+    PyObject *version = *(PyObject **)(base + self->off_version);
+    PyObject *value = *(PyObject **)(base + self->off_value);
+    if (tunnel != Py_None || version == NULL || value == NULL || !PyLong_CheckExact(value) ||
+        !PyLong_CheckExact(version)) {
+        return NULL;
+    }
+    long family = PyLong_AsLong(version);
+    if (family == 4) {
+        unsigned long v = PyLong_AsUnsignedLong(value);
+        if ((v == (unsigned long)-1 && PyErr_Occurred()) || v > 0xFFFFFFFFUL) {
+            PyErr_Clear();
+            return NULL;
+        }
+        return slot_entry(self, search4(&self->cols, (uint32_t)v));
+    }
+    if (family != 6 || Py_SIZE(value) < 0) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *high = PyNumber_Rshift(value, self->sixty_four);
+    if (high == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    unsigned long long h = PyLong_AsUnsignedLongLong(high);
+    Py_DECREF(high);
+    if (h == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return NULL;
+    }
+    unsigned long long l = PyLong_AsUnsignedLongLongMask(value);
+    return slot_entry(self, search6(&self->cols, h, l));
+}
+
 static PyObject *
 Lookup_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -399,11 +456,15 @@ Lookup_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     if (kwnames == NULL && (nargs == 1 || (nargs == 2 && args[1] == Py_None))) {
         PyObject *ip = args[0];
+        PyObject *found = NULL;
         if (PyUnicode_CheckExact(ip)) {
-            PyObject *found = lookup_str(self, ip);
-            if (found != NULL) {
-                return Py_NewRef(found);
-            }
+            found = lookup_str(self, ip);
+        }
+        else if (self->parsed_type != NULL && Py_IS_TYPE(ip, (PyTypeObject *)self->parsed_type)) {
+            found = lookup_parsed(self, ip);
+        }
+        if (found != NULL) {
+            return Py_NewRef(found);
         }
         return call_fallback(self, ip);
     }
@@ -426,6 +487,27 @@ take_column(Lookup *self, PyObject *parts, int k, Py_ssize_t itemsize, const cha
     return 0;
 }
 
+/* The offset of the object-valued slot `name` of `type` (a __slots__ member). */
+static int
+slot_offset(PyObject *type, const char *name, Py_ssize_t *offset)
+{
+    PyObject *descr = PyObject_GetAttrString(type, name);
+    if (descr == NULL) {
+        return -1;
+    }
+    int ok = Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
+             ((PyMemberDescrObject *)descr)->d_member->type == Py_T_OBJECT_EX;
+    if (ok) {
+        *offset = ((PyMemberDescrObject *)descr)->d_member->offset;
+    }
+    Py_DECREF(descr);
+    if (!ok) {
+        PyErr_Format(PyExc_TypeError, "parsed_type.%s must be a __slots__ member", name);
+        return -1;
+    }
+    return 0;
+}
+
 static const char *const COLUMN_NAMES[NCOLS] = {
     "v4_starts", "v4_ids", "v4_index", "v6_hi", "v6_lo", "v6_ids", "v6_index",
 };
@@ -434,11 +516,16 @@ static const Py_ssize_t COLUMN_SIZES[NCOLS] = {4, 4, 4, 8, 8, 4, 4};
 static PyObject *
 Lookup_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"partitions", "table", "fallback", "tunnel_low", "tunnel_high", NULL};
-    PyObject *parts, *table, *fallback;
+    static char *kwlist[] = {"partitions",  "table",       "fallback", "tunnel_low",
+                             "tunnel_high", "parsed_type", NULL};
+    PyObject *parts, *table, *fallback, *parsed_type = Py_None;
     int tunnel_low, tunnel_high;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OOii:Lookup", kwlist, &PyTuple_Type, &parts,
-                                     &table, &fallback, &tunnel_low, &tunnel_high)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OOii|O:Lookup", kwlist, &PyTuple_Type, &parts,
+                                     &table, &fallback, &tunnel_low, &tunnel_high, &parsed_type)) {
+        return NULL;
+    }
+    if (parsed_type != Py_None && !PyType_Check(parsed_type)) {
+        PyErr_SetString(PyExc_TypeError, "parsed_type must be a type or None");
         return NULL;
     }
     if (PyTuple_GET_SIZE(parts) != NCOLS) {
@@ -457,6 +544,18 @@ Lookup_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->tunnel_low = tunnel_low;
     self->tunnel_high = tunnel_high;
     self->fallback = Py_NewRef(fallback);
+    if (parsed_type != Py_None) {
+        if (slot_offset(parsed_type, "version", &self->off_version) < 0 ||
+            slot_offset(parsed_type, "value", &self->off_value) < 0 ||
+            slot_offset(parsed_type, "tunnel", &self->off_tunnel) < 0) {
+            goto fail;
+        }
+        self->sixty_four = PyLong_FromLong(64);
+        if (self->sixty_four == NULL) {
+            goto fail;
+        }
+        self->parsed_type = Py_NewRef(parsed_type);
+    }
     self->table = PySequence_Tuple(table);
     if (self->table == NULL) {
         goto fail;
@@ -489,6 +588,7 @@ Lookup_traverse(Lookup *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->table);
     Py_VISIT(self->fallback);
+    Py_VISIT(self->parsed_type);
     for (int k = 0; k < self->held; k++) {
         Py_VISIT(self->views[k].obj);
     }
@@ -500,6 +600,8 @@ Lookup_clear(Lookup *self)
 {
     Py_CLEAR(self->table);
     Py_CLEAR(self->fallback);
+    Py_CLEAR(self->parsed_type);
+    Py_CLEAR(self->sixty_four);
     return 0;
 }
 

@@ -193,7 +193,10 @@ class Geofence:
             needs_context=pol.needs_context,
         )
         lookup = make_lookup(
-            compiled.partitions, compiled.table, partial(self._decide_general, state)
+            compiled.partitions,
+            compiled.table,
+            partial(self._decide_general, state),
+            parsed=True,
         )
         decide = lookup
         if self._cache_size and isinstance(lookup, PyLookup):

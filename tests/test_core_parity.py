@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from geofence.addr import TUNNEL_RANGES, TunnelKind
+from geofence.addr import TUNNEL_RANGES, TunnelKind, parse_address
 from geofence.engine import Geofence
 from geofence.snapshot.partition import V4_TOP, V6_TOP, Partitions
 from geofence.snapshot.reader import Snapshot, _record_of
@@ -43,7 +43,9 @@ def _pair(gf: Geofence) -> Pair:
     """The engine's compiled lookup and a pure twin over the very same state."""
     state = gf._state
     c = state.compiled
-    twin = make_lookup(c.partitions, c.table, partial(gf._decide_general, state), pure=True)
+    twin = make_lookup(
+        c.partitions, c.table, partial(gf._decide_general, state), pure=True, parsed=True
+    )
     assert type(state.decide) is _CORE.Lookup
     return state.decide, twin
 
@@ -131,6 +133,16 @@ def test_decide_parity_on_random_addresses(ofac: Geofence, address: tuple[int, i
     version, value = address
     text = str(ipaddress.IPv6Address(value) if version == 6 else ipaddress.IPv4Address(value))
     _same(_pair(ofac), text)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(addresses(), st.booleans())
+def test_decide_parity_on_parsed_addresses(
+    ofac: Geofence, address: tuple[int, int], unwrap: bool
+) -> None:
+    """What the middleware passes: a ParsedAddress, unwrapped or not (tunnel prefixes)."""
+    version, value = address
+    _same(_pair(ofac), parse_address(value, version=version, unwrap=unwrap))
 
 
 def _boundaries(parts: Partitions) -> tuple[list[int], list[int]]:

@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterable, Sequence
 from socket import AF_INET, AF_INET6, inet_pton
 from typing import Any, Final
 
-from geofence.snapshot.partition import TUNNEL_BY_ID, Partitions, segment
+from geofence.addr import ParsedAddress
+from geofence.snapshot.partition import TUNNEL_BY_ID, V4_TOP, V6_TOP, Partitions, segment
 
 __all__ = ["ACTIVE", "PyLookup", "core_info", "make_lookup", "plain_address"]
 
@@ -73,9 +74,12 @@ class PyLookup:
             whatever the table cannot answer.
         tunnel_low: Lowest segment id the fallback answers (tunnel prefixes).
         tunnel_high: Highest such id.
+        parsed_type: :class:`~geofence.addr.ParsedAddress` to answer parsed
+            addresses without a tunnel from the table too (the engine's
+            ``decide``), or ``None`` to hand them to ``fallback``.
     """
 
-    __slots__ = ("_fallback", "_partitions", "_table", "_tunnels")
+    __slots__ = ("_fallback", "_parsed_type", "_partitions", "_table", "_tunnels")
 
     def __init__(
         self,
@@ -84,22 +88,27 @@ class PyLookup:
         fallback: Callable[..., Any],
         tunnel_low: int,
         tunnel_high: int,
+        parsed_type: type[ParsedAddress] | None = None,
     ) -> None:
         self._partitions = parts
         self._table = tuple(table)
         self._fallback = fallback
         self._tunnels = range(tunnel_low, tunnel_high + 1)
+        self._parsed_type = parsed_type
 
     def __call__(self, ip: Any, context: Any = None) -> Any:
         """The table entry for ``ip``, or what ``fallback`` returns."""
         if context is not None:
             return self._fallback(ip, context)
+        found = None
         if type(ip) is str:
             found = plain_address(ip)
-            if found is not None:
-                entry = self._entry(*found)
-                if entry is not _FALLBACK:
-                    return entry
+        elif type(ip) is self._parsed_type and ip.tunnel is None and 0 <= ip.value <= V6_TOP:
+            found = (ip.version, ip.value) if ip.version == 6 or ip.value <= V4_TOP else None
+        if found is not None:
+            entry = self._entry(*found)
+            if entry is not _FALLBACK:
+                return entry
         return self._fallback(ip)
 
     def _entry(self, version: int, value: int) -> Any:
@@ -172,15 +181,23 @@ ACTIVE: Final = "compiled" if _CORE is not None else "python"
 
 
 def make_lookup(
-    parts: Partitions, table: Sequence[Any], fallback: Callable[..., Any], *, pure: bool = False
+    parts: Partitions,
+    table: Sequence[Any],
+    fallback: Callable[..., Any],
+    *,
+    pure: bool = False,
+    parsed: bool = False,
 ) -> Any:
     """A lookup over ``parts`` and ``table`` with the active core (``pure``: the twin).
 
     Tunnel prefix segments are always answered by ``fallback`` (it unwraps them).
+    With ``parsed``, a :class:`~geofence.addr.ParsedAddress` without a tunnel is
+    answered from the table as well (what the middleware passes to ``decide``).
     """
+    parsed_type = ParsedAddress if parsed else None
     if pure or _CORE is None:
-        return PyLookup(parts, table, fallback, TUNNEL_LOW, TUNNEL_HIGH)
-    return _CORE.Lookup(parts, table, fallback, TUNNEL_LOW, TUNNEL_HIGH)
+        return PyLookup(parts, table, fallback, TUNNEL_LOW, TUNNEL_HIGH, parsed_type)
+    return _CORE.Lookup(parts, table, fallback, TUNNEL_LOW, TUNNEL_HIGH, parsed_type)
 
 
 def core_info() -> dict[str, str]:
