@@ -118,9 +118,11 @@ class Geofence:
             ``None`` for the bundled default data.
         policy: A :class:`~geofence.policy.Policy`, a path to a TOML file, or a
             preset name.
-        cache_size: Size of the per-address decision cache (0 disables it).
-            Hits skip parsing and search; it is cleared on reload and whenever
-            it fills up.
+        cache_size: Size of the per-address decision cache of the pure-Python
+            core (0 disables it). Hits skip parsing and search; it is cleared on
+            reload and whenever it fills up. The compiled core
+            (:func:`geofence.core_info`) parses and searches in about the time
+            of a cache hit and takes no cache.
         signals: Computes workaround signals for requests with context, e.g.
             :class:`geofence.signals.pipeline.SignalPipeline`; ``None`` uses only
             ``context.signals``.

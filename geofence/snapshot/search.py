@@ -1,7 +1,7 @@
 """The one fast path: address text -> range search -> table entry.
 
-A :class:`Lookup` answers the common request (a plain ``str`` address, no
-context) by parsing the text, searching the partitions and returning the table
+A lookup (:func:`make_lookup`) answers the common request (a plain ``str``
+address, no context) by parsing the text, searching the partitions and returning the table
 entry of the segment; everything else (a context, an IPv6 zone id, a tunnel
 prefix, invalid text, any other type) goes to its *fallback*, the general Python
 path, which stays the reference for those inputs.
