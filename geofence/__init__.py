@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from geofence.reloading import Health, Retry
     from geofence.signals.base import Signal
     from geofence.snapshot.reader import Snapshot
+    from geofence.snapshot.search import core_info
 
 _EXPORTS = {
     "Action": "geofence.decision",
@@ -68,6 +69,7 @@ _EXPORTS = {
     "Subject": "geofence.context",
     "TrustWarning": "geofence.errors",
     "TunnelKind": "geofence.addr",
+    "core_info": "geofence.snapshot.search",
     "load_policy": "geofence.policy",
     "parse_address": "geofence.addr",
     "parse_policy": "geofence.policy",
@@ -101,6 +103,7 @@ __all__ = [
     "TrustWarning",
     "TunnelKind",
     "__version__",
+    "core_info",
     "load_policy",
     "parse_address",
     "parse_policy",

@@ -1,6 +1,23 @@
-"""Batch decisions (``Geofence.decide_many``): numpy-vectorised search where possible.
+"""Batch decisions (``Geofence.decide_many``).
 
-With numpy installed, a batch of 64 or more address strings is decided in four steps:
+With the compiled core, every batch is one call into C (``geofence._core.Lookup``):
+
+* ``list[str]`` (any iterable): ``many`` parses and searches all items with the
+  GIL released, then gathers the decisions;
+* numpy ``uint32`` (IPv4, ``version=4``) and IPv6 arrays (``(n, 2)`` unsigned
+  64-bit halves, or 16-byte packed items, ``version=6``): ``many_v4`` /
+  ``many_v6`` over the packed big-endian addresses, GIL released;
+* pyarrow string arrays: ``many_utf8`` reads the array's UTF-8 data and offsets
+  in place, without a Python ``str`` per item.
+
+Whatever the table cannot answer (tunnel prefixes, zone ids, invalid items) goes
+to the state's general path, in input order, so the result always equals
+``[gf.decide(ip) for ip in ips]`` and the first invalid item is the one raised.
+
+With the pure-Python core (:class:`geofence.snapshot.search.PyLookup`), the same
+entry points loop in Python, except that numpy does the searching where it can.
+With numpy installed, a batch of 64 or more address strings is then decided in
+four steps:
 
 1. the batch is split by family (``":" in s``) and each family is packed by
    ``socket.inet_pton`` through ``map()`` into one buffer, with no Python frame
@@ -15,17 +32,14 @@ With numpy installed, a batch of 64 or more address strings is decided in four s
 
 If an item breaks step 1 (not a ``str``, a zone id, invalid text), the batch is
 packed item by item into 17-byte records instead (a family byte, then the
-address) and the items that fail are marked. Whatever the vector path cannot
-answer alone goes through the scalar path of the same state, so the result
-always equals ``[gf.decide(ip) for ip in ips]``: the marked items (the scalar
-parser raises the usual :class:`InvalidAddressError` for invalid ones), IPv6
-addresses in a tunnel prefix (unwrapped and decided with the tunnel recorded),
-and IPv6 addresses whose segment shares its high 64 bits with the next one.
+address) and the items that fail are marked; they, the IPv6 addresses in a
+tunnel prefix and those whose segment shares its high 64 bits with the next
+one go through the scalar path.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
+import sys
 from collections.abc import Iterable, Sequence
 from itertools import compress, repeat
 from operator import not_
@@ -35,7 +49,8 @@ from typing import TYPE_CHECKING, Any
 from geofence.addr import ParsedAddress, parse_address
 from geofence.decision import Decision
 from geofence.errors import InvalidAddressError
-from geofence.snapshot.partition import TUNNEL_BY_ID, locate6_indexed
+from geofence.snapshot.partition import TUNNEL_BY_ID, segment
+from geofence.snapshot.search import PyLookup
 
 if TYPE_CHECKING:
     from geofence.engine import Geofence, _State
@@ -54,55 +69,99 @@ _TUNNEL_LOW, _TUNNEL_HIGH = min(TUNNEL_BY_ID), max(TUNNEL_BY_ID)
 def decide_many(gf: Geofence, ips: Iterable[Any], *, version: int | None = None) -> list[Decision]:
     """See :meth:`geofence.Geofence.decide_many`."""
     # One state for the whole batch: a reload during it must not mix old and new.
-    state: _State = gf._hot[5]
+    state: _State = gf._state
+    lookup = state.lookup
+    pure = isinstance(lookup, PyLookup)
     try:
         import numpy as np
     except ImportError:  # pragma: no cover - numpy is an optional extra
         np = None  # type: ignore[assignment]
-    if np is not None and isinstance(ips, np.ndarray) and ips.dtype.kind in "iu":
-        if version != 4:
-            return [
-                gf._decide_parsed(state, parse_address(int(x), version=version))
-                for x in ips.tolist()
-            ]
-        if ips.size and (int(ips.min()) < 0 or int(ips.max()) > 0xFFFFFFFF):
-            parse_address(
-                int(ips.max()) if int(ips.max()) > 0xFFFFFFFF else int(ips.min()), version=4
-            )
-        c = state.compiled
-        vids = _search_sorted(
-            np,
-            np.frombuffer(c.v4_starts, dtype=np.uint32),
-            np.frombuffer(c.v4_ids, dtype=np.int32),
-            ips.astype(np.uint32, copy=False),
-        )
-        return _decisions(np, c.table, vids).tolist()  # type: ignore[no-any-return]
-    items = ips if isinstance(ips, list) else list(ips)
+    if np is not None and isinstance(ips, np.ndarray):
+        packed = _packed_array(np, ips, version)
+        if packed is not None:
+            width, buffer = packed
+            if width == 4 and pure:
+                return _vector_v4(np, state, buffer)
+            if width == 4:
+                return lookup.many_v4(buffer)  # type: ignore[no-any-return]
+            return lookup.many_v6(buffer)  # type: ignore[no-any-return]
+    if version is None and not isinstance(ips, (list, tuple)):
+        arrow = _arrow_batch(np, lookup, ips)
+        if arrow is not None:
+            return arrow
+    items = ips if isinstance(ips, (list, tuple)) else list(ips)
     if version is not None:
         return [gf._decide_parsed(state, parse_address(x, version=version)) for x in items]
+    if not pure:
+        return lookup.many(items)  # type: ignore[no-any-return]
     if np is not None and len(items) >= VECTOR_MIN:
         return _vector_strings(gf, state, items, np)
-    return _scalar(gf, state, items)
+    return [state.decide(ip) for ip in items]
 
 
-def _scalar(gf: Geofence, state: _State, items: Sequence[Any]) -> list[Decision]:
-    """The per-item loop for short batches: IPv4 text searched inline, the rest parsed."""
-    c = state.compiled
-    starts, ids, index, table = c.v4_starts, c.v4_ids, c.v4_index, c.table
-    from_bytes = int.from_bytes
+def _packed_array(np: Any, ips: Any, version: int | None) -> tuple[int, Any] | None:
+    """``(4 | 16, big-endian packed addresses)`` of a numpy array, or ``None``.
+
+    IPv4: a 1-d integer array with ``version=4`` (each value checked to lie in
+    0..2**32-1). IPv6 (``version=6`` or no version): an ``(n, 2)`` array of
+    unsigned 64-bit ``[high, low]`` halves, or 16-byte items (``S16``/``V16``).
+    Other arrays are decided item by item (``None``).
+
+    Raises:
+        InvalidAddressError: An IPv4 integer is out of range.
+    """
+    kind = ips.dtype.kind
+    if kind in "iu" and ips.ndim == 1 and version == 4:
+        if ips.size and (int(ips.min()) < 0 or int(ips.max()) > 0xFFFFFFFF):
+            high = int(ips.max())
+            parse_address(high if high > 0xFFFFFFFF else int(ips.min()), version=4)
+        return 4, np.ascontiguousarray(ips, dtype=">u4")
+    if version in (None, 6) and kind == "u" and ips.ndim == 2 and ips.shape[1] == 2:
+        return 16, np.ascontiguousarray(ips, dtype=">u8")
+    if version in (None, 6) and kind in "SV" and ips.ndim == 1 and ips.dtype.itemsize == 16:
+        return 16, np.ascontiguousarray(ips)
+    return None
+
+
+def _arrow_batch(np: Any, lookup: Any, ips: Any) -> list[Decision] | None:
+    """Decisions for a pyarrow string array (or chunked array), or ``None`` if it is not one.
+
+    The strings are read in place: the array's UTF-8 data buffer and its
+    offsets become ``(start, stop)`` pairs, a null a negative start (decided
+    like ``None``, which is refused as an address).
+    """
+    pa = sys.modules.get("pyarrow")
+    if pa is None or np is None or not isinstance(ips, (pa.Array, pa.ChunkedArray)):
+        return None
+    chunks = ips.chunks if isinstance(ips, pa.ChunkedArray) else [ips]
     out: list[Decision] = []
-    for ip in items:
-        if type(ip) is str and ":" not in ip:
-            try:
-                v = from_bytes(inet_pton(AF_INET, ip), "big")
-            except (OSError, ValueError, UnicodeEncodeError):
-                pass
-            else:
-                p = v >> 16
-                out.append(table[ids[bisect_right(starts, v, index[p], index[p + 1] + 1) - 1]])  # type: ignore[arg-type]
-                continue
-        out.append(_decide_one(gf, state, ip))
+    for chunk in chunks:
+        if pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type):
+            _validity, offsets, data = chunk.buffers()
+            width = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
+            n = len(chunk)
+            ends = np.frombuffer(offsets, dtype=width)[chunk.offset : chunk.offset + n + 1]
+            bounds = np.empty((n, 2), dtype=np.int64)
+            bounds[:, 0] = ends[:-1]
+            bounds[:, 1] = ends[1:]
+            if chunk.null_count:
+                bounds[chunk.is_null().to_numpy(zero_copy_only=False), 0] = -1
+            out += lookup.many_utf8(b"" if data is None else data, bounds)
+        else:
+            out += [lookup(ip) for ip in chunk.to_pylist()]
     return out
+
+
+def _vector_v4(np: Any, state: _State, packed: Any) -> list[Decision]:
+    """IPv4 integers searched by numpy (the pure-Python core's batch path)."""
+    c = state.compiled
+    vids = _search_sorted(
+        np,
+        np.frombuffer(c.v4_starts, dtype=np.uint32),
+        np.frombuffer(c.v4_ids, dtype=np.int32),
+        packed.astype(np.uint32),
+    )
+    return _decisions(np, c.table, vids).tolist()  # type: ignore[no-any-return]
 
 
 def _decide_one(gf: Geofence, state: _State, ip: Any) -> Decision:
@@ -193,7 +252,7 @@ def _finish(
         # The last start with this high half lies after the address: search the
         # low halves of the starts sharing it (rare; done exactly, one by one).
         for k in np.flatnonzero((lo6[pos] > low) & (hi6[pos] == h)).tolist():
-            pos[k] = locate6_indexed(c.v6_hi, c.v6_lo, c.v6_index, int(h[k]), int(low[k]))
+            pos[k] = segment(c.partitions, 6, (int(h[k]) << 64) | int(low[k]))
         v6ids = np.frombuffer(c.v6_ids, dtype=np.int32)[pos]
         vids[w6] = v6ids
         tunnels = np.flatnonzero((v6ids >= _TUNNEL_LOW) & (v6ids <= _TUNNEL_HIGH))
@@ -268,12 +327,12 @@ def decide_many_marked(
     """
     items: Any = ips if isinstance(ips, list) or hasattr(ips, "dtype") else list(ips)
     for _ in range(_MARK_ATTEMPTS):
-        state = gf._hot[5]
+        state = gf._state
         out = _marked(gf, state, items, version)
-        if gf._hot[5] is state:
+        if gf._state is state:
             return out
     with gf._lock:  # reloads keep coming: hold them off (reload takes this lock) for one pass
-        return _marked(gf, gf._hot[5], items, version)
+        return _marked(gf, gf._state, items, version)
 
 
 def _marked(gf: Geofence, state: _State, items: Any, version: int | None) -> list[Decision]:

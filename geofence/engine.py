@@ -12,13 +12,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import struct
 import threading
-from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
-from socket import AF_INET, AF_INET6, inet_pton
 from typing import Any
 
 from geofence.addr import ParsedAddress, TunnelKind, parse_address
@@ -31,8 +29,9 @@ from geofence.policy.model import Policy
 from geofence.policy.parse import load_policy
 from geofence.reloading import Health, ReloadEvent, ReloadMonitor, Retry, Watcher
 from geofence.signals.base import Signal
-from geofence.snapshot.partition import SPECIAL_BY_ID, TUNNEL_BY_ID, locate6_indexed
+from geofence.snapshot.partition import SPECIAL_BY_ID, TUNNEL_BY_ID
 from geofence.snapshot.reader import Snapshot
+from geofence.snapshot.search import PyLookup, make_lookup
 
 __all__ = ["Geofence", "SignalProvider"]
 
@@ -43,20 +42,62 @@ log = logging.getLogger("geofence")
 #: :class:`geofence.signals.pipeline.SignalPipeline`.
 SignalProvider = Callable[[ParsedAddress, Any, Context, Decision], tuple[Sequence[Signal], bool]]
 
-_from_bytes = int.from_bytes
-_unpack_v6 = struct.Struct(">QQ").unpack
-_MASK64 = (1 << 64) - 1
+
+def _unset(ip: Any, context: Context | None = None) -> Decision:  # pragma: no cover - replaced
+    raise RuntimeError("engine state used before it was built")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class _State:
+    """Everything one decision reads, swapped in by one assignment on reload.
+
+    ``decide`` is the fast path (:mod:`geofence.snapshot.search`): a plain address string
+    without context is answered from the compiled table, anything else goes to
+    the engine's general path bound to this same state, so a request never
+    mixes two states.
+    """
+
     compiled: CompiledPolicy
-    cache: dict[str, Decision] | None
     tunnel_variants: dict[tuple[int, TunnelKind], Decision]
     snapshot_path: str | None
     policy_ref: str | None
     snapshot_signature: tuple[int, int, int] | None = None
     needs_context: bool = False
+    lookup: Any = None
+    """The fast path over this state's compiled table (compiled core or twin); set once,
+    by :meth:`Geofence._build`. Its batch methods serve ``decide_many``."""
+    decide: Callable[..., Decision] = _unset
+    """``decide(ip, context=None)``: ``lookup``, with the per-address cache in front of
+    it when the pure-Python core has one; set once, by :meth:`Geofence._build`."""
+
+
+class _Cached:
+    """A decide callable with a per-address cache in front (the pure-Python core only).
+
+    The compiled core parses and searches in about the time of the dict lookup,
+    so ``cache_size`` has no effect with it (see :func:`geofence.core_info`).
+    """
+
+    __slots__ = ("_cache", "_decide", "_size")
+
+    def __init__(self, decide: Callable[..., Decision], size: int) -> None:
+        self._decide = decide
+        self._size = size
+        self._cache: dict[str, Decision] = {}
+
+    def __call__(self, ip: Any, context: Context | None = None) -> Decision:
+        if context is not None or type(ip) is not str:
+            return self._decide(ip, context)
+        cache = self._cache
+        hit = cache.get(ip)
+        if hit is None:
+            hit = self._decide(ip)
+            if len(cache) >= self._size:
+                # Start over when full: O(1) and atomic. Evicting the oldest
+                # entry one by one made every miss walk the dict's deleted slots.
+                cache.clear()
+            cache[ip] = hit
+        return hit
 
 
 def _file_signature(path: str | None) -> tuple[int, int, int] | None:
@@ -79,9 +120,11 @@ class Geofence:
         policy: A :class:`~geofence.policy.Policy`, a path to a TOML file, or a
             preset name. Without one the ``allow-all`` policy applies, with a
             logged warning and a note in :meth:`explain`.
-        cache_size: Size of the per-address decision cache (0 disables it).
-            Hits skip parsing and search; it is cleared on reload and whenever
-            it fills up.
+        cache_size: Size of the per-address decision cache of the pure-Python
+            core (0 disables it). Hits skip parsing and search; it is cleared on
+            reload and whenever it fills up. The compiled core
+            (:func:`geofence.core_info`) parses and searches in about the time
+            of a cache hit and takes no cache.
         signals: Computes workaround signals for requests with context, e.g.
             :class:`geofence.signals.pipeline.SignalPipeline`; ``None`` uses only
             ``context.signals``.
@@ -162,41 +205,62 @@ class Geofence:
         if self._shadow and not pol.shadow:
             pol = replace(pol, shadow=True)
         compiled = compile_policy(pol, snap, today=self._today())
-        return _State(
-            compiled=compiled,
-            cache={} if self._cache_size else None,
-            tunnel_variants={},
+        return self._assemble(
+            compiled,
             snapshot_path=snap_path,
             policy_ref=pol_ref,
-            snapshot_signature=signature or _file_signature(snap_path),
-            needs_context=pol.needs_context,
+            signature=signature or _file_signature(snap_path),
         )
 
-    def _install(self, state: _State) -> None:
-        c = state.compiled
-        # The hot path reads this one tuple: a single attribute load gives a
-        # consistent view of the state, and tuple unpacking is cheaper than
-        # several attribute lookups (serves decide()'s 0.6 µs budget).
-        self._hot = (
-            c.v4_starts,
-            c.v4_ids,
-            c.v4_index,
-            c.table,
-            state.cache,
-            state,
-            (c.v6_hi, c.v6_lo, c.v6_index, c.v6_ids),
+    def _assemble(
+        self,
+        compiled: CompiledPolicy,
+        *,
+        snapshot_path: str | None,
+        policy_ref: str | None,
+        signature: tuple[int, int, int] | None,
+    ) -> _State:
+        """The state for ``compiled``, with its fast path bound to it."""
+        state = _State(
+            compiled=compiled,
+            tunnel_variants={},
+            snapshot_path=snapshot_path,
+            policy_ref=policy_ref,
+            snapshot_signature=signature,
+            needs_context=compiled.policy.needs_context,
         )
-        self._schedule_date_refresh(c)
+        lookup = make_lookup(
+            compiled.partitions,
+            compiled.table,
+            partial(self._decide_general, state),
+            parsed=True,
+        )
+        decide = lookup
+        if self._cache_size and isinstance(lookup, PyLookup):
+            decide = _Cached(lookup, self._cache_size)
+        # The two fields set after construction: the fast path needs the state it falls back to.
+        object.__setattr__(state, "lookup", lookup)
+        object.__setattr__(state, "decide", decide)
+        return state
+
+    def _install(self, state: _State) -> None:
+        self._state = state
+        if type(self).decide is Geofence.decide:
+            # ``gf.decide`` is then the fast path itself (a C callable with the
+            # compiled core): no Python frame between the caller and the search.
+            # A subclass that overrides decide() keeps its method.
+            self.__dict__["decide"] = state.decide
+        self._schedule_date_refresh(state.compiled)
 
     @property
     def snapshot(self) -> Snapshot:
         """The snapshot in use."""
-        return self._hot[5].compiled.snapshot
+        return self._state.compiled.snapshot
 
     @property
     def policy(self) -> Policy:
         """The policy in use."""
-        return self._hot[5].compiled.policy
+        return self._state.compiled.policy
 
     @property
     def needs_context(self) -> bool:
@@ -207,12 +271,12 @@ class Geofence:
         none, so absent evidence is a plain "no". Read from the current state
         (one attribute chain, no walk over the rules).
         """
-        return self._hot[5].needs_context
+        return self._state.needs_context
 
     @property
     def compiled(self) -> CompiledPolicy:
         """The compiled policy in use."""
-        return self._hot[5].compiled
+        return self._state.compiled
 
     # -- decisions --------------------------------------------------------------------------
 
@@ -233,73 +297,12 @@ class Geofence:
         Raises:
             InvalidAddressError: ``ip`` is not an acceptable address.
         """
-        starts, ids, index, table, cache, state, v6 = self._hot
-        if context is None and type(ip) is str:
-            if cache is not None:
-                hit = cache.get(ip)
-                if hit is not None:
-                    return hit
-            # IPv4 text never contains ":"; testing first avoids paying for a
-            # failed inet_pton (an exception) on every IPv6 request.
-            if ":" in ip:
-                # IPv6, inlined (no helper calls on the common path):
-                # two 64-bit halves straight from the packed form, a bisect of
-                # the high halves within the /16 bucket, the low halves only on a tie.
-                hi, lo, ix, ids6 = v6
-                try:
-                    h, low = _unpack_v6(inet_pton(AF_INET6, ip))
-                except (OSError, ValueError, UnicodeEncodeError):
-                    d = self._decide_parsed(state, parse_address(ip))  # zone id, or invalid
-                else:
-                    p = h >> 48
-                    i = bisect_right(hi, h, ix[p], ix[p + 1] + 1) - 1
-                    if lo[i] > low and hi[i] == h:
-                        i = locate6_indexed(hi, lo, ix, h, low)
-                    d = table[ids6[i]]  # type: ignore[assignment]
-                    if d is None:  # a tunnel prefix: unwrap, decide, record the tunnel
-                        d = self._decide_parsed(state, parse_address(ip))
-            else:
-                try:
-                    v = _from_bytes(inet_pton(AF_INET, ip), "big")
-                except (OSError, ValueError):
-                    d = self._decide_parsed(state, parse_address(ip))
-                else:
-                    p = v >> 16
-                    d = table[ids[bisect_right(starts, v, index[p], index[p + 1] + 1) - 1]]  # type: ignore[assignment]
-            if cache is not None:
-                if len(cache) >= self._cache_size:
-                    # Start over when full: O(1) and atomic. Evicting the oldest
-                    # entry one by one made every miss walk the dict's deleted
-                    # slots (measured 3 µs per miss on a 10k cache).
-                    cache.clear()
-                cache[ip] = d
-            return d
-        if context is None:
-            if type(ip) is ParsedAddress and ip.tunnel is None:
-                # What the middleware passes (the resolved client address): the
-                # same search as above on the parsed value, no helper calls.
-                v = ip.value
-                if ip.version == 4:
-                    p = v >> 16
-                    return table[ids[bisect_right(starts, v, index[p], index[p + 1] + 1) - 1]]  # type: ignore[return-value]
-                hi, lo, ix, ids6 = v6
-                h = v >> 64
-                low = v & _MASK64
-                p = h >> 48
-                i = bisect_right(hi, h, ix[p], ix[p + 1] + 1) - 1
-                if lo[i] > low and hi[i] == h:
-                    i = locate6_indexed(hi, lo, ix, h, low)
-                d = table[ids6[i]]  # type: ignore[assignment]
-                if d is not None:
-                    return d
-                # A tunnel prefix (an unwrap=False parse): the general path unwraps.
-            return self._decide_other(state, ip)
-        return self._decide_context(state, ip, context)
+        return self._state.decide(ip, context)
 
-    def _decide_other(self, state: _State, ip: Any) -> Decision:
-        """Other input types: bytes, ipaddress objects, ParsedAddress (no context)."""
-        if type(ip) is str:
-            return self.decide(ip)
+    def _decide_general(self, state: _State, ip: Any, context: Context | None = None) -> Decision:
+        """What the fast path hands back: context, other types, zone ids, tunnels, invalid text."""
+        if context is not None:
+            return self._decide_context(state, ip, context)
         addr = ip if isinstance(ip, ParsedAddress) else parse_address(ip)
         return self._decide_parsed(state, addr)
 
@@ -396,9 +399,9 @@ class Geofence:
         ``AsyncRedisHistoryStore``) when it has one, so the event loop is not
         blocked by Redis round trips.
         """
+        state = self._state
         if context is None:
-            return self.decide(ip)
-        state = self._hot[5]
+            return state.decide(ip)
         addr, vid, record, ip_only = self._prepare(state, ip)
         extra: Sequence[Signal] = ()
         degraded = False
@@ -486,7 +489,7 @@ class Geofence:
     ) -> None:
         """:meth:`reload` without the record-keeping (each caller records its own trigger)."""
         with self._lock:
-            old = self._hot[5]
+            old = self._state
             snap: Snapshot | str | os.PathLike[str]
             if snapshot is not None:
                 snap = snapshot
@@ -529,7 +532,7 @@ class Geofence:
 
     def _watched_files(self) -> tuple[object, ...]:
         """(mtime, size, inode) of the snapshot and policy files in use ("missing" if gone)."""
-        state = self._hot[5]
+        state = self._state
         out: list[object] = []
         for path in (state.snapshot_path, state.policy_ref):
             out.append(None if path is None else (_file_signature(path) or "missing"))
@@ -541,7 +544,7 @@ class Geofence:
         A health endpoint can serve ``health().as_dict()``; an alert fires on
         ``healthy`` being false (see ``docs/reliability.md``).
         """
-        compiled = self._hot[5].compiled
+        compiled = self._state.compiled
         due = compiled.valid_until
         return self._monitor.health(
             snapshot_id=compiled.snapshot.snapshot_id,
@@ -624,22 +627,23 @@ class Geofence:
             return
         try:
             with self._lock:
-                old = self._hot[5]
+                old = self._state
                 compiled = compile_policy(
                     old.compiled.policy, old.compiled.snapshot, today=self._today()
                 )
-                fresh = replace(
-                    old,
-                    compiled=compiled,
-                    cache={} if self._cache_size else None,
-                    tunnel_variants={},
+                self._install(
+                    self._assemble(
+                        compiled,
+                        snapshot_path=old.snapshot_path,
+                        policy_ref=old.policy_ref,
+                        signature=old.snapshot_signature,
+                    )
                 )
-                self._install(fresh)
         except Exception as exc:
             self._refresh_failures += 1
             self._monitor.failed("refresh", exc)
             retry_in = self._retry.delay(self._refresh_failures)
-            self._schedule_date_refresh(self._hot[5].compiled, retry_in=retry_in)
+            self._schedule_date_refresh(self._state.compiled, retry_in=retry_in)
         else:
             self._refresh_failures = 0
             log.warning("geofence: applied today's rules from the policy in memory")
@@ -655,7 +659,7 @@ class Geofence:
         policy for the worker's date. Watchers and timers are not carried over.
         A custom ``today`` or ``signals`` provider must itself be picklable.
         """
-        state = self._hot[5]
+        state = self._state
         today = None if self._today is _utc_today else self._today
         settings = (
             self._cache_size,

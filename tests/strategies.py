@@ -27,6 +27,7 @@ __all__ = [
     "SUBDIVISIONS",
     "V4_EDGES",
     "V6_EDGES",
+    "address_texts",
     "addresses",
     "entries_of_source",
     "ip_objects",
@@ -246,3 +247,47 @@ def make_source(
         data_date=data_date,
     )
     return Source(info=info, read=lambda: frozen)
+
+
+#: Characters that address text is made of, plus the ones that break it.
+_TEXT_ALPHABET: Final = "0123456789abcdefABCDEF:.:.%/ x\x00\u0663\uff11\u00e9"
+
+
+@st.composite
+def address_texts(draw: st.DrawFn) -> str:
+    """Address text near the edge of what the strict parsers accept.
+
+    Canonical and expanded forms of edge addresses (both families, tunnel forms,
+    IPv4 tails), then perhaps mutated: a character inserted, dropped or
+    replaced (leading zeros, a fifth group, a stray ``.``/``:``, a zone, a
+    non-ASCII digit), or text drawn freely from the address alphabet.
+    """
+    kind = draw(st.integers(0, 5))
+    if kind == 0:
+        return draw(st.text(alphabet=_TEXT_ALPHABET, max_size=48))
+    version, value = draw(addresses())
+    if version == 4:
+        text = str(ipaddress.IPv4Address(value))
+    else:
+        v6 = ipaddress.IPv6Address(value)
+        forms = [str(v6), v6.exploded, v6.exploded.replace("0000", "0")]
+        if value >> 32 == 0xFFFF or value >> 32 == 0:
+            forms.append(
+                ("::ffff:" if value >> 32 else "::") + str(ipaddress.IPv4Address(value & V4_MAX))
+            )
+        text = draw(st.sampled_from(forms))
+        if draw(st.booleans()):
+            text = text.upper()
+    if kind <= 2:
+        return text
+    chars = list(text)
+    for _ in range(draw(st.integers(1, 3))):
+        at = draw(st.integers(0, len(chars)))
+        op = draw(st.integers(0, 2))
+        if op == 0 or not chars:
+            chars.insert(at, draw(st.sampled_from(_TEXT_ALPHABET)))
+        elif op == 1:
+            del chars[min(at, len(chars) - 1)]
+        else:
+            chars[min(at, len(chars) - 1)] = draw(st.sampled_from(_TEXT_ALPHABET))
+    return "".join(chars)

@@ -27,9 +27,11 @@ from geofence.snapshot.partition import (
     TUNNEL_BY_ID,
     V4_TOP,
     V6_TOP,
+    Partitions,
     index16,
     locate6,
-    locate6_indexed,
+    overlay,
+    segment,
 )
 from geofence.snapshot.reader import Snapshot
 
@@ -49,13 +51,8 @@ class CompiledPolicy:
     """The date rule effectivity was evaluated for."""
     valid_until: dt.date | None
     """First date on which some rule starts or stops applying (recompile then)."""
-    v4_starts: array[int]
-    v4_ids: array[int]
-    v4_index: array[int]
-    v6_hi: array[int]
-    v6_lo: array[int]
-    v6_ids: array[int]
-    v6_index: array[int]
+    partitions: Partitions
+    """The snapshot's partitions carved at the policy's CIDR boundaries; ids are virtual."""
     table: list[Decision | None]
     """Decision per id; negative ids index from the end (gap, special ranges);
     tunnel slots are ``None`` (unwrap and look up the IPv4 address)."""
@@ -66,72 +63,45 @@ class CompiledPolicy:
     signal_weights: dict[str, float]
     """The policy's signal weight overrides, as a mapping (read per request with context)."""
 
+    @property
+    def v4_starts(self) -> array[int]:
+        """IPv4 segment starts (``partitions.v4_starts``)."""
+        return self.partitions.v4_starts
+
+    @property
+    def v4_ids(self) -> array[int]:
+        """IPv4 segment ids (``partitions.v4_ids``)."""
+        return self.partitions.v4_ids
+
+    @property
+    def v4_index(self) -> array[int]:
+        """IPv4 /16 index (``partitions.v4_index``)."""
+        return self.partitions.v4_index
+
+    @property
+    def v6_hi(self) -> array[int]:
+        """IPv6 segment starts, high halves (``partitions.v6_hi``)."""
+        return self.partitions.v6_hi
+
+    @property
+    def v6_lo(self) -> array[int]:
+        """IPv6 segment starts, low halves (``partitions.v6_lo``)."""
+        return self.partitions.v6_lo
+
+    @property
+    def v6_ids(self) -> array[int]:
+        """IPv6 segment ids (``partitions.v6_ids``)."""
+        return self.partitions.v6_ids
+
+    @property
+    def v6_index(self) -> array[int]:
+        """IPv6 /16 index (``partitions.v6_index``)."""
+        return self.partitions.v6_index
+
     def locate(self, version: int, value: int) -> int:
         """Virtual id of an (unwrapped) address; may be a tunnel id for IPv6."""
-        if version == 4:
-            p = value >> 16
-            ix = self.v4_index
-            return self.v4_ids[bisect_right(self.v4_starts, value, ix[p], ix[p + 1] + 1) - 1]
-        return self.v6_ids[
-            locate6_indexed(self.v6_hi, self.v6_lo, self.v6_index, value >> 64, value & MASK64)
-        ]
-
-
-def _carve(
-    columns: tuple[array[int], ...],
-    key_at: Callable[[int], int],
-    split: Callable[[int], tuple[int, ...]],
-    locate: Callable[[int], int],
-    pieces: list[tuple[int, int, int]],
-    top: int,
-    assign: Callable[[int, int], int],
-) -> tuple[array[int], ...]:
-    """Split a partition at piece boundaries and relabel the ids inside pieces.
-
-    Inside each ``(first, last, label)`` piece every segment keeps its own
-    boundaries, and its id becomes ``assign(old_id, label)``.
-    """
-    n = len(columns[-1])
-    ids = columns[-1]
-    out = tuple(array(c.typecode) for c in columns)
-    tail: list[int | None] = [None]
-
-    def copy(a: int, b: int) -> None:
-        if b > a:
-            for col, src in zip(out, columns, strict=True):
-                col.extend(src[a:b])
-            tail[0] = key_at(b - 1)
-
-    def push(start: int, seg_id: int) -> None:
-        if tail[0] == start:
-            for col in out:
-                col.pop()
-        for col, value in zip(out, (*split(start), seg_id), strict=True):
-            col.append(value)
-        tail[0] = start
-
-    done = 0
-    for first, last, label in pieces:
-        i = locate(first)
-        if i >= done:
-            copy(done, i + 1)
-            done = i + 1
-        push(first, assign(ids[i], label))
-        j = locate(last)
-        for k in range(max(i + 1, done), j + 1):
-            push(key_at(k), assign(ids[k], label))
-        done = max(done, j + 1)
-        if last >= top:
-            done = n
-            continue
-        k = locate(last + 1)
-        if key_at(k) != last + 1:
-            push(last + 1, ids[k])
-            done = max(done, k + 1)
-        else:
-            done = max(done, k)
-    copy(done, n)
-    return out
+        ids = self.partitions.v4_ids if version == 4 else self.partitions.v6_ids
+        return ids[segment(self.partitions, version, value)]
 
 
 def _pieces(
@@ -165,63 +135,105 @@ def _pieces(
     return pieces, labels
 
 
+Relabel = Callable[[int, int], int]
+
+
+def _carve(
+    parts: Partitions, version: int, pieces: list[tuple[int, int, int]], relabel: Relabel
+) -> Partitions:
+    """Carve the CIDR ``pieces`` of one family into ``parts`` (see :func:`overlay`)."""
+    if not pieces:
+        return parts
+    if version == 4:
+        starts = parts.v4_starts
+        v4s, v4i = overlay(
+            (starts, parts.v4_ids),
+            starts.__getitem__,
+            lambda a: (a,),
+            lambda a: bisect_right(starts, a) - 1,
+            pieces,
+            V4_TOP,
+            relabel,
+        )
+        return parts._replace(v4_starts=v4s, v4_ids=v4i, v4_index=index16(v4s))
+    hi, lo = parts.v6_hi, parts.v6_lo
+    v6h, v6l, v6i = overlay(
+        (hi, lo, parts.v6_ids),
+        lambda i: (hi[i] << 64) | lo[i],
+        lambda a: (a >> 64, a & MASK64),
+        lambda a: locate6(hi, lo, a),
+        pieces,
+        V6_TOP,
+        relabel,
+    )
+    return parts._replace(v6_hi=v6h, v6_lo=v6l, v6_ids=v6i, v6_index=index16(v6h, 48))
+
+
+class _RuleOrder:
+    """The rules a (record, CIDR label) can match, in policy order, without scanning all.
+
+    A rule with CIDRs matches only inside them, so the candidates for an address
+    come from the rules without CIDRs plus the rules named by its CIDR label.
+    Walking every rule for every virtual id made compilation quadratic in the
+    number of single-CIDR rules.
+    """
+
+    def __init__(self, policy: Policy) -> None:
+        ordered = [(True, r) for r in policy.exceptions] + [(False, r) for r in policy.rules]
+        self._by_id: dict[str, list[tuple[int, bool, Rule]]] = {}
+        self._plain: list[tuple[int, bool, Rule]] = []
+        for k, (exc, rule) in enumerate(ordered):
+            if rule.cidrs is None:
+                self._plain.append((k, exc, rule))
+            else:
+                self._by_id.setdefault(rule.id, []).append((k, exc, rule))
+        self._cache: dict[frozenset[str], tuple[list[Rule], list[Rule]]] = {}
+
+    def among(self, label: frozenset[str]) -> tuple[list[Rule], list[Rule]]:
+        """The exceptions and rules an address carrying ``label`` can match, in order."""
+        found = self._cache.get(label)
+        if found is None:
+            chosen = sorted(
+                self._plain + [item for rid in label for item in self._by_id.get(rid, ())],
+                key=lambda item: item[0],
+            )
+            found = self._cache[label] = (
+                [r for _, exc, r in chosen if exc],
+                [r for _, exc, r in chosen if not exc],
+            )
+        return found
+
+
 def compile_policy(
     policy: Policy, snapshot: Snapshot, *, today: dt.date | None = None
 ) -> CompiledPolicy:
-    """Compile ``policy`` against ``snapshot`` for the date ``today`` (default: UTC today)."""
+    """Compile ``policy`` against ``snapshot`` for the date ``today`` (default: UTC today).
+
+    The cost is linear in the snapshot's segments plus the policy's CIDR pieces:
+    each piece is carved in with one search, and each virtual id is evaluated
+    against the rules that can match it (see :class:`_RuleOrder`).
+    """
     day = today or dt.datetime.now(dt.UTC).date()
     records = snapshot.records
     nrec = len(records)
     cidr_rules = [r for r in (*policy.exceptions, *policy.rules) if r.cidrs is not None]
-    v4s, v4i, v4x = snapshot._v4_starts, snapshot._v4_ids, snapshot._v4_index
-    v6h, v6l, v6i = snapshot._v6_hi, snapshot._v6_lo, snapshot._v6_ids
-    v6x = snapshot._v6_index
+    parts = snapshot.partitions
     virtual: dict[tuple[int, int], int] = {}
     all_labels: list[list[frozenset[str]]] = []
-    if cidr_rules:
-        for version in (4, 6):
-            pieces, labels = _pieces(cidr_rules, version)
-            all_labels.append(labels)
-            lab_base = len(all_labels) - 1
+    for version in (4, 6) if cidr_rules else ():
+        pieces, labels = _pieces(cidr_rules, version)
+        all_labels.append(labels)
 
-            def assign(old: int, label: int, _b: int = lab_base) -> int:
-                if old in TUNNEL_BY_ID:
-                    return old  # CIDRs match the unwrapped address, not the tunnel prefix
-                key = (old, _b * (1 << 32) + label)
-                vid = virtual.get(key)
-                if vid is None:
-                    vid = virtual[key] = nrec + len(virtual)
-                return vid
+        def relabel(old: int, label: int, _b: int = len(all_labels) - 1) -> int:
+            if old in TUNNEL_BY_ID:
+                return old  # CIDRs match the unwrapped address, not the tunnel prefix
+            key = (old, _b * (1 << 32) + label)
+            vid = virtual.get(key)
+            if vid is None:
+                vid = virtual[key] = nrec + len(virtual)
+            return vid
 
-            if version == 4 and pieces:
-                base4 = v4s
-
-                def locate4(a: int, s: array[int] = base4) -> int:
-                    return bisect_right(s, a) - 1
-
-                v4s, v4i = _carve(
-                    (v4s, v4i), base4.__getitem__, lambda a: (a,), locate4, pieces, V4_TOP, assign
-                )
-                v4x = index16(v4s)
-            elif version == 6 and pieces:
-                hi0, lo0 = v6h, v6l
-
-                def key6(i: int, h: array[int] = hi0, lo: array[int] = lo0) -> int:
-                    return (h[i] << 64) | lo[i]
-
-                def loc6(a: int, h: array[int] = hi0, lo: array[int] = lo0) -> int:
-                    return locate6(h, lo, a)
-
-                v6h, v6l, v6i = _carve(
-                    (v6h, v6l, v6i),
-                    key6,
-                    lambda a: (a >> 64, a & MASK64),
-                    loc6,
-                    pieces,
-                    V6_TOP,
-                    assign,
-                )
-                v6x = index16(v6h, 48)
+        parts = _carve(parts, version, pieces, relabel)
     size = nrec + len(virtual) + TAIL
     table: list[Decision | None] = [None] * size
     plans: list[tuple[Candidate, ...]] = [()] * size
@@ -229,12 +241,13 @@ def compile_policy(
     interned: dict[Decision, Decision] = {}
     snap_id = snapshot.snapshot_id
     digest = policy.digest
+    order = _RuleOrder(policy)
 
     def fill(slot: int, base_id: int, label: frozenset[str]) -> None:
         record = records[base_id] if base_id >= 0 else None
         special = SPECIAL_BY_ID.get(base_id)
-        hit: Callable[[Rule], bool] = lambda r: r.cidrs is None or r.id in label  # noqa: E731
-        cands = address_candidates(policy, record, hit, day)
+        # Every rule in the view can match: those with CIDRs are the ones in the label.
+        cands = address_candidates(policy, record, _always, day, among=order.among(label))
         out = evaluate(policy, cands, found=base_id >= 0, special=special, context=None)
         dec = make_decision(out, record, special, snap_id, policy, digest)
         table[slot] = interned.setdefault(dec, dec)
@@ -254,18 +267,16 @@ def compile_policy(
         snapshot=snapshot,
         today=day,
         valid_until=future[0] if future else None,
-        v4_starts=v4s,
-        v4_ids=v4i,
-        v4_index=v4x,
-        v6_hi=v6h,
-        v6_lo=v6l,
-        v6_ids=v6i,
-        v6_index=v6x,
+        partitions=parts,
         table=table,
         plans=plans,
         records=recs,
         signal_weights=dict(policy.signal_weights),
     )
+
+
+def _always(_rule: Rule) -> bool:
+    return True
 
 
 def make_decision(

@@ -52,19 +52,30 @@ def address_candidates(
     record: NetworkRecord | None,
     cidr_hit: Callable[[Rule], bool],
     today: dt.date,
+    *,
+    among: tuple[Sequence[Rule], Sequence[Rule]] | None = None,
 ) -> tuple[Candidate, ...]:
     """Rules (exceptions first) whose address conditions hold or are unresolved.
 
     The list stops after the first rule that matches without needing context
     and without shadow mode: nothing after it can be reached.
+
+    Args:
+        policy: The policy.
+        record: The address's record, or ``None``.
+        cidr_hit: Whether the address is in a rule's CIDRs.
+        today: The date rule effectivity is evaluated for.
+        among: The exceptions and rules to consider, in policy order (default:
+            all of the policy's); the compiler passes only those that can match.
     """
+    exceptions, rules = among if among is not None else (policy.exceptions, policy.rules)
     out: list[Candidate] = []
-    for exc in policy.exceptions:
+    for exc in exceptions:
         if exc.active_on(today):
             m, why = exc.test_address(record, cidr_hit(exc))
             if m is not Match.NO:
                 out.append(Candidate(exc, True, m, why))
-    for rule in policy.rules:
+    for rule in rules:
         if not rule.active_on(today):
             continue
         m, why = rule.test_address(record, cidr_hit(rule))

@@ -15,6 +15,7 @@ import math
 import os
 import re
 import tomllib
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -300,8 +301,8 @@ class _Parser:
         exceptions = tuple(
             self.rule(r, i, exception=True) for i, r in enumerate(self.list(data, "exceptions"))
         )
-        ids = [r.id for r in (*exceptions, *rules)]
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        counts = Counter(r.id for r in (*exceptions, *rules))
+        dupes = sorted(i for i, n in counts.items() if n > 1)
         if dupes:
             raise self.fail(f"duplicate rule ids {dupes}")
         self.check_reachable(rules)

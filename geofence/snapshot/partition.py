@@ -13,7 +13,7 @@ from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable
 from itertools import accumulate
-from typing import Final
+from typing import Final, NamedTuple
 
 from geofence.addr import SPECIAL_RANGES, TUNNEL_RANGES, TunnelKind
 from geofence.kinds import SpecialRange
@@ -28,11 +28,13 @@ __all__ = [
     "TUNNEL_IDS",
     "V4_TOP",
     "V6_TOP",
+    "Partitions",
     "apply_special_ranges",
     "index16",
     "locate6",
     "locate6_indexed",
     "overlay",
+    "segment",
 ]
 
 V4_TOP: Final = (1 << 32) - 1
@@ -54,6 +56,50 @@ SPECIAL_TABLE: Final = hashlib.sha256(
 ).hexdigest()[:16]
 
 
+class Partitions(NamedTuple):
+    """The searchable columns of both partitions (the ``V4*``/``V6*`` sections of a file).
+
+    A snapshot has one; a compiled policy has its own (the snapshot's, carved at the
+    policy's CIDR boundaries). :func:`segment` searches it, and so does the compiled
+    core (``geofence/_core.c``), over the very same arrays.
+    """
+
+    v4_starts: array[int]
+    """First address of each IPv4 segment, strictly increasing (``array('I')``)."""
+    v4_ids: array[int]
+    """Id of each IPv4 segment (``array('i')``)."""
+    v4_index: array[int]
+    """The ``/16`` bucket index of ``v4_starts`` (65,537 entries, see :func:`index16`)."""
+    v6_hi: array[int]
+    """High 64 bits of the first address of each IPv6 segment (``array('Q')``)."""
+    v6_lo: array[int]
+    """Low 64 bits of the same (``array('Q')``)."""
+    v6_ids: array[int]
+    """Id of each IPv6 segment (``array('i')``)."""
+    v6_index: array[int]
+    """The ``/16`` bucket index of ``v6_hi`` (top 16 bits of the high halves)."""
+
+
+def segment(parts: Partitions, version: int, value: int) -> int:
+    """Index of the segment of ``parts`` that contains an address: THE range search.
+
+    The top 16 bits of the address pick a bucket of the ``/16`` index, which
+    bounds a binary search over the starts. Every lookup of the pure-Python path
+    goes through here; the compiled core is its twin (the parity tests hold them
+    to the same answers).
+
+    Args:
+        parts: The partitions to search.
+        version: 4 or 6.
+        value: The address as an integer (IPv6: all 128 bits).
+    """
+    if version == 4:
+        index = parts.v4_index
+        p = value >> 16
+        return bisect_right(parts.v4_starts, value, index[p], index[p + 1] + 1) - 1
+    return locate6_indexed(parts.v6_hi, parts.v6_lo, parts.v6_index, value >> 64, value & MASK64)
+
+
 def overlay(
     columns: tuple[array[int], ...],
     key_at: Callable[[int], int],
@@ -61,13 +107,19 @@ def overlay(
     locate: Callable[[int], int],
     overrides: list[tuple[int, int, int]],
     top: int,
+    relabel: Callable[[int, int], int] | None = None,
 ) -> tuple[array[int], ...]:
-    """Return new parallel columns with ``overrides`` (first, last, id) carved in.
+    """Return new parallel columns with ``overrides`` (first, last, value) carved in.
 
     ``columns`` are a partition's start columns followed by its id column;
     ``locate(a)`` gives the index of the segment containing address ``a``,
     ``key_at(i)`` the start of segment ``i`` and ``split(a)`` the start-column
     values of address ``a``. Overrides must be sorted and disjoint.
+
+    Without ``relabel``, each override becomes one segment whose id is its
+    value (the special ranges of a snapshot). With ``relabel``, the segments
+    inside an override keep their own boundaries and each gets the id
+    ``relabel(old_id, value)`` (a policy's CIDRs carved into the data).
     """
     n = len(columns[-1])
     ids = columns[-1]
@@ -89,12 +141,19 @@ def overlay(
         tail[0] = start
 
     done = 0  # segments [0, done) of the input are written or superseded
-    for first, last, oid in overrides:
+    for first, last, value in overrides:
         i = locate(first)
         if i >= done:
             copy(done, i + 1)
             done = i + 1
-        push(first, oid)
+        if relabel is None:
+            push(first, value)
+        else:
+            push(first, relabel(ids[i], value))
+            j = locate(last)
+            for k in range(max(i + 1, done), j + 1):
+                push(key_at(k), relabel(ids[k], value))
+            done = max(done, j + 1)
         if last >= top:
             done = n
             continue

@@ -14,14 +14,12 @@ import json
 import logging
 import math
 import os
-import struct
 import sys
 import warnings
 from array import array
-from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
-from socket import AF_INET, AF_INET6, inet_pton
 from typing import Any, Final
 
 from geofence.addr import ParsedAddress, parse_address
@@ -41,7 +39,6 @@ from geofence.snapshot.format import (
 from geofence.snapshot.invariants import table_problem
 from geofence.snapshot.partition import (
     GAP,
-    MASK64,
     SPECIAL_BY_ID,
     SPECIAL_IDS,
     SPECIAL_TABLE,
@@ -49,10 +46,12 @@ from geofence.snapshot.partition import (
     TUNNEL_IDS,
     V4_TOP,
     V6_TOP,
+    Partitions,
     apply_special_ranges,
     index16,
-    locate6_indexed,
+    segment,
 )
+from geofence.snapshot.search import make_lookup
 from geofence.sources.base import SourceInfo
 
 __all__ = [
@@ -69,11 +68,16 @@ __all__ = [
 ]
 
 _KINDS_CACHE: dict[int, NetworkKind] = {}
-_from_bytes = int.from_bytes
-_unpack_v6 = struct.Struct(">QQ").unpack
 _ALL_KINDS: Final = sum(k.value for k in NetworkKind)
 
 log = logging.getLogger("geofence")
+
+
+def _record_of(parts: Partitions, table: tuple[NetworkRecord | None, ...], ip: Any) -> Any:
+    """:meth:`Snapshot.get` for what the fast path hands back (tunnels, zone ids, invalid)."""
+    addr = parse_address(ip)
+    ids = parts.v4_ids if addr.version == 4 else parts.v6_ids
+    return table[ids[segment(parts, addr.version, addr.value)]]
 
 
 def default_snapshot_path() -> Path:
@@ -154,6 +158,8 @@ class Snapshot:
     """
 
     __slots__ = (
+        "_get",
+        "_partitions",
         "_v4_ids",
         "_v4_index",
         "_v4_starts",
@@ -378,6 +384,13 @@ class Snapshot:
             v6x = index16(v6h, 48)
         self._v4_starts, self._v4_ids, self._v4_index = v4s, v4i, v4x
         self._v6_hi, self._v6_lo, self._v6_ids, self._v6_index = v6h, v6l, v6i, v6x
+        self._partitions = Partitions(v4s, v4i, v4x, v6h, v6l, v6i, v6x)
+        # Record per segment id; negative ids (gaps, special ranges) index the None tail.
+        table = (*self.records, *(None for _ in range(-min(TUNNEL_BY_ID))))
+        # The fallback holds the columns, not the snapshot: no reference cycle.
+        self._get = make_lookup(
+            self._partitions, table, partial(_record_of, self._partitions, table)
+        )
 
     # -- properties -------------------------------------------------------------------------
 
@@ -402,6 +415,11 @@ class Snapshot:
     def has_subdivisions(self) -> bool:
         """Whether any record carries a subdivision (else subdivision rules are unresolved)."""
         return any(r.subdivision for r in self.records)
+
+    @property
+    def partitions(self) -> Partitions:
+        """The searchable columns of both partitions (ids are record ids or negative)."""
+        return self._partitions
 
     @property
     def range_counts(self) -> tuple[int, int]:
@@ -455,13 +473,8 @@ class Snapshot:
         ``id`` is a record id (>= 0), :data:`GAP`, a :data:`SPECIAL_IDS` value, or
         (IPv6 only) a :data:`TUNNEL_IDS` value for a tunnel prefix.
         """
-        if version == 4:
-            p = value >> 16
-            index = self._v4_index
-            i = bisect_right(self._v4_starts, value, index[p], index[p + 1] + 1) - 1
-            return i, self._v4_ids[i]
-        i = locate6_indexed(self._v6_hi, self._v6_lo, self._v6_index, value >> 64, value & MASK64)
-        return i, self._v6_ids[i]
+        i = segment(self._partitions, version, value)
+        return i, (self._v4_ids if version == 4 else self._v6_ids)[i]
 
     def get(self, ip: str) -> NetworkRecord | None:
         """The record for an address string, or ``None`` (no data, or special-purpose).
@@ -473,34 +486,7 @@ class Snapshot:
         Raises:
             InvalidAddressError: ``ip`` is not an acceptable address.
         """
-        if ":" not in ip:
-            try:
-                v = _from_bytes(inet_pton(AF_INET, ip), "big")
-            except (OSError, ValueError, UnicodeEncodeError):
-                pass
-            else:
-                p = v >> 16
-                index = self._v4_index
-                rid = self._v4_ids[bisect_right(self._v4_starts, v, index[p], index[p + 1] + 1) - 1]
-                return self.records[rid] if rid >= 0 else None
-        else:
-            try:
-                h, low = _unpack_v6(inet_pton(AF_INET6, ip))
-            except (OSError, ValueError, UnicodeEncodeError):
-                pass
-            else:
-                # locate6_indexed, inlined for the common case (no tie on the high half).
-                hi, ix = self._v6_hi, self._v6_index
-                p = h >> 48
-                i = bisect_right(hi, h, ix[p], ix[p + 1] + 1) - 1
-                if self._v6_lo[i] > low and hi[i] == h:
-                    i = locate6_indexed(hi, self._v6_lo, ix, h, low)
-                rid = self._v6_ids[i]
-                if rid >= 0:
-                    return self.records[rid]
-                if rid not in TUNNEL_BY_ID:
-                    return None
-        return self.lookup(ip).record
+        return self._get(ip)  # type: ignore[no-any-return]
 
     def segment_bounds(self, version: int, i: int) -> tuple[int, int]:
         """First and last address of segment ``i`` of family ``version``."""

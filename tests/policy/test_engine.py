@@ -1009,7 +1009,7 @@ def test_parsed_addresses_take_the_inline_search(make_gf: MakeGf) -> None:
     general path unwraps) and for text, which must give the very same object.
     """
     gf = make_gf(ACTIONS)
-    state = gf._hot[5]
+    state = gf._state
     for text in _all_addresses():
         parsed = parse_address(text)
         assert gf.decide(parsed) is gf._decide_parsed(state, parsed), text
@@ -1028,7 +1028,7 @@ def test_parsed_inline_search_matches_locate(address: tuple[int, int]) -> None:
     version, value = address
     gf = _OFAC_ENGINE()
     parsed = parse_address(value, version=version)
-    assert gf.decide(parsed) is gf._decide_parsed(gf._hot[5], parsed)
+    assert gf.decide(parsed) is gf._decide_parsed(gf._state, parsed)
     assert gf.decide(parsed) is gf.decide(parsed.original_text)
 
 
