@@ -285,7 +285,17 @@ class Snapshot:
         names = tuple(s.name for s in self.sources)
         out: list[NetworkRecord] = []
         width = len(RECORD_FIELDS)
-        strs = ("country", "subdivision", "registered_country", "city", "as_org", "provider")
+        strs = (
+            "country",
+            "subdivision",
+            "registered_country",
+            "city",
+            "as_org",
+            "provider",
+            "territory",
+            "alt_country",
+            "dispute",
+        )
         for i, row in enumerate(rows):
             if not isinstance(row, list) or len(row) != width:
                 raise _fail(f"corrupt record {i}", self.origin)
