@@ -34,6 +34,7 @@ __all__ = [
     "CountryRange",
     "country_ranges",
     "disagreement_source",
+    "first_of",
     "overlay",
     "restricted_countries",
 ]
@@ -108,6 +109,25 @@ def overlay(
                 current[i] = None
                 position[i] += 1
         start = point
+
+
+def first_of(layers: Sequence[dict[int, list[CountryRange]]]) -> dict[int, list[CountryRange]]:
+    """Stack country layers: each address takes the first layer's value that has one.
+
+    Used to give the agreement step the country the snapshot will record when
+    several sources of one vendor state it (a finer source over a coarser one).
+    """
+    out: dict[int, list[CountryRange]] = {4: [], 6: []}
+    for version in (4, 6):
+        pieces = overlay([layer.get(version, []) for layer in layers])
+        for first, last, values in pieces:
+            value = next(v for v in values if v is not None)
+            ranges = out[version]
+            if ranges and ranges[-1].value == value and ranges[-1].last + 1 == first:
+                ranges[-1] = ranges[-1]._replace(last=last)
+            else:
+                ranges.append(CountryRange(version, first, last, value))
+    return out
 
 
 def restricted_countries(policy_files: Iterable[Path]) -> frozenset[str]:

@@ -91,8 +91,17 @@ log = logging.getLogger("geofence")
 
 
 def default_snapshot_path() -> Path:
-    """Path of the snapshot bundled with the package (DB-IP Country Lite + iporigin)."""
-    return Path(__file__).resolve().parent.parent / "_data" / "default.gfs"
+    """Path of the snapshot bundled with the package.
+
+    It ships compressed and is expanded once into a cache directory (see
+    :mod:`geofence._data`).
+
+    Raises:
+        SnapshotError: The bundled files are missing or corrupt.
+    """
+    from geofence._data import default_snapshot_file
+
+    return default_snapshot_file()
 
 
 def _fail(what: str, path: str) -> SnapshotError:

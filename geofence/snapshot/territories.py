@@ -18,6 +18,7 @@ Build time only; nothing here is imported on the request path.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import tomllib
 import unicodedata
@@ -48,6 +49,7 @@ _COUNTRY_RE = re.compile(r"[A-Z]{2}")
 _FILLER_WORDS = frozenset({"oblast", "oblast'", "city", "region", "of"})
 
 
+@functools.lru_cache(maxsize=8192)  # a City database repeats a few thousand region names
 def normalise_name(name: str) -> str:
     """The form region names are compared in.
 
@@ -361,35 +363,69 @@ def _first_subdivision(data: Mapping[str, object]) -> tuple[str | None, str | No
 def mmdb_raw_networks(path: str | Path) -> Iterator[RawNetwork]:
     """Every network of a MaxMind-style City database with its raw country and region.
 
-    Uses the ``maxminddb`` reader (the ``mmdb`` extra). Records without a country
-    map are passed with ``country=None``; the territory match works on the
-    region alone.
+    Walks the search tree with :func:`geofence.sources.mmdb_tree.walk` (runs of
+    networks sharing one record; each record decoded once) and reads plain or
+    compressed files (:func:`geofence.sources.containers.materialize`). IPv4
+    data of an IPv6 tree is yielded as IPv4; the tunnel aliases are skipped.
 
     Raises:
         SourceError: The file cannot be opened as an MMDB.
     """
+    import mmap
+
+    from geofence.sources.containers import materialize
+    from geofence.sources.mmdb_tree import TreeShape, ipv4_start, walk
+
     try:
         import maxminddb
     except ModuleNotFoundError as exc:  # pragma: no cover - the data extra installs it
         raise SourceError(
             "reading MMDB files needs maxminddb: pip install 'geofence[mmdb]'"
         ) from exc
-    try:
-        reader = maxminddb.open_database(str(path))
-    except (OSError, ValueError) as exc:
-        raise SourceError(f"{path}: cannot open as an MMDB: {exc}") from exc
-    with reader:
-        for network, data in reader:
-            if not isinstance(data, dict):
-                continue
-            country_map = data.get("country")
-            country = country_map.get("iso_code") if isinstance(country_map, dict) else None
-            region, code = _first_subdivision(data)
-            yield RawNetwork(
-                network.version,
-                int(network.network_address),
-                int(network.broadcast_address),
-                country if isinstance(country, str) else None,
-                region,
-                code,
+    with materialize(path) as plain:
+        try:
+            reader = maxminddb.open_database(str(plain))
+        except (OSError, ValueError) as exc:
+            raise SourceError(f"{path}: cannot open as an MMDB: {exc}") from exc
+        with (
+            reader,
+            open(plain, "rb") as fh,
+            mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf,
+        ):
+            meta = reader.metadata()
+            tree_size = meta.node_count * meta.record_size // 4
+            shape = TreeShape(
+                buf,  # type: ignore[arg-type]  # an mmap slices like bytes
+                node_count=meta.node_count,
+                record_size=meta.record_size,
+                data_size=max(0, buf.rfind(b"\xab\xcd\xefMaxMind.com") - tree_size - 16),
+                shown=str(path),
             )
+            v4 = ipv4_start(shape, meta.ip_version)
+            families = [(4, v4, 32, -1)]
+            if meta.ip_version == 6:
+                families.append((6, 0, 128, v4))
+            cache: dict[int, tuple[str | None, str | None, str | None]] = {}
+            for version, start, bits, skip in families:
+                for first, last, pointer in walk(shape, start, bits, skip):
+                    said = cache.get(pointer)
+                    if said is None:
+                        said = cache[pointer] = _raw_fields(reader, version, first)
+                    # ::a.b.c.d is where IPv6 trees keep IPv4 data.
+                    family = 4 if version == 6 and last <= 0xFFFFFFFF else version
+                    yield RawNetwork(family, first, last, *said)
+
+
+def _raw_fields(
+    reader: object, version: int, first: int
+) -> tuple[str | None, str | None, str | None]:
+    import ipaddress
+
+    address = ipaddress.IPv4Address(first) if version == 4 else ipaddress.IPv6Address(first)
+    data = reader.get(address)  # type: ignore[attr-defined]  # a maxminddb Reader
+    if not isinstance(data, dict):
+        return None, None, None
+    country_map = data.get("country")
+    country = country_map.get("iso_code") if isinstance(country_map, dict) else None
+    region, code = _first_subdivision(data)
+    return (country if isinstance(country, str) else None), region, code
