@@ -144,10 +144,9 @@ def encode_snapshot(
     Returns:
         The file's bytes.
     """
+    recs_bytes = _records_json(records, meta)
     mask = (1 << 64) - 1
-    return _encode(
-        meta,
-        records,
+    carved4, carved6 = apply_special_ranges(
         (array("I", v4[0]), array("i", v4[1])),
         (
             array("Q", (s >> 64 for s in v6[0])),
@@ -155,48 +154,69 @@ def encode_snapshot(
             array("i", v6[1]),
         ),
     )
+    return _encode(meta, recs_bytes, carved4, carved6)
 
 
-def _encode(
-    meta: Mapping[str, object],
-    records: Sequence[NetworkRecord],
-    v4: tuple[array[int], array[int]],
-    v6: tuple[array[int], array[int], array[int]],
-) -> bytes:
-    """:func:`encode_snapshot` on columns: IPv4 starts and ids, IPv6 high and low halves and ids."""
+def _records_json(records: Sequence[NetworkRecord], meta: Mapping[str, object]) -> bytearray:
+    """The RECS section: one JSON array of record rows (see :mod:`geofence.snapshot.format`)."""
     sources = meta.get("sources")
     if not isinstance(sources, list):
         raise SnapshotError("meta['sources'] must be a list")
     source_index = {str(s["name"]): i for i, s in enumerate(sources)}
+    out = bytearray(b"[")
+    for k, record in enumerate(records):
+        if k:
+            out += b","
+        out += json.dumps(_record_row(record, source_index), separators=(",", ":")).encode()
+    out += b"]"
+    return out
+
+
+def _encode(
+    meta: Mapping[str, object],
+    recs_bytes: bytearray,
+    v4: tuple[array[int], array[int]],
+    v6: tuple[array[int], array[int], array[int]],
+) -> bytes:
+    """Encode partitions whose special ranges are carved in (:func:`apply_special_ranges`).
+
+    The columns are IPv4 starts and ids, IPv6 high halves, low halves and ids.
+    Sections are joined once into the result, never copied section by section.
+    """
     meta = {**meta, "special_table": SPECIAL_TABLE}
     meta_bytes = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
-    recs_bytes = json.dumps(
-        [_record_row(r, source_index) for r in records], separators=(",", ":")
-    ).encode()
-    (v4_starts, v4_ids), (v6_hi, v6_lo, v6_ids) = apply_special_ranges(v4, v6)
-    v4_index = index16(v4_starts)
-    v6_index = index16(v6_hi, 48)
-    blobs = [meta_bytes, recs_bytes]
-    for arr in (v4_starts, v4_ids, v4_index, v6_hi, v6_lo, v6_ids, v6_index):
+    (v4_starts, v4_ids), (v6_hi, v6_lo, v6_ids) = v4, v6
+    blobs: list[bytes | bytearray | array[int]] = [meta_bytes, recs_bytes]
+    for arr in (
+        v4_starts,
+        v4_ids,
+        index16(v4_starts),
+        v6_hi,
+        v6_lo,
+        v6_ids,
+        index16(v6_hi, 48),
+    ):
         if sys.byteorder != "little":
             arr.byteswap()
-        blobs.append(arr.tobytes())
-    table_size = SECTION.size * len(SECTION_TAGS)
-    offset = align8(HEADER.size + table_size)
+        blobs.append(arr)
+    offset = align8(HEADER.size + SECTION.size * len(SECTION_TAGS))
     table = bytearray()
-    body = bytearray(offset - HEADER.size)
+    parts: list[bytes | bytearray | array[int]] = []
     for tag, blob in zip(SECTION_TAGS, blobs, strict=True):
-        table += SECTION.pack(tag, 0, offset, len(blob))
-        padded = align8(len(blob))
-        offset += padded
-    body[: len(table)] = table
-    for blob in blobs:
-        body += blob + bytes(align8(len(blob)) - len(blob))
-    digest = hashlib.sha256(body).digest()
+        size = len(memoryview(blob).cast("B"))
+        table += SECTION.pack(tag, 0, offset, size)
+        parts.append(blob)
+        parts.append(bytes(align8(size) - size))
+        offset += align8(size)
+    table += bytes(align8(HEADER.size + len(table)) - HEADER.size - len(table))
+    parts.insert(0, bytes(table))
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
     header = HEADER.pack(
-        MAGIC, FORMAT_VERSION, 0, HEADER.size, len(SECTION_TAGS), 0, HEADER.size + len(body), digest
+        MAGIC, FORMAT_VERSION, 0, HEADER.size, len(SECTION_TAGS), 0, offset, digest.digest()
     )
-    return header + bytes(body)
+    return b"".join([header, *parts])
 
 
 def write_atomic(data: bytes, path: str | os.PathLike[str]) -> None:
@@ -352,13 +372,15 @@ def compile_snapshot(
     for line in skipped.summary():
         say(line)
     intern: dict[NetworkRecord, int] = {}
-    merged = {}
+    merged: dict[int, tuple[Column, array[int]]] = {}
     for version, top in ((4, _V4_MAX), (6, _V6_MAX)):
         say(f"merging IPv{version}")
-        family = [(s, ranges.disjoint()) for s, ranges in stored[version]]
+        family = [(s, ranges.disjoint()) for s, ranges in stored.pop(version)]
         merged[version] = merge_family(family, per_source_records, names, priority, intern, top)
-        stored[version].clear()  # the columns are not needed any more
+        del family  # the source columns are not needed any more
+    del per_source_records
     records = list(intern)
+    del intern
     stats = _stats_of(records, merged[4], merged[6])
     say(
         f"merged: {stats.records:,} records, {stats.v4_ranges:,} IPv4 and "
@@ -389,13 +411,14 @@ def compile_snapshot(
     if skipped.counts:
         meta["skipped"] = skipped.as_dict()
     say("encoding")
-    (v4_starts, v4_ids), (v6_starts, v6_ids) = merged[4], merged[6]
-    data = _encode(
-        meta,
-        records,
-        (array("I", v4_starts.lo), v4_ids),
-        (v6_starts.hi, v6_starts.lo, v6_ids),
+    recs_bytes = _records_json(records, meta)
+    del records  # the rows are encoded: the record objects can go
+    (v4_starts, v4_ids), (v6_starts, v6_ids) = merged.pop(4), merged.pop(6)
+    carved4, carved6 = apply_special_ranges(
+        (array("I", v4_starts.lo), v4_ids), (v6_starts.hi, v6_starts.lo, v6_ids)
     )
+    del v4_starts, v4_ids, v6_starts, v6_ids  # only the carved copies are encoded
+    data = _encode(meta, recs_bytes, carved4, carved6)
     return BuildResult(data=data, stats=stats, source_entries=source_entries, skipped=skipped)
 
 

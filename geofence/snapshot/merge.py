@@ -16,6 +16,7 @@ holds the data structures that keep a large build small and linear:
 
 from __future__ import annotations
 
+import functools
 import heapq
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -171,9 +172,15 @@ def merge_record(
         kinds |= rec.kinds
     return NetworkRecord(
         kinds=kinds,
-        sources=tuple(names[s] for s in default_order),
+        sources=_shared(tuple(names[s] for s in default_order)),
         **values,  # type: ignore[arg-type]  # keys are NetworkRecord field names
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _shared(sources: tuple[str, ...]) -> tuple[str, ...]:
+    """One tuple object per provenance: hundreds of thousands of records share a few."""
+    return sources
 
 
 def _events(
@@ -217,6 +224,9 @@ def merge_family(
     starts = Column(top > _MASK64)
     ids = array("i", [-1])
     starts.append(0)
+    if len(sources) == 1:
+        _merge_one(sources[0], records, names, priority, intern, top, starts, ids)
+        return starts, ids
     combos: dict[tuple[int, ...], int] = {}
     current = [-1] * len(sources)
 
@@ -231,7 +241,7 @@ def merge_family(
     if not streams:
         return starts, ids
     pending = -1
-    for point, j, value in heapq.merge(*streams) if len(streams) > 1 else streams[0]:
+    for point, j, value in heapq.merge(*streams):
         if point != pending:
             if pending >= 0:
                 key = tuple(current)
@@ -246,6 +256,31 @@ def merge_family(
         rid = combos.get(key)
         _append(starts, ids, pending, rid if rid is not None else record_id(key))
     return starts, ids
+
+
+def _merge_one(
+    source: tuple[int, Iterable[tuple[int, int, int]]],
+    records: Sequence[Sequence[NetworkRecord]],
+    names: Sequence[str],
+    priority: Mapping[str, Sequence[int]],
+    intern: dict[NetworkRecord, int],
+    top: int,
+    starts: Column,
+    ids: array[int],
+) -> None:
+    """:func:`merge_family` for one source: a record id per local id, no combinations."""
+    s, ranges = source
+    local = records[s]
+    rid_of = array("i", [-2]) * len(local)
+    for point, _j, value in _events(0, ranges, top):
+        if value < 0:
+            _append(starts, ids, point, -1)
+            continue
+        rid = rid_of[value]
+        if rid == -2:
+            merged = merge_record([(s, local[value])], names, priority)
+            rid = rid_of[value] = intern.setdefault(merged, len(intern))
+        _append(starts, ids, point, rid)
 
 
 def _append(starts: Column, ids: array[int], point: int, rid: int) -> None:

@@ -32,6 +32,7 @@ import math
 import mmap
 import os
 import re
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import fields as dataclass_fields
 from typing import Any
@@ -213,8 +214,15 @@ def _read(
                 families.append((6, 0, 128, v4_start))
             # Decoded records by data pointer: each record is decoded and mapped once.
             cache: dict[int, NetworkRecord | ValueProblem | None] = {}
+            runs = 0
             for version, start, bits, skip in families:
                 for first, last, pointer in walk(shape, start, bits, skip):
+                    runs += 1
+                    if runs % _RELEASE_EVERY == 0:
+                        # Pages of the walk's own mapping stay in the page cache;
+                        # dropping them from this mapping keeps the RSS near the
+                        # size of the records instead of the size of the file.
+                        buf.madvise(mmap.MADV_DONTNEED)
                     record = cache.get(pointer, _UNSEEN)
                     if record is _UNSEEN:
                         record = cache[pointer] = _decode(reader, version, first, last, shown, keep)
@@ -231,6 +239,7 @@ def _read(
 
 
 _EMPTY = NetworkRecord()
+_RELEASE_EVERY = 1 << 18
 _UNSEEN: Any = object()
 _METADATA_MARKER = b"\xab\xcd\xefMaxMind.com"
 
@@ -385,18 +394,24 @@ def map_mmdb_record(data: object, where: str) -> NetworkRecord:
     user_type = _str(traits.get("user_type"), where, "traits.user_type")
     kinds |= _USER_TYPES.get(user_type, NetworkKind.UNKNOWN)
 
+    # Interned: a large database repeats the same few thousand texts in
+    # hundreds of thousands of records.
     return NetworkRecord(
-        country=country,
-        subdivision=subdivision,
-        registered_country=registered_country,
-        city=city,
+        country=_intern(country),
+        subdivision=_intern(subdivision),
+        registered_country=_intern(registered_country),
+        city=_intern(city),
         asn=asn,
-        as_org=as_org,
+        as_org=_intern(as_org),
         kinds=kinds,
         latitude=latitude,
         longitude=longitude,
         accuracy_km=accuracy,
     )
+
+
+def _intern(text: str | None) -> str | None:
+    return None if text is None else sys.intern(text)
 
 
 def _map(
