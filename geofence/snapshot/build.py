@@ -50,6 +50,8 @@ from geofence.snapshot.merge import MERGED_FIELDS, Column, SourceRanges, merge_f
 from geofence.snapshot.partition import SPECIAL_TABLE, apply_special_ranges, index16
 from geofence.sources.base import Source, SourceInfo
 from geofence.sources.problems import SkipLog, ValueProblem, collecting, report
+from geofence.sources.regions import RegionStats
+from geofence.sources.regions import collecting as collecting_regions
 
 __all__ = [
     "BuildResult",
@@ -97,6 +99,9 @@ class BuildResult:
 
     skipped: SkipLog
     """Entries skipped for malformed values, per source and field, with examples."""
+
+    regions: RegionStats
+    """Region names met in the sources and how many were mapped to ISO 3166-2, per country."""
 
 
 def _check_record(rec: NetworkRecord, where: str) -> None:
@@ -360,7 +365,8 @@ def compile_snapshot(
     stored: dict[int, list[tuple[int, SourceRanges]]] = {4: [], 6: []}
     per_source_records: list[list[NetworkRecord]] = []
     source_entries: dict[str, dict[str, int]] = {}
-    with collecting(skipped):
+    regions = RegionStats()
+    with collecting(skipped), collecting_regions(regions):
         for s, src in enumerate(sources):
             say(f"reading {src.info.name} ({src.info.format})")
             local, ranges = _read_source(src, say)
@@ -369,7 +375,7 @@ def compile_snapshot(
             for version in (4, 6):
                 if len(ranges[version]):
                     stored[version].append((s, ranges[version]))
-    for line in skipped.summary():
+    for line in [*skipped.summary(), *regions.summary()]:
         say(line)
     intern: dict[NetworkRecord, int] = {}
     merged: dict[int, tuple[Column, array[int]]] = {}
@@ -410,6 +416,8 @@ def compile_snapshot(
     }
     if skipped.counts:
         meta["skipped"] = skipped.as_dict()
+    if regions.countries:
+        meta["subdivision_names"] = regions.as_dict()
     say("encoding")
     recs_bytes = _records_json(records, meta)
     del records  # the rows are encoded: the record objects can go
@@ -419,7 +427,9 @@ def compile_snapshot(
     )
     del v4_starts, v4_ids, v6_starts, v6_ids  # only the carved copies are encoded
     data = _encode(meta, recs_bytes, carved4, carved6)
-    return BuildResult(data=data, stats=stats, source_entries=source_entries, skipped=skipped)
+    return BuildResult(
+        data=data, stats=stats, source_entries=source_entries, skipped=skipped, regions=regions
+    )
 
 
 def _read_source(
