@@ -438,11 +438,13 @@ def _read_source(
     """Read one source into compact per-family ranges and its distinct records."""
     name = src.info.name
     local: dict[NetworkRecord, int] = {}
-    # Records by identity: adapters hand out one object per distinct record
-    # (an MMDB record decoded once is stated for thousands of ranges), so most
-    # entries skip hashing the record. The dict holds each record, so an id
-    # cannot be reused while it is in the map.
-    seen: dict[int, tuple[NetworkRecord, int | ValueProblem]] = {}
+    # Records by identity: the MMDB adapter hands out one object per distinct
+    # record, stated for thousands of ranges, so most entries skip hashing the
+    # record. The dict holds each record, so an id cannot be reused while it is
+    # in the map. Adapters that make a new object per entry (text formats) would
+    # only fill it: it is dropped when fewer than half the entries hit it.
+    seen: dict[int, tuple[NetworkRecord, int | ValueProblem]] | None = {}
+    hits = 0
     ranges = {4: SourceRanges(4), 6: SourceRanges(6)}
     count = 0
     for entry in src.entries():
@@ -458,12 +460,16 @@ def _read_source(
                 f"(version={version}, first={first}, last={last})"
             )
         rec = entry.record
-        hit = seen.get(id(rec))
+        hit = seen.get(id(rec)) if seen is not None else None
         if hit is None:
             value = _local_id(rec, local, f"{name}: entry {count}")
-            seen[id(rec)] = (rec, value)
+            if seen is not None:
+                seen[id(rec)] = (rec, value)
+                if len(seen) == _IDENTITY_TRIAL and hits < count // 2:
+                    seen = None
         else:
             value = hit[1]
+            hits += 1
         if isinstance(value, ValueProblem):
             report(name, value)
             continue
@@ -472,6 +478,9 @@ def _read_source(
             say(f"  {name}: {count:,} entries")
     say(f"  {name}: {count:,} entries, {len(local):,} distinct records")
     return list(local), ranges
+
+
+_IDENTITY_TRIAL = 1 << 16
 
 
 def _local_id(
