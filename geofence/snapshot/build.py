@@ -46,7 +46,7 @@ from geofence.snapshot.format import (
     SECTION_TAGS,
     align8,
 )
-from geofence.snapshot.merge import MERGED_FIELDS, Column, SourceRanges, merge_family
+from geofence.snapshot.merge import MERGED_FIELDS, Column, Merger, SourceRanges
 from geofence.snapshot.partition import SPECIAL_TABLE, apply_special_ranges, index16
 from geofence.sources.base import Source, SourceInfo
 from geofence.sources.problems import SkipLog, ValueProblem, collecting, report
@@ -363,7 +363,7 @@ def compile_snapshot(
 
     skipped = SkipLog(strict=strict)
     stored: dict[int, list[tuple[int, SourceRanges]]] = {4: [], 6: []}
-    per_source_records: list[list[NetworkRecord]] = []
+    per_source_records: list[list[NetworkRecord | None]] = []
     source_entries: dict[str, dict[str, int]] = {}
     regions = RegionStats()
     with collecting(skipped), collecting_regions(regions):
@@ -377,16 +377,16 @@ def compile_snapshot(
                     stored[version].append((s, ranges[version]))
     for line in [*skipped.summary(), *regions.summary()]:
         say(line)
-    intern: dict[NetworkRecord, int] = {}
+    merger = Merger(per_source_records, names, priority)
+    del per_source_records  # the merger releases them as it goes
     merged: dict[int, tuple[Column, array[int]]] = {}
     for version, top in ((4, _V4_MAX), (6, _V6_MAX)):
         say(f"merging IPv{version}")
         family = [(s, ranges.disjoint()) for s, ranges in stored.pop(version)]
-        merged[version] = merge_family(family, per_source_records, names, priority, intern, top)
+        merged[version] = merger.family(family, top)
         del family  # the source columns are not needed any more
-    del per_source_records
-    records = list(intern)
-    del intern
+    records = list(merger.intern)
+    del merger
     stats = _stats_of(records, merged[4], merged[6])
     say(
         f"merged: {stats.records:,} records, {stats.v4_ranges:,} IPv4 and "
@@ -423,7 +423,7 @@ def compile_snapshot(
     del records  # the rows are encoded: the record objects can go
     (v4_starts, v4_ids), (v6_starts, v6_ids) = merged.pop(4), merged.pop(6)
     carved4, carved6 = apply_special_ranges(
-        (array("I", v4_starts.lo), v4_ids), (v6_starts.hi, v6_starts.lo, v6_ids)
+        (v4_starts.lo, v4_ids), (v6_starts.hi, v6_starts.lo, v6_ids)
     )
     del v4_starts, v4_ids, v6_starts, v6_ids  # only the carved copies are encoded
     data = _encode(meta, recs_bytes, carved4, carved6)
@@ -434,7 +434,7 @@ def compile_snapshot(
 
 def _read_source(
     src: Source, say: Callable[[str], None]
-) -> tuple[list[NetworkRecord], dict[int, SourceRanges]]:
+) -> tuple[list[NetworkRecord | None], dict[int, SourceRanges]]:
     """Read one source into compact per-family ranges and its distinct records."""
     name = src.info.name
     local: dict[NetworkRecord, int] = {}
@@ -477,7 +477,8 @@ def _read_source(
         if count % 1_000_000 == 0:
             say(f"  {name}: {count:,} entries")
     say(f"  {name}: {count:,} entries, {len(local):,} distinct records")
-    return list(local), ranges
+    records: list[NetworkRecord | None] = list(local)
+    return records, ranges
 
 
 _IDENTITY_TRIAL = 1 << 16
