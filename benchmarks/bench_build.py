@@ -17,6 +17,7 @@ Usage::
     python benchmarks/bench_build.py --repeats 3
     python benchmarks/bench_build.py --generated 200000   # the generated MMDB, 200k networks
     python benchmarks/bench_build.py --json build.json
+    python benchmarks/bench_build.py --check-goals    # CI: exit 1 above 120 s CPU or 1 GiB
 """
 
 from __future__ import annotations
@@ -150,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--check-goals",
+        action="store_true",
+        help="exit 1 when the median CPU time or peak RSS exceeds the goal (120 s, 1 GiB)",
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
@@ -190,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.json:
         args.json.write_text(json.dumps({"input": label, "runs": runs}, indent=2))
+    if args.check_goals and (cpu > GOAL_CPU_S or rss > GOAL_RSS_BYTES):
+        print("build goals missed", file=sys.stderr)
+        return 1
     return 0
 
 

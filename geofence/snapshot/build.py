@@ -30,7 +30,8 @@ import os
 import sys
 import tempfile
 from array import array
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -324,8 +325,9 @@ def compile_snapshot(
         field_priority: Per-field source order overriding the default order.
         previous: A previous snapshot file; the build is refused when it covers
             less than ``1 - max_shrink`` of what the previous one did (ranges or
-            addresses), or a source states less than ``1 - max_shrink`` of the
-            ranges it stated then, unless ``force``.
+            addresses), or a source speaks for less than ``1 - max_shrink`` of
+            the addresses it spoke for then (by the records' provenance),
+            unless ``force``.
         max_shrink: Largest tolerated relative shrink against ``previous``.
         force: Write even an empty or sharply shrunk build.
         strict: Refuse a source with a malformed value (raise) instead of
@@ -399,7 +401,7 @@ def compile_snapshot(
                 "address); check the sources, or pass force=True"
             )
         if previous is not None:
-            _check_shrink(stats, source_entries, previous, max_shrink)
+            _check_shrink(stats, names, records, merged, previous, max_shrink)
     when = (built_at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(microsecond=0)
     infos: list[SourceInfo] = [s.info for s in sources]
     dates = [i.data_date for i in infos if i.data_date is not None]
@@ -412,7 +414,6 @@ def compile_snapshot(
         "sources": [i.as_dict() for i in infos],
         "field_priority": {k: list(v) for k, v in (field_priority or {}).items()},
         "stats": stats.as_dict(),
-        "source_entries": source_entries,
     }
     if skipped.counts:
         meta["skipped"] = skipped.as_dict()
@@ -500,28 +501,60 @@ def _local_id(
     return value
 
 
+def _segments(starts: Column, ids: array[int], top: int) -> Iterator[tuple[int, int, int]]:
+    """``(first, last, id)`` of a merged partition."""
+    first = -1
+    rid = -1
+    for start, next_rid in zip(starts, ids, strict=True):
+        if first >= 0:
+            yield first, start - 1, rid
+        first, rid = start, next_rid
+    if first >= 0:
+        yield first, top, rid
+
+
+def _coverage_by_source(
+    segments: Iterable[tuple[int, int, int]], records: Sequence[NetworkRecord], shift: int
+) -> Counter[str]:
+    """Addresses (IPv4) or /64s (IPv6, ``shift=64``) each source spoke for, by provenance."""
+    per_record: Counter[int] = Counter()
+    for first, last, rid in segments:
+        if rid >= 0:
+            per_record[rid] += ((last - first) >> shift) + 1
+    covered: Counter[str] = Counter()
+    for rid, size in per_record.items():
+        for name in records[rid].sources:
+            covered[name] += size
+    return covered
+
+
 def _check_shrink(
     stats: BuildStats,
-    source_entries: Mapping[str, Mapping[str, int]],
+    names: Sequence[str],
+    records: Sequence[NetworkRecord],
+    merged: Mapping[int, tuple[Column, array[int]]],
     previous: str | os.PathLike[str],
     max_shrink: float,
 ) -> None:
+    """Refuse a build that covers much less than ``previous``, in total or for one source.
+
+    A source's coverage is read from the records' provenance (which sources
+    spoke for each range), in the previous snapshot and in this build alike.
+    """
     from geofence.snapshot.reader import Snapshot
 
-    meta = Snapshot.open(previous).meta
-    old = meta.get("stats")
+    old_snap = Snapshot.open(previous)
+    old = old_snap.meta.get("stats")
     shown = os.fspath(previous)
     if isinstance(old, dict):
         for key in ("v4_ranges", "v6_ranges", "v4_addresses", "v6_slash64s"):
             _refuse_shrink(key, old.get(key), getattr(stats, key), max_shrink, shown)
-    old_sources = meta.get("source_entries")
-    if isinstance(old_sources, dict):
-        for name, counts in source_entries.items():
-            before = old_sources.get(name)
-            if isinstance(before, dict):
-                for family, now in counts.items():
-                    what = f"{name} {family} entries"
-                    _refuse_shrink(what, before.get(family), now, max_shrink, shown)
+    for version, top, shift, unit in ((4, _V4_MAX, 0, "IPv4 addresses"), (6, _V6_MAX, 64, "/64s")):
+        before = _coverage_by_source(old_snap.ranges(version), old_snap.records, shift)
+        now = _coverage_by_source(_segments(*merged[version], top), records, shift)
+        for name in names:
+            what = f"{unit} from {name}"
+            _refuse_shrink(what, before.get(name), now.get(name, 0), max_shrink, shown)
 
 
 def _refuse_shrink(what: str, before: object, now: int, max_shrink: float, shown: str) -> None:

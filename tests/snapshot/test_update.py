@@ -307,4 +307,9 @@ def test_shrink_guard_still_refuses_a_source_that_lost_most(tmp_path: Path) -> N
     csv.write_text("1.0.0.0,1.0.0.127,AU\n")
     status, _, err = run(*base, "-o", str(out_file))
     assert status == 2
-    assert "r v4 entries 40 -> 1" in err
+    assert "IPv4 addresses from r 5,120 -> 128" in err
+    csv.write_text("# nothing left\n")
+    status, _, err = run(*base, "-o", str(out_file))
+    assert status == 2
+    assert "IPv4 addresses from r 5,120 -> 0" in err
+    assert run(*base, "--force", "-o", str(out_file))[0] == 0
