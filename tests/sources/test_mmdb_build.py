@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import maxminddb
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from geofence.errors import SourceError
 from geofence.records import NetworkRecord
@@ -15,7 +20,7 @@ from geofence.snapshot.reader import Snapshot
 from geofence.sources.mmdb import mmdb_source, region_name
 from geofence.sources.regions import RegionResolver
 
-from ._helpers import compressed_copies, entries, write_mmdb
+from ._helpers import compressed_copies, entries, ipv4_networks, ipv6_networks, write_mmdb
 
 BUILT_AT = dt.datetime(2026, 9, 2, tzinfo=dt.UTC)
 
@@ -185,3 +190,46 @@ def test_fields_keep_only_the_named_fields(tmp_path: Path) -> None:
     assert all(r.city is None and r.latitude is None for r in records)
     with pytest.raises(SourceError, match="'colour' are not record fields"):
         mmdb_source(_city_lite(tmp_path), fields="country,colour")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(ipv4_networks(min_length=4), ipv6_networks(min_length=4)),
+            st.sampled_from(["FR", "DE", "JP"]),
+        ),
+        min_size=1,
+        max_size=10,
+    )
+)
+def test_walk_agrees_with_maxminddb_on_shared_records(
+    inserts: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]],
+) -> None:
+    """Runs joined by shared records answer what maxminddb answers, at every edge."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_mmdb(
+            Path(tmp) / "s.mmdb", [(str(n), {"country": {"iso_code": c}}) for n, c in inserts]
+        )
+        got = entries(mmdb_source(path))
+        with maxminddb.open_database(str(path)) as reader:
+            points = {
+                (n.version, int(a))
+                for n, _ in inserts
+                for a in (n.network_address, n.broadcast_address)
+            }
+            points |= {(e.version, v) for e in got for v in (e.first, e.last)}
+            for version, value in points:
+                ours = [
+                    e.record.country
+                    for e in got
+                    if e.version == version and e.first <= value <= e.last
+                ]
+                address = (
+                    ipaddress.IPv4Address(value) if version == 4 else ipaddress.IPv6Address(value)
+                )
+                if version == 6 and (value >> 32) == 0xFFFF:
+                    continue  # IPv4-mapped: stated as IPv4
+                theirs = reader.get(address)
+                expected = theirs["country"]["iso_code"] if theirs else None
+                assert ours == ([expected] if expected else [])
