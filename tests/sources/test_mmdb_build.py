@@ -230,6 +230,6 @@ def test_walk_agrees_with_maxminddb_on_shared_records(
                 )
                 if version == 6 and (value >> 32) == 0xFFFF:
                     continue  # IPv4-mapped: stated as IPv4
-                theirs = reader.get(address)
+                theirs: Any = reader.get(address)
                 expected = theirs["country"]["iso_code"] if theirs else None
                 assert ours == ([expected] if expected else [])
