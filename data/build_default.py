@@ -822,8 +822,8 @@ def default_sources(
         RecipeError: The installed packages do not match the recipe's pins.
     """
     from default_sources import (
+        SUBDIVISION_COUNTRIES,
         CityScan,
-        RegionNames,
         asn_source,
         check_mmdb_epoch,
         country_mmdb_source,
@@ -853,9 +853,8 @@ def default_sources(
     for name in ("dbip-city-lite", "iptoasn-country", *asn_names):
         check_mmdb_epoch(paths[name], recipe.source(name).published)
     table = TerritoryTable.load(HERE / "territories.toml")
-    names = RegionNames.load(HERE / "region_names.toml")
     city = recipe.source("dbip-city-lite")
-    scan = CityScan(paths[city.name], table, frozenset(names.by_country))
+    scan = CityScan(paths[city.name], table, SUBDIVISION_COUNTRIES)
     territories = territories_of(
         scan,
         of=city.name,
@@ -871,15 +870,15 @@ def default_sources(
     # The subdivisions depend on the name table as much as on the data: record both.
     city_info = dataclasses.replace(
         city.info(),
-        version=f"{city.info().version}; region_names.toml "
-        f"{_sha256_file(HERE / 'region_names.toml')[:16]}",
+        version=f"{city.info().version}; subdivision-names.toml "
+        f"{_sha256_file(ROOT / 'geofence' / '_data' / 'subdivision-names.toml')[:16]}",
     )
     dbip = dbip_country_source(
         paths["dbip-country-lite"], info=recipe.source("dbip-country-lite").info()
     )
     second = country_mmdb_source(paths["iptoasn-country"], recipe.source("iptoasn-country").info())
     restricted = restricted_countries(sorted((HERE / "policies").glob("*.toml")))
-    subdivisions = subdivision_source(scan, names, info=city_info, counts=report.subdivisions)
+    subdivisions = subdivision_source(scan, info=city_info, counts=report.subdivisions)
     agreement = disagreement_source(
         # DB-IP's answer as the snapshot records it: City Lite where it is used, else Country Lite.
         lambda: first_of([country_ranges(subdivisions), country_ranges(dbip)]),

@@ -7,8 +7,8 @@ ip-location-db files under PDDL, see ``data/README.md``):
   (``data/territories.toml``), under whichever country, with the territory's
   code (:mod:`geofence.snapshot.territories`);
 * ``dbip-city-lite``: Ukrainian subdivisions, from DB-IP's region names through
-  the reviewed table ``data/region_names.toml`` (the bundled presets name UA
-  subdivisions only; other countries keep country granularity);
+  :mod:`geofence.sources.regions` (the bundled presets name UA subdivisions
+  only; other countries keep country granularity);
 * ``iptoasn-country``: a second, registry-based country source; it fills gaps
   and is compared with DB-IP (:mod:`geofence.snapshot.agreement`);
 * ``dbip-asn-lite`` and ``origin-asn``: ASN and organisation.
@@ -19,9 +19,8 @@ Nothing here is imported by geofence itself.
 from __future__ import annotations
 
 import datetime as dt
-import tomllib
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,8 +35,8 @@ from geofence.snapshot.territories import (
 from geofence.sources.base import RangeEntry, Source, SourceInfo
 
 __all__ = [
+    "SUBDIVISION_COUNTRIES",
     "CityScan",
-    "RegionNames",
     "asn_source",
     "check_mmdb_epoch",
     "country_mmdb_source",
@@ -48,46 +47,9 @@ __all__ = [
 HERE = Path(__file__).resolve().parent
 
 
-@dataclass(frozen=True, slots=True)
-class RegionNames:
-    """Reviewed region name -> ISO 3166-2 code tables, per country."""
-
-    by_country: Mapping[str, Mapping[str, str]]
-    """Country code -> {region name as the source writes it: ISO 3166-2 code}."""
-
-    @classmethod
-    def load(cls, path: Path = HERE / "region_names.toml") -> RegionNames:
-        """Read and validate ``data/region_names.toml``.
-
-        Raises:
-            SourceError: The file is unreadable, or a code is malformed or not
-                of the country it is listed under.
-        """
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise SourceError(f"{path}: cannot read region names: {exc}") from exc
-        if data.get("schema") != 1:
-            raise SourceError(f"{path}: schema must be 1")
-        tables: dict[str, dict[str, str]] = {}
-        for country, names in data.items():
-            if country in ("schema", "reviewed"):
-                continue
-            if not isinstance(names, dict):
-                raise SourceError(f"{path}: [{country}] must be a table of name = code")
-            for name, code in names.items():
-                if not isinstance(code, str) or not code.startswith(f"{country}-"):
-                    raise SourceError(
-                        f"{path}: [{country}] {name!r} = {code!r} is not a {country}- code"
-                    )
-            tables[country] = dict(names)
-        return cls(tables)
-
-    def code(self, country: str | None, region: str | None) -> str | None:
-        """The ISO 3166-2 code of ``region`` in ``country``, if the table has it."""
-        if country is None or region is None:
-            return None
-        return self.by_country.get(country, {}).get(region)
+#: Countries whose subdivisions the default carries: the bundled presets name
+#: subdivisions of Ukraine only (see data/README.md, "What the default carries").
+SUBDIVISION_COUNTRIES = frozenset({"UA"})
 
 
 @dataclass
@@ -124,34 +86,37 @@ def territories_of(
 
 def subdivision_source(
     scan: CityScan,
-    names: RegionNames,
     *,
     info: SourceInfo,
     counts: Counter[tuple[str, bool]],
 ) -> Source:
-    """Country and subdivision of the scan's networks in the table's countries.
+    """Country and subdivision of the scan's networks in :data:`SUBDIVISION_COUNTRIES`.
 
-    Networks in a territory are left to the territory source. A region name
-    the table does not know leaves the subdivision empty (counted per country
-    as unmapped), never guessed.
+    Region names are mapped by :func:`geofence.sources.regions.subdivision_for_name`
+    (pycountry and the reviewed table ``geofence/_data/subdivision-names.toml``).
+    Networks in a territory are left to the territory source. A name that maps
+    to nothing leaves the subdivision empty (counted per country as unmapped),
+    never guessed.
 
     Args:
         scan: The City scan.
-        names: The reviewed name tables.
         info: Provenance to record.
         counts: Filled with ``(country, mapped?) -> networks``.
     """
+    from geofence.sources.regions import subdivision_for_name
 
     def read() -> Iterator[RangeEntry]:
         counts.clear()
         made: dict[tuple[str, str | None], NetworkRecord] = {}
         for net in scan.networks():
             country = net.country
-            if country is None or country not in names.by_country:
+            if country is None or country not in SUBDIVISION_COUNTRIES:
                 continue
             if scan.table.match(net.region, net.subdivision) is not None:
                 continue
-            code = names.code(country, net.region)
+            code = net.subdivision or (
+                subdivision_for_name(country, net.region) if net.region else None
+            )
             counts[(country, code is not None)] += 1
             record = made.get((country, code))
             if record is None:

@@ -70,6 +70,7 @@ def default_snapshot_file() -> Path:
             f"the bundled snapshot {PACKED} does not expand to the recorded digest {digest}; "
             "reinstall geofence"
         )
+    tmp = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".default-", dir=target.parent)
@@ -77,6 +78,8 @@ def default_snapshot_file() -> Path:
             fh.write(data)
         os.replace(tmp, target)  # atomic: concurrent first opens write the same bytes
     except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise SnapshotError(
             f"cannot write the expanded default snapshot to {target.parent}: {exc}; set "
             "GEOFENCE_CACHE_DIR to a writable directory"

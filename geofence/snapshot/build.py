@@ -30,7 +30,8 @@ import os
 import sys
 import tempfile
 from array import array
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,10 +47,12 @@ from geofence.snapshot.format import (
     SECTION_TAGS,
     align8,
 )
-from geofence.snapshot.merge import MERGED_FIELDS, Column, SourceRanges, merge_family
+from geofence.snapshot.merge import MERGED_FIELDS, Column, Merger, SourceRanges
 from geofence.snapshot.partition import SPECIAL_TABLE, apply_special_ranges, index16
 from geofence.sources.base import Source, SourceInfo
 from geofence.sources.problems import SkipLog, ValueProblem, collecting, report
+from geofence.sources.regions import RegionStats
+from geofence.sources.regions import collecting as collecting_regions
 
 __all__ = [
     "BuildResult",
@@ -98,6 +101,9 @@ class BuildResult:
     skipped: SkipLog
     """Entries skipped for malformed values, per source and field, with examples."""
 
+    regions: RegionStats
+    """Region names met in the sources and how many were mapped to ISO 3166-2, per country."""
+
 
 def _check_record(rec: NetworkRecord, where: str) -> None:
     for name in ("country", "registered_country"):
@@ -144,10 +150,9 @@ def encode_snapshot(
     Returns:
         The file's bytes.
     """
+    recs_bytes = _records_json(records, meta)
     mask = (1 << 64) - 1
-    return _encode(
-        meta,
-        records,
+    carved4, carved6 = apply_special_ranges(
         (array("I", v4[0]), array("i", v4[1])),
         (
             array("Q", (s >> 64 for s in v6[0])),
@@ -155,48 +160,69 @@ def encode_snapshot(
             array("i", v6[1]),
         ),
     )
+    return _encode(meta, recs_bytes, carved4, carved6)
 
 
-def _encode(
-    meta: Mapping[str, object],
-    records: Sequence[NetworkRecord],
-    v4: tuple[array[int], array[int]],
-    v6: tuple[array[int], array[int], array[int]],
-) -> bytes:
-    """:func:`encode_snapshot` on columns: IPv4 starts and ids, IPv6 high and low halves and ids."""
+def _records_json(records: Sequence[NetworkRecord], meta: Mapping[str, object]) -> bytearray:
+    """The RECS section: one JSON array of record rows (see :mod:`geofence.snapshot.format`)."""
     sources = meta.get("sources")
     if not isinstance(sources, list):
         raise SnapshotError("meta['sources'] must be a list")
     source_index = {str(s["name"]): i for i, s in enumerate(sources)}
+    out = bytearray(b"[")
+    for k, record in enumerate(records):
+        if k:
+            out += b","
+        out += json.dumps(_record_row(record, source_index), separators=(",", ":")).encode()
+    out += b"]"
+    return out
+
+
+def _encode(
+    meta: Mapping[str, object],
+    recs_bytes: bytearray,
+    v4: tuple[array[int], array[int]],
+    v6: tuple[array[int], array[int], array[int]],
+) -> bytes:
+    """Encode partitions whose special ranges are carved in (:func:`apply_special_ranges`).
+
+    The columns are IPv4 starts and ids, IPv6 high halves, low halves and ids.
+    Sections are joined once into the result, never copied section by section.
+    """
     meta = {**meta, "special_table": SPECIAL_TABLE}
     meta_bytes = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
-    recs_bytes = json.dumps(
-        [_record_row(r, source_index) for r in records], separators=(",", ":")
-    ).encode()
-    (v4_starts, v4_ids), (v6_hi, v6_lo, v6_ids) = apply_special_ranges(v4, v6)
-    v4_index = index16(v4_starts)
-    v6_index = index16(v6_hi, 48)
-    blobs = [meta_bytes, recs_bytes]
-    for arr in (v4_starts, v4_ids, v4_index, v6_hi, v6_lo, v6_ids, v6_index):
+    (v4_starts, v4_ids), (v6_hi, v6_lo, v6_ids) = v4, v6
+    blobs: list[bytes | bytearray | array[int]] = [meta_bytes, recs_bytes]
+    for arr in (
+        v4_starts,
+        v4_ids,
+        index16(v4_starts),
+        v6_hi,
+        v6_lo,
+        v6_ids,
+        index16(v6_hi, 48),
+    ):
         if sys.byteorder != "little":
             arr.byteswap()
-        blobs.append(arr.tobytes())
-    table_size = SECTION.size * len(SECTION_TAGS)
-    offset = align8(HEADER.size + table_size)
+        blobs.append(arr)
+    offset = align8(HEADER.size + SECTION.size * len(SECTION_TAGS))
     table = bytearray()
-    body = bytearray(offset - HEADER.size)
+    parts: list[bytes | bytearray | array[int]] = []
     for tag, blob in zip(SECTION_TAGS, blobs, strict=True):
-        table += SECTION.pack(tag, 0, offset, len(blob))
-        padded = align8(len(blob))
-        offset += padded
-    body[: len(table)] = table
-    for blob in blobs:
-        body += blob + bytes(align8(len(blob)) - len(blob))
-    digest = hashlib.sha256(body).digest()
+        size = len(memoryview(blob).cast("B"))
+        table += SECTION.pack(tag, 0, offset, size)
+        parts.append(blob)
+        parts.append(bytes(align8(size) - size))
+        offset += align8(size)
+    table += bytes(align8(HEADER.size + len(table)) - HEADER.size - len(table))
+    parts.insert(0, bytes(table))
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
     header = HEADER.pack(
-        MAGIC, FORMAT_VERSION, 0, HEADER.size, len(SECTION_TAGS), 0, HEADER.size + len(body), digest
+        MAGIC, FORMAT_VERSION, 0, HEADER.size, len(SECTION_TAGS), 0, offset, digest.digest()
     )
-    return header + bytes(body)
+    return b"".join([header, *parts])
 
 
 def write_atomic(data: bytes, path: str | os.PathLike[str]) -> None:
@@ -299,8 +325,9 @@ def compile_snapshot(
         field_priority: Per-field source order overriding the default order.
         previous: A previous snapshot file; the build is refused when it covers
             less than ``1 - max_shrink`` of what the previous one did (ranges or
-            addresses), or a source states less than ``1 - max_shrink`` of the
-            ranges it stated then, unless ``force``.
+            addresses), or a source speaks for less than ``1 - max_shrink`` of
+            the addresses it spoke for then (by the records' provenance),
+            unless ``force``.
         max_shrink: Largest tolerated relative shrink against ``previous``.
         force: Write even an empty or sharply shrunk build.
         strict: Refuse a source with a malformed value (raise) instead of
@@ -338,9 +365,10 @@ def compile_snapshot(
 
     skipped = SkipLog(strict=strict)
     stored: dict[int, list[tuple[int, SourceRanges]]] = {4: [], 6: []}
-    per_source_records: list[list[NetworkRecord]] = []
+    per_source_records: list[list[NetworkRecord | None]] = []
     source_entries: dict[str, dict[str, int]] = {}
-    with collecting(skipped):
+    regions = RegionStats()
+    with collecting(skipped), collecting_regions(regions):
         for s, src in enumerate(sources):
             say(f"reading {src.info.name} ({src.info.format})")
             local, ranges = _read_source(src, say)
@@ -349,16 +377,18 @@ def compile_snapshot(
             for version in (4, 6):
                 if len(ranges[version]):
                     stored[version].append((s, ranges[version]))
-    for line in skipped.summary():
+    for line in [*skipped.summary(), *regions.summary()]:
         say(line)
-    intern: dict[NetworkRecord, int] = {}
-    merged = {}
+    merger = Merger(per_source_records, names, priority)
+    del per_source_records  # the merger releases them as it goes
+    merged: dict[int, tuple[Column, array[int]]] = {}
     for version, top in ((4, _V4_MAX), (6, _V6_MAX)):
         say(f"merging IPv{version}")
-        family = [(s, ranges.disjoint()) for s, ranges in stored[version]]
-        merged[version] = merge_family(family, per_source_records, names, priority, intern, top)
-        stored[version].clear()  # the columns are not needed any more
-    records = list(intern)
+        family = [(s, ranges.disjoint()) for s, ranges in stored.pop(version)]
+        merged[version] = merger.family(family, top)
+        del family  # the source columns are not needed any more
+    records = list(merger.intern)
+    del merger
     stats = _stats_of(records, merged[4], merged[6])
     say(
         f"merged: {stats.records:,} records, {stats.v4_ranges:,} IPv4 and "
@@ -371,7 +401,7 @@ def compile_snapshot(
                 "address); check the sources, or pass force=True"
             )
         if previous is not None:
-            _check_shrink(stats, source_entries, previous, max_shrink)
+            _check_shrink(stats, names, records, merged, previous, max_shrink)
     when = (built_at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(microsecond=0)
     infos: list[SourceInfo] = [s.info for s in sources]
     dates = [i.data_date for i in infos if i.data_date is not None]
@@ -384,32 +414,38 @@ def compile_snapshot(
         "sources": [i.as_dict() for i in infos],
         "field_priority": {k: list(v) for k, v in (field_priority or {}).items()},
         "stats": stats.as_dict(),
-        "source_entries": source_entries,
     }
     if skipped.counts:
         meta["skipped"] = skipped.as_dict()
+    if regions.countries:
+        meta["subdivision_names"] = regions.as_dict()
     say("encoding")
-    (v4_starts, v4_ids), (v6_starts, v6_ids) = merged[4], merged[6]
-    data = _encode(
-        meta,
-        records,
-        (array("I", v4_starts.lo), v4_ids),
-        (v6_starts.hi, v6_starts.lo, v6_ids),
+    recs_bytes = _records_json(records, meta)
+    del records  # the rows are encoded: the record objects can go
+    (v4_starts, v4_ids), (v6_starts, v6_ids) = merged.pop(4), merged.pop(6)
+    carved4, carved6 = apply_special_ranges(
+        (v4_starts.lo, v4_ids), (v6_starts.hi, v6_starts.lo, v6_ids)
     )
-    return BuildResult(data=data, stats=stats, source_entries=source_entries, skipped=skipped)
+    del v4_starts, v4_ids, v6_starts, v6_ids  # only the carved copies are encoded
+    data = _encode(meta, recs_bytes, carved4, carved6)
+    return BuildResult(
+        data=data, stats=stats, source_entries=source_entries, skipped=skipped, regions=regions
+    )
 
 
 def _read_source(
     src: Source, say: Callable[[str], None]
-) -> tuple[list[NetworkRecord], dict[int, SourceRanges]]:
+) -> tuple[list[NetworkRecord | None], dict[int, SourceRanges]]:
     """Read one source into compact per-family ranges and its distinct records."""
     name = src.info.name
     local: dict[NetworkRecord, int] = {}
-    # Records by identity: adapters hand out one object per distinct record
-    # (an MMDB record decoded once is stated for thousands of ranges), so most
-    # entries skip hashing the record. The dict holds each record, so an id
-    # cannot be reused while it is in the map.
-    seen: dict[int, tuple[NetworkRecord, int | ValueProblem]] = {}
+    # Records by identity: the MMDB adapter hands out one object per distinct
+    # record, stated for thousands of ranges, so most entries skip hashing the
+    # record. The dict holds each record, so an id cannot be reused while it is
+    # in the map. Adapters that make a new object per entry (text formats) would
+    # only fill it: it is dropped when fewer than half the entries hit it.
+    seen: dict[int, tuple[NetworkRecord, int | ValueProblem]] | None = {}
+    hits = 0
     ranges = {4: SourceRanges(4), 6: SourceRanges(6)}
     count = 0
     for entry in src.entries():
@@ -425,12 +461,16 @@ def _read_source(
                 f"(version={version}, first={first}, last={last})"
             )
         rec = entry.record
-        hit = seen.get(id(rec))
+        hit = seen.get(id(rec)) if seen is not None else None
         if hit is None:
             value = _local_id(rec, local, f"{name}: entry {count}")
-            seen[id(rec)] = (rec, value)
+            if seen is not None:
+                seen[id(rec)] = (rec, value)
+                if len(seen) == _IDENTITY_TRIAL and hits < count // 2:
+                    seen = None
         else:
             value = hit[1]
+            hits += 1
         if isinstance(value, ValueProblem):
             report(name, value)
             continue
@@ -438,7 +478,11 @@ def _read_source(
         if count % 1_000_000 == 0:
             say(f"  {name}: {count:,} entries")
     say(f"  {name}: {count:,} entries, {len(local):,} distinct records")
-    return list(local), ranges
+    records: list[NetworkRecord | None] = list(local)
+    return records, ranges
+
+
+_IDENTITY_TRIAL = 1 << 16
 
 
 def _local_id(
@@ -457,28 +501,60 @@ def _local_id(
     return value
 
 
+def _segments(starts: Column, ids: array[int], top: int) -> Iterator[tuple[int, int, int]]:
+    """``(first, last, id)`` of a merged partition."""
+    first = -1
+    rid = -1
+    for start, next_rid in zip(starts, ids, strict=True):
+        if first >= 0:
+            yield first, start - 1, rid
+        first, rid = start, next_rid
+    if first >= 0:
+        yield first, top, rid
+
+
+def _coverage_by_source(
+    segments: Iterable[tuple[int, int, int]], records: Sequence[NetworkRecord], shift: int
+) -> Counter[str]:
+    """Addresses (IPv4) or /64s (IPv6, ``shift=64``) each source spoke for, by provenance."""
+    per_record: Counter[int] = Counter()
+    for first, last, rid in segments:
+        if rid >= 0:
+            per_record[rid] += ((last - first) >> shift) + 1
+    covered: Counter[str] = Counter()
+    for rid, size in per_record.items():
+        for name in records[rid].sources:
+            covered[name] += size
+    return covered
+
+
 def _check_shrink(
     stats: BuildStats,
-    source_entries: Mapping[str, Mapping[str, int]],
+    names: Sequence[str],
+    records: Sequence[NetworkRecord],
+    merged: Mapping[int, tuple[Column, array[int]]],
     previous: str | os.PathLike[str],
     max_shrink: float,
 ) -> None:
+    """Refuse a build that covers much less than ``previous``, in total or for one source.
+
+    A source's coverage is read from the records' provenance (which sources
+    spoke for each range), in the previous snapshot and in this build alike.
+    """
     from geofence.snapshot.reader import Snapshot
 
-    meta = Snapshot.open(previous).meta
-    old = meta.get("stats")
+    old_snap = Snapshot.open(previous)
+    old = old_snap.meta.get("stats")
     shown = os.fspath(previous)
     if isinstance(old, dict):
         for key in ("v4_ranges", "v6_ranges", "v4_addresses", "v6_slash64s"):
             _refuse_shrink(key, old.get(key), getattr(stats, key), max_shrink, shown)
-    old_sources = meta.get("source_entries")
-    if isinstance(old_sources, dict):
-        for name, counts in source_entries.items():
-            before = old_sources.get(name)
-            if isinstance(before, dict):
-                for family, now in counts.items():
-                    what = f"{name} {family} entries"
-                    _refuse_shrink(what, before.get(family), now, max_shrink, shown)
+    for version, top, shift, unit in ((4, _V4_MAX, 0, "IPv4 addresses"), (6, _V6_MAX, 64, "/64s")):
+        before = _coverage_by_source(old_snap.ranges(version), old_snap.records, shift)
+        now = _coverage_by_source(_segments(*merged[version], top), records, shift)
+        for name in names:
+            what = f"{unit} from {name}"
+            _refuse_shrink(what, before.get(name), now.get(name, 0), max_shrink, shown)
 
 
 def _refuse_shrink(what: str, before: object, now: int, max_shrink: float, shown: str) -> None:

@@ -8,7 +8,7 @@ holds the data structures that keep a large build small and linear:
   source whose entries arrive sorted and disjoint (MMDB trees, most feeds)
   needs no further work, any other is made disjoint by :func:`flatten`
   (narrowest range wins, later entry wins ties);
-* :func:`merge_family` sweeps the boundaries of all sources at once
+* :class:`Merger` sweeps the boundaries of all sources at once
   (``heapq.merge`` of per-source event streams), looks each combination of
   per-source records up once, and writes the merged partition straight into
   arrays.
@@ -16,6 +16,7 @@ holds the data structures that keep a large build small and linear:
 
 from __future__ import annotations
 
+import functools
 import heapq
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -27,9 +28,9 @@ from geofence.records import NetworkRecord
 __all__ = [
     "MERGED_FIELDS",
     "Column",
+    "Merger",
     "SourceRanges",
     "flatten",
-    "merge_family",
     "merge_record",
 ]
 
@@ -40,14 +41,14 @@ MERGED_FIELDS = tuple(f.name for f in fields(NetworkRecord) if f.name not in ("k
 
 
 class Column:
-    """Unsigned integers of one family in arrays: IPv4 as 64-bit, IPv6 as two 64-bit halves."""
+    """Unsigned integers of one family in arrays: IPv4 as 32-bit, IPv6 as two 64-bit halves."""
 
     __slots__ = ("hi", "lo", "wide")
 
     def __init__(self, wide: bool) -> None:
         """Create an empty column (``wide`` for 128-bit IPv6 values)."""
         self.wide = wide
-        self.lo = array("Q")
+        self.lo = array("Q" if wide else "I")
         self.hi = array("Q")
 
     def append(self, value: int) -> None:
@@ -171,9 +172,15 @@ def merge_record(
         kinds |= rec.kinds
     return NetworkRecord(
         kinds=kinds,
-        sources=tuple(names[s] for s in default_order),
+        sources=_shared(tuple(names[s] for s in default_order)),
         **values,  # type: ignore[arg-type]  # keys are NetworkRecord field names
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _shared(sources: tuple[str, ...]) -> tuple[str, ...]:
+    """One tuple object per provenance: hundreds of thousands of records share a few."""
+    return sources
 
 
 def _events(
@@ -190,62 +197,120 @@ def _events(
         yield end, j, -1
 
 
-def merge_family(
-    sources: Sequence[tuple[int, Iterable[tuple[int, int, int]]]],
-    records: Sequence[Sequence[NetworkRecord]],
-    names: Sequence[str],
-    priority: Mapping[str, Sequence[int]],
-    intern: dict[NetworkRecord, int],
-    top: int,
-) -> tuple[Column, array[int]]:
-    """Merge the disjoint ranges of several sources of one family into a partition.
+class Merger:
+    """Merges the families of one build: record ids are shared by IPv4 and IPv6."""
 
-    Args:
-        sources: ``(source index, sorted disjoint (first, last, local id))``,
-            in default priority order.
-        records: Local records per source index.
-        names: Source names by index.
-        priority: Per-field source order (indexes).
-        intern: Merged records already given an id (shared by both families);
-            new ones are added.
-        top: The last address of the family.
+    def __init__(
+        self,
+        records: list[list[NetworkRecord | None]],
+        names: Sequence[str],
+        priority: Mapping[str, Sequence[int]],
+    ) -> None:
+        """Prepare a merge.
 
-    Returns:
-        ``(starts, ids)``: starts begin at 0 and strictly increase; ids are
-        merged record ids or -1 where no source speaks.
-    """
-    starts = Column(top > _MASK64)
-    ids = array("i", [-1])
-    starts.append(0)
-    combos: dict[tuple[int, ...], int] = {}
-    current = [-1] * len(sources)
+        Args:
+            records: Local records per source index. With a single source they
+                are released (set to ``None``) as soon as each is merged, so
+                the local and the merged records never all exist at once.
+            names: Source names by index.
+            priority: Per-field source order (indexes) overriding the default order.
+        """
+        self._records = records
+        self._names = names
+        self._priority = priority
+        self.intern: dict[NetworkRecord, int] = {}
+        """Merged records by id (insertion order is the id)."""
+        self._solo = len(records) == 1
+        # Per source: merged record id of each local id (-2: not merged yet).
+        self._rid_of = [array("i", [-2]) * len(local) for local in records]
 
-    def record_id(key: tuple[int, ...]) -> int:
-        parts = [(sources[j][0], v) for j, v in enumerate(key) if v >= 0]
+    def family(
+        self, sources: Sequence[tuple[int, Iterable[tuple[int, int, int]]]], top: int
+    ) -> tuple[Column, array[int]]:
+        """Merge the disjoint ranges of the sources of one family into a partition.
+
+        Args:
+            sources: ``(source index, sorted disjoint (first, last, local id))``,
+                in default priority order.
+            top: The last address of the family.
+
+        Returns:
+            ``(starts, ids)``: starts begin at 0 and strictly increase; ids are
+            merged record ids or -1 where no source speaks.
+        """
+        starts = Column(top > _MASK64)
+        ids = array("i", [-1])
+        starts.append(0)
+        if len(sources) == 1:
+            self._one(sources[0], top, starts, ids)
+        elif sources:
+            self._many(sources, top, starts, ids)
+        return starts, ids
+
+    def _merged_id(self, parts: Sequence[tuple[int, int]]) -> int:
+        """The id of the merged record of ``(source, local id)`` parts (-1 for none)."""
         if not parts:
             return -1
-        merged = merge_record([(s, records[s][v]) for s, v in parts], names, priority)
-        return intern.setdefault(merged, len(intern))
+        pairs: list[tuple[int, NetworkRecord]] = []
+        for s, v in parts:
+            record = self._records[s][v]
+            if record is None:  # pragma: no cover - released records are never looked up
+                raise AssertionError("a released record was needed again")
+            pairs.append((s, record))
+        merged = merge_record(pairs, self._names, self._priority)
+        return self.intern.setdefault(merged, len(self.intern))
 
-    streams = [_events(j, ranges, top) for j, (_s, ranges) in enumerate(sources)]
-    if not streams:
-        return starts, ids
-    pending = -1
-    for point, j, value in heapq.merge(*streams) if len(streams) > 1 else streams[0]:
-        if point != pending:
-            if pending >= 0:
-                key = tuple(current)
-                rid = combos.get(key)
-                if rid is None:
-                    rid = combos[key] = record_id(key)
-                _append(starts, ids, pending, rid)
-            pending = point
-        current[j] = value
-    if pending >= 0:
-        key = tuple(current)
-        rid = combos.get(key)
-        _append(starts, ids, pending, rid if rid is not None else record_id(key))
-    return starts, ids
+    def _one(
+        self,
+        source: tuple[int, Iterable[tuple[int, int, int]]],
+        top: int,
+        starts: Column,
+        ids: array[int],
+    ) -> None:
+        """One source: a record id per local id, no combinations."""
+        s, ranges = source
+        rid_of = self._rid_of[s]
+        local = self._records[s]
+        for point, _j, value in _events(0, ranges, top):
+            if value < 0:
+                _append(starts, ids, point, -1)
+                continue
+            rid = rid_of[value]
+            if rid == -2:
+                rid = rid_of[value] = self._merged_id(((s, value),))
+                if self._solo:
+                    local[value] = None
+            _append(starts, ids, point, rid)
+
+    def _many(
+        self,
+        sources: Sequence[tuple[int, Iterable[tuple[int, int, int]]]],
+        top: int,
+        starts: Column,
+        ids: array[int],
+    ) -> None:
+        """Several sources: one sweep over all boundaries, each combination merged once."""
+        combos: dict[tuple[int, ...], int] = {}
+        current = [-1] * len(sources)
+        index = [s for s, _ in sources]
+
+        def record_id(key: tuple[int, ...]) -> int:
+            rid = combos.get(key)
+            if rid is None:
+                parts = [(index[j], v) for j, v in enumerate(key) if v >= 0]
+                rid = combos[key] = self._merged_id(parts)
+            return rid
+
+        streams = [_events(j, ranges, top) for j, (_s, ranges) in enumerate(sources)]
+        pending = -1
+        for point, j, value in heapq.merge(*streams):
+            if point != pending:
+                if pending >= 0:
+                    _append(starts, ids, pending, record_id(tuple(current)))
+                pending = point
+            current[j] = value
+        if pending >= 0:
+            _append(starts, ids, pending, record_id(tuple(current)))
 
 
 def _append(starts: Column, ids: array[int], point: int, rid: int) -> None:

@@ -21,6 +21,7 @@ from geofence.addr import V4_MAX, V6_MAX, address_text, parse_address
 from geofence.errors import InvalidAddressError, SourceError
 from geofence.records import NetworkRecord
 from geofence.sources.base import RangeEntry, SourceInfo
+from geofence.sources.containers import corrupt_as_source_error, open_text
 from geofence.sources.problems import ValueProblem
 
 __all__ = [
@@ -146,14 +147,16 @@ def iter_lines(path: StrPath) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, text)`` for each line of a UTF-8 text file.
 
     Line numbers start at 1; the line ending is removed, a leading byte-order
-    mark is dropped.
+    mark is dropped. Gzip and Zstandard files are decompressed
+    (:mod:`geofence.sources.containers`).
 
     Raises:
-        SourceError: The file cannot be read or is not valid UTF-8.
+        SourceError: The file cannot be read, is not valid UTF-8, or its
+            compressed body is corrupt or truncated.
     """
     lineno = 0
     try:
-        with open(path, encoding="utf-8-sig", newline="") as fh:
+        with corrupt_as_source_error(path), open_text(path, newline="") as fh:
             for lineno, line in enumerate(fh, start=1):
                 yield lineno, line.rstrip("\r\n")
     except UnicodeDecodeError as exc:

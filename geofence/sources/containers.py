@@ -32,7 +32,14 @@ from typing import IO, Any
 
 from geofence.errors import SourceError
 
-__all__ = ["compression_of", "materialize", "open_binary", "read_chunks"]
+__all__ = [
+    "compression_of",
+    "corrupt_as_source_error",
+    "materialize",
+    "open_binary",
+    "open_text",
+    "read_chunks",
+]
 
 _GZIP = b"\x1f\x8b"
 _ZSTD = b"\x28\xb5\x2f\xfd"
@@ -139,6 +146,51 @@ class _BlockReader(io.RawIOBase):
         super().close()
 
 
+class _ZstdReader(io.RawIOBase):
+    """A readable stream over concatenated Zstandard frames that refuses a cut-off frame."""
+
+    def __init__(self, fh: IO[bytes], shown: str) -> None:
+        super().__init__()
+        self._fh = fh
+        self._shown = shown
+        self._module = _zstandard(shown)
+        self._frame = self._module.ZstdDecompressor().decompressobj()
+        self._in_frame = False
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def _feed(self, data: bytes) -> bytes:
+        out = bytearray()
+        while data:
+            if self._frame.eof:
+                self._frame = self._module.ZstdDecompressor().decompressobj()
+            self._in_frame = True
+            out += self._frame.decompress(data)
+            data = self._frame.unused_data if self._frame.eof else b""
+            if self._frame.eof:
+                self._in_frame = False
+        return bytes(out)
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            chunk = self._fh.read(_CHUNK)
+            if not chunk:
+                if self._in_frame and not self._frame.eof:
+                    raise SourceError(f"{self._shown}: Zstandard data is truncated")
+                return 0
+            self._pending = memoryview(self._feed(chunk))
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
 def open_binary(path: str | os.PathLike[str]) -> IO[bytes]:
     """Open a file for reading bytes, decompressing it if its first bytes say so.
 
@@ -149,10 +201,10 @@ def open_binary(path: str | os.PathLike[str]) -> IO[bytes]:
         A binary stream of the (decompressed) content.
 
     Raises:
-        SourceError: The file cannot be read, or a compressed header is broken;
-            a corrupt or truncated compressed body raises :class:`SourceError`
-            from the helpers that read it (see :func:`read_chunks`), or
-            ``EOFError``/``zlib.error`` from a bare ``read``.
+        SourceError: The file cannot be read, or a compressed header is broken.
+            A corrupt or truncated compressed body is met while reading: read
+            inside :func:`corrupt_as_source_error` to have it reported as a
+            :class:`SourceError` too.
     """
     shown = os.fspath(path)
     kind = compression_of(path)
@@ -161,14 +213,29 @@ def open_binary(path: str | os.PathLike[str]) -> IO[bytes]:
         if kind == "gzip":
             return gzip.GzipFile(fileobj=fh, mode="rb")  # type: ignore[return-value]
         if kind == "zstd":
-            stream = _zstandard(path).ZstdDecompressor().stream_reader(fh, closefd=True)
-            return io.BufferedReader(stream)
+            return io.BufferedReader(_ZstdReader(fh, shown), _CHUNK)
         if kind == "blocks":
             return io.BufferedReader(_BlockReader(fh, shown), _CHUNK)
     except BaseException:
         fh.close()
         raise
     return fh
+
+
+@contextlib.contextmanager
+def corrupt_as_source_error(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Report a corrupt or truncated compressed body, met while reading, as a SourceError."""
+    shown = os.fspath(path)
+    try:
+        yield
+    except SourceError:
+        raise
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise SourceError(f"{shown}: compressed data is corrupt or truncated: {exc}") from exc
+    except Exception as exc:
+        if type(exc).__name__ == "ZstdError":  # zstandard's error type, imported lazily
+            raise SourceError(f"{shown}: Zstandard data is corrupt or truncated: {exc}") from exc
+        raise
 
 
 def read_chunks(path: str | os.PathLike[str]) -> Iterator[bytes]:
@@ -178,21 +245,21 @@ def read_chunks(path: str | os.PathLike[str]) -> Iterator[bytes]:
         SourceError: The file cannot be read, or its compressed body is
             corrupt or truncated.
     """
-    shown = os.fspath(path)
     try:
-        with open_binary(path) as fh:
+        with corrupt_as_source_error(path), open_binary(path) as fh:
             while chunk := fh.read(_CHUNK):
                 yield chunk
-    except SourceError:
-        raise
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise SourceError(f"{shown}: compressed data is corrupt or truncated: {exc}") from exc
     except OSError as exc:
-        raise SourceError(f"{shown}: cannot read: {exc.strerror or exc}") from exc
-    except Exception as exc:
-        if type(exc).__name__ == "ZstdError":  # zstandard's error type, imported lazily
-            raise SourceError(f"{shown}: Zstandard data is corrupt or truncated: {exc}") from exc
-        raise
+        raise SourceError(f"{os.fspath(path)}: cannot read: {exc.strerror or exc}") from exc
+
+
+def open_text(path: str | os.PathLike[str], *, newline: str | None = None) -> IO[str]:
+    """Open a (possibly compressed) UTF-8 text file; a leading byte-order mark is dropped.
+
+    Read inside :func:`corrupt_as_source_error` to have a corrupt body
+    reported as :class:`SourceError`.
+    """
+    return io.TextIOWrapper(open_binary(path), encoding="utf-8-sig", newline=newline)
 
 
 @contextlib.contextmanager

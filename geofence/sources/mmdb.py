@@ -32,7 +32,8 @@ import math
 import mmap
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import fields as dataclass_fields
 from typing import Any
 
@@ -54,8 +55,12 @@ from geofence.sources.base import RangeEntry, Source, SourceInfo
 from geofence.sources.containers import materialize
 from geofence.sources.mmdb_tree import TreeShape, ipv4_start, walk
 from geofence.sources.problems import ValueProblem, report
+from geofence.sources.regions import current_stats, subdivision_for_name
 
-__all__ = ["map_mmdb_record", "mmdb_source"]
+__all__ = ["RegionMapper", "map_mmdb_record", "mmdb_source", "region_name"]
+
+RegionMapper = Callable[[str, str], "str | None"]
+"""Maps ``(country, region name)`` to an ISO 3166-2 code or ``None``."""
 
 # Anonymous IP flags, at the top level (Anonymous IP) or under ``traits``
 # (Enterprise, City with traits). ``is_anonymous`` is a summary of the others
@@ -93,6 +98,7 @@ def mmdb_source(
     attribution: str = "",
     url: str = "",
     fields: str | Sequence[str] | None = None,
+    regions: RegionMapper | None = None,
 ) -> Source:
     """Describe a MaxMind DB file as a source.
 
@@ -109,6 +115,11 @@ def mmdb_source(
         fields: Keep only these :class:`NetworkRecord` fields (names, or one
             text separated by ``,``), e.g. ``"country,subdivision"`` to read a
             City database at region granularity; default all.
+        regions: Maps ``(country, region name)`` to ISO 3166-2 codes for
+            records that name their region (DB-IP City Lite); default
+            :func:`geofence.sources.regions.subdivision_for_name`. The default
+            recipe passes a :class:`~geofence.sources.regions.RegionResolver`
+            with its territory entries here.
 
     Returns:
         The source; its ``version`` and ``data_date`` are the UTC date of the
@@ -151,7 +162,7 @@ def mmdb_source(
     )
 
     def read() -> Iterator[RangeEntry]:
-        return _read(file, shown, info.name, keep)
+        return _read(file, shown, info.name, keep, regions or subdivision_for_name)
 
     return Source(info=info, read=read)
 
@@ -184,9 +195,14 @@ def _import_maxminddb() -> Any:
 
 
 def _read(
-    file: os.PathLike[str], shown: str, source: str, keep: frozenset[str] | None
+    file: os.PathLike[str],
+    shown: str,
+    source: str,
+    keep: frozenset[str] | None,
+    regions: RegionMapper,
 ) -> Iterator[RangeEntry]:
     maxminddb = _import_maxminddb()
+    stats = current_stats()
     with materialize(file) as plain:
         try:
             reader = maxminddb.open_database(os.fspath(plain))
@@ -211,13 +227,19 @@ def _read(
             families = [(4, v4_start, 32, -1)]
             if meta.ip_version == 6:
                 families.append((6, 0, 128, v4_start))
-            # Decoded records by data pointer: each record is decoded and mapped once.
-            cache: dict[int, NetworkRecord | ValueProblem | None] = {}
+            decoder = _Decoder(reader, shown, keep, regions)
+            runs = 0
             for version, start, bits, skip in families:
                 for first, last, pointer in walk(shape, start, bits, skip):
-                    record = cache.get(pointer, _UNSEEN)
-                    if record is _UNSEEN:
-                        record = cache[pointer] = _decode(reader, version, first, last, shown, keep)
+                    runs += 1
+                    if runs % _RELEASE_EVERY == 0:
+                        # Pages of the walk's own mapping stay in the page cache;
+                        # dropping them from this mapping keeps the RSS near the
+                        # size of the records instead of the size of the file.
+                        buf.madvise(mmap.MADV_DONTNEED)
+                    record, named = decoder.decode(pointer, version, first, last)
+                    if named is not None and stats is not None:
+                        stats.add(*named, last - first + 1 if version == 4 else 0)
                     if record is None:
                         continue
                     if isinstance(record, ValueProblem):
@@ -231,43 +253,64 @@ def _read(
 
 
 _EMPTY = NetworkRecord()
-_UNSEEN: Any = object()
+_RELEASE_EVERY = 1 << 18
 _METADATA_MARKER = b"\xab\xcd\xefMaxMind.com"
 
+# What one data record gives: the record (None when it states nothing, or the
+# problem that skips it), and (country, region name, code) when the record
+# named its region instead of coding it.
+_Decoded = tuple[NetworkRecord | ValueProblem | None, tuple[str, str, str | None] | None]
 
-def _decode(
-    reader: Any, version: int, first: int, last: int, shown: str, keep: frozenset[str] | None
-) -> NetworkRecord | ValueProblem | None:
-    """Decode and map the record of the run ``first..last``.
 
-    The search from ``first`` ends at the data pointer the walk found, so the
-    reader's own decoder (C where available) reads exactly that record.
-    """
-    address = ipaddress.IPv4Address(first) if version == 4 else ipaddress.IPv6Address(first)
-    try:
-        data = reader.get(address)
-    except Exception as exc:
-        # The readers raise several types on a corrupt data section
-        # (InvalidDatabaseError, ValueError, IndexError, ...); all of them
-        # mean the same thing here.
-        raise SourceError(f"{shown}: corrupt data section at {address}: {exc}") from exc
-    try:
-        # Formatting the location for every record would cost more than
-        # mapping it: map with an empty one, and again with it on a problem.
-        record = map_mmdb_record(data, "")
-    except ValueProblem:
-        networks = range_to_networks(version, first, last)
-        where = str(networks[0])
-        if len(networks) > 1:
-            where += f"..{address_text(version, last)}"
+class _Decoder:
+    """Decodes and maps each data record once, by its pointer."""
+
+    def __init__(
+        self, reader: Any, shown: str, keep: frozenset[str] | None, regions: RegionMapper
+    ) -> None:
+        self._reader = reader
+        self._shown = shown
+        self._keep = keep
+        self._regions = regions
+        self._cache: dict[int, _Decoded] = {}
+
+    def decode(self, pointer: int, version: int, first: int, last: int) -> _Decoded:
+        """The mapped record ``pointer`` leads to; ``first..last`` is a run that leads there."""
+        found = self._cache.get(pointer)
+        if found is None:
+            found = self._cache[pointer] = self._decode(version, first, last)
+        return found
+
+    def _decode(self, version: int, first: int, last: int) -> _Decoded:
+        # The search from ``first`` ends at the data pointer the walk found, so
+        # the reader's own decoder (C where available) reads exactly that record.
+        address = ipaddress.IPv4Address(first) if version == 4 else ipaddress.IPv6Address(first)
         try:
-            map_mmdb_record(data, f"{shown}: network {where}")
-        except ValueProblem as problem:
-            return problem
-        raise  # pragma: no cover - mapping is deterministic
-    if keep is not None:
-        record = NetworkRecord(**{name: getattr(record, name) for name in keep})
-    return None if record == _EMPTY else record
+            data = self._reader.get(address)
+        except Exception as exc:
+            # The readers raise several types on a corrupt data section
+            # (InvalidDatabaseError, ValueError, IndexError, ...); all of them
+            # mean the same thing here.
+            raise SourceError(f"{self._shown}: corrupt data section at {address}: {exc}") from exc
+        try:
+            # Formatting the location for every record would cost more than
+            # mapping it: map with an empty one, and again with it on a problem.
+            record = map_mmdb_record(data, "", regions=self._regions)
+        except ValueProblem:
+            networks = range_to_networks(version, first, last)
+            where = str(networks[0])
+            if len(networks) > 1:
+                where += f"..{address_text(version, last)}"
+            try:
+                map_mmdb_record(data, f"{self._shown}: network {where}", regions=self._regions)
+            except ValueProblem as problem:
+                return problem, None
+            raise  # pragma: no cover - mapping is deterministic
+        name = region_name(data)
+        named = (record.country, name, record.subdivision) if name and record.country else None
+        if self._keep is not None:
+            record = NetworkRecord(**{f: getattr(record, f) for f in self._keep})
+        return (None if record == _EMPTY else record), named
 
 
 def _ranges(first: int, last: int) -> Iterator[tuple[int, int, int]]:
@@ -287,12 +330,39 @@ def _ranges(first: int, last: int) -> Iterator[tuple[int, int, int]]:
     yield 6, first, last
 
 
-def map_mmdb_record(data: object, where: str) -> NetworkRecord:
+def region_name(data: object) -> str | None:
+    """The English region name of a record that names its region without a code.
+
+    DB-IP City Lite states ``subdivisions[0].names.en`` and no ``iso_code``.
+
+    Returns:
+        The name, or ``None`` when the record codes its region or names none.
+    """
+    if not isinstance(data, Mapping):
+        return None
+    subdivisions = data.get("subdivisions")
+    if not isinstance(subdivisions, list) or not subdivisions:
+        return None
+    first = subdivisions[0]
+    if not isinstance(first, Mapping) or first.get("iso_code"):
+        return None
+    names = first.get("names")
+    name = names.get("en") if isinstance(names, Mapping) else None
+    return name.strip() or None if isinstance(name, str) else None
+
+
+def map_mmdb_record(
+    data: object, where: str, *, regions: RegionMapper | None = None
+) -> NetworkRecord:
     """Map one MMDB data record to a :class:`NetworkRecord`.
 
     Args:
         data: The decoded record (a map).
         where: Location for error messages (file and network).
+        regions: Maps ``(country, region name)`` to an ISO 3166-2 code for
+            records that name their region without coding it (see
+            :mod:`geofence.sources.regions`); ``None`` leaves such records
+            without a subdivision.
 
     Returns:
         The fields the record states; an empty record when it states none.
@@ -343,7 +413,6 @@ def map_mmdb_record(data: object, where: str) -> NetworkRecord:
                 raise ValueProblem(
                     f"{where}: subdivisions[0] {show(first)} is not a map", field="subdivisions[0]"
                 )
-            # DB-IP City Lite has only names here; a name is not a code.
             subdivision = subdivision_code(
                 first.get("iso_code"),
                 country,
@@ -351,6 +420,10 @@ def map_mmdb_record(data: object, where: str) -> NetworkRecord:
                 field="subdivisions[0].iso_code",
                 allow_bare=True,
             )
+            if subdivision is None and regions is not None and country is not None:
+                # DB-IP City Lite has only names here: mapped, never taken as a code.
+                name = region_name(data)
+                subdivision = regions(country, name) if name else None
 
     city: str | None = None
     city_map = _map(data, "city", where)
@@ -385,18 +458,24 @@ def map_mmdb_record(data: object, where: str) -> NetworkRecord:
     user_type = _str(traits.get("user_type"), where, "traits.user_type")
     kinds |= _USER_TYPES.get(user_type, NetworkKind.UNKNOWN)
 
+    # Interned: a large database repeats the same few thousand texts in
+    # hundreds of thousands of records.
     return NetworkRecord(
-        country=country,
-        subdivision=subdivision,
-        registered_country=registered_country,
-        city=city,
+        country=_intern(country),
+        subdivision=_intern(subdivision),
+        registered_country=_intern(registered_country),
+        city=_intern(city),
         asn=asn,
-        as_org=as_org,
+        as_org=_intern(as_org),
         kinds=kinds,
         latitude=latitude,
         longitude=longitude,
         accuracy_km=accuracy,
     )
+
+
+def _intern(text: str | None) -> str | None:
+    return None if text is None else sys.intern(text)
 
 
 def _map(

@@ -9,10 +9,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import pycountry
-import pytest
-
-from geofence.errors import SourceError
 from geofence.records import NetworkRecord
 from geofence.snapshot.territories import TerritoryTable
 from geofence.sources.base import SourceInfo
@@ -39,31 +35,16 @@ ds = _load()
 TABLE = TerritoryTable.load(ROOT / "data" / "territories.toml")
 
 
-def test_region_names_are_real_codes_of_their_country() -> None:
-    """Every code in region_names.toml exists in ISO 3166-2 (pycountry) for its country."""
-    names = ds.RegionNames.load(ROOT / "data" / "region_names.toml")
-    assert len(names.by_country["UA"]) >= 30
-    for country, table in names.by_country.items():
-        for region, code in table.items():
-            sub = pycountry.subdivisions.get(code=code)  # type: ignore[no-untyped-call]
-            assert sub is not None, (region, code)
-            assert sub.country_code == country
+def test_subdivision_countries_are_what_the_presets_name() -> None:
+    """The default keeps subdivisions of exactly the countries whose codes presets name."""
+    import tomllib
 
-
-def test_region_names_leave_territories_to_the_territory_table() -> None:
-    """No name in the region table is a territory name (those go through territories.toml)."""
-    names = ds.RegionNames.load(ROOT / "data" / "region_names.toml")
-    for table in names.by_country.values():
-        for region in table:
-            assert TABLE.match(region) is None, region
-
-
-def test_region_names_reject_codes_of_another_country(tmp_path: Path) -> None:
-    """A code must belong to the country it is listed under."""
-    bad = tmp_path / "names.toml"
-    bad.write_text('schema = 1\n[UA]\n"Moscow" = "RU-MOW"\n', encoding="utf-8")
-    with pytest.raises(SourceError, match="is not a UA- code"):
-        ds.RegionNames.load(bad)
+    named = set()
+    for path in (ROOT / "data" / "policies").glob("*.toml"):
+        for rule in tomllib.loads(path.read_text(encoding="utf-8")).get("rules", []):
+            for key in ("jurisdictions", "partial_jurisdictions"):
+                named |= {c[:2] for c in rule.get(key, []) if "-" in c}
+    assert named == ds.SUBDIVISION_COUNTRIES
 
 
 def _city(country: str, region: str | None) -> dict[str, Any]:
@@ -87,14 +68,13 @@ def test_scan_and_subdivisions_from_a_city_file(tmp_path: Path) -> None:
         ],
         database_type="DBIP-City-Lite",
     )
-    names = ds.RegionNames.load(ROOT / "data" / "region_names.toml")
-    scan = ds.CityScan(path, TABLE, frozenset({"UA"}))
+    scan = ds.CityScan(path, TABLE, ds.SUBDIVISION_COUNTRIES)
     kept = {(n.country, n.region) for n in scan.networks()}
     assert ("RU", "Moscow") not in kept
     assert ("RU", "Crimea") in kept
     counts: Counter[tuple[str, bool]] = Counter()
     src = ds.subdivision_source(
-        scan, names, info=SourceInfo(name="dbip-city-lite", format="t"), counts=counts
+        scan, info=SourceInfo(name="dbip-city-lite", format="t"), counts=counts
     )
     records = {e.first: e.record for e in src.entries()}
     assert records[(91 << 24) | (200 << 16)] == NetworkRecord(country="UA", subdivision="UA-30")

@@ -453,3 +453,28 @@ def test_write_atomic_replaces_and_leaves_no_temp_files(tmp_path: Path) -> None:
     write_atomic(b"new contents", target)
     assert target.read_bytes() == b"new contents"
     assert [p.name for p in tmp_path.iterdir()] == ["snap.gfs"]
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_many_entries_with_fresh_or_shared_record_objects(shared: bool) -> None:
+    """Past the identity cache's trial (65,536 entries) records still map to the right ids."""
+    import ipaddress
+
+    us, de = NetworkRecord(country="US"), NetworkRecord(country="DE")
+
+    def record(i: int) -> NetworkRecord:
+        if shared:
+            return us if i % 3 else de
+        return NetworkRecord(country="US" if i % 3 else "DE")
+
+    base = 20 << 24  # 70,000 consecutive /24s from 20.0.0.0
+    entries = [
+        RangeEntry(4, base + (i << 8), base + (i << 8) + 255, record(i)) for i in range(70_000)
+    ]
+    result = compile_snapshot([make_source("many", entries)], built_at=BUILT_AT)
+    snap = Snapshot.from_bytes(result.data)
+    for i in (0, 1, 3, 65_535, 65_536, 65_537, 69_999):
+        rec = snap.lookup(str(ipaddress.IPv4Address(base + (i << 8) + 1))).record
+        assert rec is not None
+        assert rec.country == ("US" if i % 3 else "DE")
+    assert result.stats.records == 2
