@@ -213,7 +213,7 @@ def test_walk_agrees_with_maxminddb_on_shared_records(
         )
         got = entries(mmdb_source(path))
         with maxminddb.open_database(str(path)) as reader:
-            points = {
+            points: set[tuple[int, int]] = {
                 (n.version, int(a))
                 for n, _ in inserts
                 for a in (n.network_address, n.broadcast_address)
