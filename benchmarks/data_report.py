@@ -120,7 +120,7 @@ def subdivisions_and_asn(snap: Snapshot, samples: int, seed: int) -> None:
 
 def territory_outcomes(snap: Snapshot) -> None:
     """Address-weighted OFAC outcomes for what DB-IP City Lite places in some regions."""
-    fence = Geofence(snap, "us-ofac-comprehensive")
+    fence = Geofence(snap, "us-ofac-comprehensive", max_age=None)  # age is reported elsewhere
     regions = {"Crimea", "Sebastopol City", "Kyiv City", "Lviv", "Kharkiv"}
     weight: dict[str, Counter[str]] = {r: Counter() for r in regions}
     for net in mmdb_raw_networks(_data_file("dbip-city-lite")):
