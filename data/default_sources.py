@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,9 +43,6 @@ __all__ = [
     "subdivision_source",
     "territories_of",
 ]
-
-HERE = Path(__file__).resolve().parent
-
 
 #: Countries whose subdivisions the default carries: the bundled presets name
 #: subdivisions of Ukraine only (see data/README.md, "What the default carries").
@@ -161,16 +158,3 @@ def country_mmdb_source(path: Path, info: SourceInfo) -> Source:
 def asn_source(path: Path, info: SourceInfo) -> Source:
     """ASN and organisation from an ASN MMDB (GeoLite2-ASN layout)."""
     return _mmdb(path, info, "asn,as_org")
-
-
-def counting(source: Source, sink: Callable[[int], None]) -> Source:
-    """Wrap ``source`` so that reading it reports its number of entries to ``sink``."""
-
-    def read() -> Iterator[RangeEntry]:
-        n = 0
-        for entry in source.entries():
-            n += 1
-            yield entry
-        sink(n)
-
-    return Source(info=source.info, read=read)

@@ -167,7 +167,7 @@ WORLD = {
 
 def test_disputed_address_gets_on_unresolved_by_default() -> None:
     """Without on_disputed, the policy's on_unresolved applies, with both answers."""
-    fence = make_geofence(WORLD, "us-ofac-comprehensive")
+    fence = make_geofence(WORLD, "us-ofac-comprehensive", max_age=None)
     d = fence.decide("175.45.176.1")
     assert d.action.value == "challenge"
     assert d.outcome == "disputed"
@@ -180,7 +180,7 @@ def test_disputed_address_gets_on_unresolved_by_default() -> None:
 
 def test_disagreement_with_equal_verdicts_changes_nothing() -> None:
     """FR vs DE, and Kyiv (UA-30) vs RU, decide alike: no dispute."""
-    fence = make_geofence(WORLD, "us-ofac-comprehensive")
+    fence = make_geofence(WORLD, "us-ofac-comprehensive", max_age=None)
     assert fence.decide("175.45.177.1").outcome == "default"
     kyiv = fence.decide("5.105.0.1")
     assert kyiv.action.value == "allow"
@@ -189,7 +189,7 @@ def test_disagreement_with_equal_verdicts_changes_nothing() -> None:
 
 def test_ru_against_ua_without_subdivision_is_disputed() -> None:
     """RU by one source, UA (no oblast) by the other: the UA answer could be Crimea."""
-    fence = make_geofence(WORLD, "us-ofac-comprehensive")
+    fence = make_geofence(WORLD, "us-ofac-comprehensive", max_age=None)
     d = fence.decide("5.105.1.1")
     assert d.outcome == "disputed"
     assert d.rule_id == "ofac-crimea"
@@ -211,12 +211,14 @@ jurisdictions = ["KP"]
 
 def test_on_disputed_overrides_on_unresolved() -> None:
     """An explicit on_disputed applies instead of on_unresolved."""
-    fence = make_geofence(WORLD, POLICY.format(extra='on_disputed = "deny"'))
+    fence = make_geofence(WORLD, POLICY.format(extra='on_disputed = "deny"'), max_age=None)
     assert fence.decide("175.45.176.1").action.value == "deny"
-    fence = make_geofence(WORLD, POLICY.format(extra='on_disputed = "route:fallback"'))
+    fence = make_geofence(
+        WORLD, POLICY.format(extra='on_disputed = "route:fallback"'), max_age=None
+    )
     d = fence.decide("175.45.176.1")
     assert (d.action.value, d.route) == ("route", "fallback")
-    fence = make_geofence(WORLD, POLICY.format(extra=""))
+    fence = make_geofence(WORLD, POLICY.format(extra=""), max_age=None)
     assert fence.decide("175.45.176.1").action.value == "review"
 
 
