@@ -7,10 +7,29 @@ pure-Python core, with the same answers (``geofence.core_info()`` says which is 
 
 from __future__ import annotations
 
+import shutil
 import sys
+from pathlib import Path
 
 from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
+
+#: Reviewed data kept in data/ beside the recipe, shipped inside the package
+#: (geofence/_data/) so that an installed geofence finds them without a checkout.
+PACKAGED_DATA = ("data/territories.toml",)
+
+
+class BuildPyWithData(build_py):
+    """``build_py`` that also copies :data:`PACKAGED_DATA` into ``geofence/_data``."""
+
+    def run(self) -> None:
+        """Build the Python packages, then add the reviewed data files."""
+        super().run()
+        target = Path(self.build_lib) / "geofence" / "_data"
+        target.mkdir(parents=True, exist_ok=True)
+        for name in PACKAGED_DATA:
+            shutil.copyfile(name, target / Path(name).name)
 
 
 class OptionalBuildExt(build_ext):
@@ -50,5 +69,5 @@ setup(
             extra_compile_args=["-O2"] if sys.platform != "win32" else [],
         )
     ],
-    cmdclass={"build_ext": OptionalBuildExt},
+    cmdclass={"build_ext": OptionalBuildExt, "build_py": BuildPyWithData},
 )

@@ -18,17 +18,21 @@ clock. Nothing here is imported by geofence itself.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import hashlib
 import importlib.metadata
+import itertools
+import lzma
 import re
 import sqlite3
 import struct
 import sys
 import tomllib
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -36,6 +40,7 @@ ROOT = HERE.parent
 RECIPE = HERE / "recipe.toml"
 DEFAULT_OUTPUT = ROOT / "geofence" / "_data" / "default.gfs"
 
+sys.path.insert(0, str(HERE))  # default_sources.py, next to this script
 try:
     import geofence  # noqa: F401  # only probing whether it is importable
 except ModuleNotFoundError:  # run from a checkout without installing geofence
@@ -88,6 +93,10 @@ PROVIDER_KIND_OVERRIDES: Mapping[str, NetworkKind] = {
 _NO_COUNTRY = frozenset({"", "ZZ", "--", "XX"})
 _COUNTRY_RE = re.compile(r"[A-Z]{2}")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+#: Build profiles: the bundled default, and the full build that adds ASNs (see data/README.md).
+PROFILES = ("default", "full")
 
 
 class RecipeError(Exception):
@@ -162,6 +171,9 @@ class RecipeSource:
 
     keep: Mapping[str, tuple[str, ...]]
     """Providers kept, grouped by where their data comes from (iporigin only)."""
+
+    profile: str
+    """``"default"`` (in the bundled snapshot) or ``"full"`` (only with ``--full``)."""
 
     exclude: tuple[Exclusion, ...]
     """Providers left out (iporigin only)."""
@@ -290,11 +302,15 @@ def _parse_source(raw: Mapping[str, object], where: str) -> RecipeSource:
         license_file_sha256=_sha(pkg, "license_file_sha256", f"{where}: package"),
         keep=keep,
         exclude=exclude,
+        profile=str(raw.get("profile", "default")),
     )
+    if src.profile not in PROFILES:
+        raise RecipeError(f"{where}: profile {src.profile!r} is not one of {', '.join(PROFILES)}")
     both = src.kept_providers & src.excluded_providers
     if both:
         raise RecipeError(f"{where}: providers both kept and excluded: {sorted(both)}")
-    if not src.wheel.startswith(f"{src.package}-{src.version}-"):
+    # Wheel file names spell the project name with "_" for runs of "-", "_", "." (PEP 427).
+    if not src.wheel.startswith(f"{re.sub(r'[-_.]+', '_', src.package)}-{src.version}-"):
         raise RecipeError(f"{where}: wheel {src.wheel!r} is not {requirement}")
     return src
 
@@ -757,21 +773,75 @@ def iporigin_source(
 # --- the default snapshot ------------------------------------------------------------
 
 
-def default_sources(recipe: Recipe | None = None) -> list[Source]:
+@dataclass
+class BuildReport:
+    """What the derived steps of a default build counted, for the build log and report."""
+
+    territories: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    """Ranges per (source country, region, territory code)."""
+
+    subdivisions: Counter[tuple[str, bool]] = field(default_factory=Counter)
+    """City networks per (country, region name mapped?)."""
+
+    disputes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """Marked ranges per (recorded country, alternative country)."""
+
+    def lines(self) -> list[str]:
+        """The counts as log lines."""
+        out = []
+        for (country, region, code), n in sorted(self.territories.items()):
+            out.append(f"territory: {n:,} ranges {country} / {region} -> {code}")
+        for country in sorted({c for c, _ in self.subdivisions}):
+            mapped = self.subdivisions[(country, True)]
+            total = mapped + self.subdivisions[(country, False)]
+            out.append(
+                f"subdivisions {country}: {mapped:,} of {total:,} networks mapped "
+                f"({mapped / total:.1%})"
+            )
+        top = ", ".join(f"{a}/{b} {n:,}" for (a, b), n in self.disputes.most_common(12))
+        out.append(f"disputes: {sum(self.disputes.values()):,} ranges ({top})")
+        return out
+
+
+def default_sources(
+    recipe: Recipe | None = None, report: BuildReport | None = None, *, full: bool = False
+) -> list[Source]:
     """The sources of the bundled snapshot, in priority order, from verified inputs.
 
     Args:
         recipe: The recipe (default: ``data/recipe.toml``).
+        report: Filled with the derived steps' counts while the build reads them.
+        full: Also the sources of the ``full`` profile (ASN and organisation).
 
     Returns:
-        ``[dbip-country-lite, iporigin]``.
+        ``[territories, dbip-city-lite, dbip-country-lite, iptoasn-country,
+        agreement, iporigin]``; with ``full``, ``dbip-asn-lite`` and
+        ``origin-asn`` before ``iporigin``.
 
     Raises:
         RecipeError: The installed packages do not match the recipe's pins.
     """
+    from default_sources import (
+        SUBDIVISION_COUNTRIES,
+        CityScan,
+        asn_source,
+        check_mmdb_epoch,
+        country_mmdb_source,
+        subdivision_source,
+        territories_of,
+    )
+
+    from geofence.snapshot.agreement import (
+        country_ranges,
+        disagreement_source,
+        first_of,
+        restricted_countries,
+    )
+    from geofence.snapshot.territories import TerritoryTable
+
     recipe = recipe or load_recipe()
+    report = report or BuildReport()
     paths = locate_data_files(recipe)
-    dbip = recipe.source("dbip-country-lite")
     ipo = recipe.source("iporigin")
     header = read_iporigin(paths[ipo.name].read_bytes()).built_at
     if header != ipo.published:
@@ -779,8 +849,63 @@ def default_sources(recipe: Recipe | None = None) -> list[Source]:
             f"ranges.bin header says built_at {header.isoformat()}, the recipe says "
             f"published = {ipo.published.isoformat()}"
         )
+    asn_names = ("dbip-asn-lite", "origin-asn") if full else ()
+    for name in ("dbip-city-lite", "iptoasn-country", *asn_names):
+        check_mmdb_epoch(paths[name], recipe.source(name).published)
+    table = TerritoryTable.load(HERE / "territories.toml")
+    city = recipe.source("dbip-city-lite")
+    scan = CityScan(paths[city.name], table, SUBDIVISION_COUNTRIES)
+    territories = territories_of(
+        scan,
+        of=city.name,
+        info=dataclasses.replace(
+            city.info(),
+            name="territories",
+            format="territory-table",
+            version=f"territories.toml reviewed {table.reviewed.isoformat()}",
+            sha256=_sha256_file(HERE / "territories.toml"),
+        ),
+        counts=report.territories,
+    )
+    # The subdivisions depend on the name table as much as on the data: record both.
+    city_info = dataclasses.replace(
+        city.info(),
+        version=f"{city.info().version}; subdivision-names.toml "
+        f"{_sha256_file(ROOT / 'geofence' / '_data' / 'subdivision-names.toml')[:16]}",
+    )
+    dbip = dbip_country_source(
+        paths["dbip-country-lite"], info=recipe.source("dbip-country-lite").info()
+    )
+    second = country_mmdb_source(paths["iptoasn-country"], recipe.source("iptoasn-country").info())
+    restricted = restricted_countries(sorted((HERE / "policies").glob("*.toml")))
+    subdivisions = subdivision_source(scan, info=city_info, counts=report.subdivisions)
+    agreement = disagreement_source(
+        # DB-IP's answer as the snapshot records it: City Lite where it is used, else Country Lite.
+        lambda: first_of([country_ranges(subdivisions), country_ranges(dbip)]),
+        lambda: country_ranges(second),
+        names=("dbip", second.info.name),
+        restricted=restricted,
+        info=SourceInfo(
+            name="agreement",
+            format="source-agreement",
+            version=(
+                f"dbip ({city.name} over {dbip.info.name}) vs {second.info.name}; "
+                f"restricted: {' '.join(sorted(restricted))}"
+            ),
+            license=f"{dbip.info.license} AND {second.info.license}",
+            attribution=f"{dbip.info.attribution}; {second.info.attribution}",
+            data_date=min(d for d in (dbip.info.data_date, second.info.data_date) if d),
+        ),
+        territories=(table, lambda: country_ranges(territories, "subdivision")),
+        counts=report.disputes,
+    )
     return [
-        dbip_country_source(paths[dbip.name], info=dbip.info()),
+        territories,
+        subdivisions,
+        dbip,
+        second,
+        agreement,
+        *(asn_source(paths[name], recipe.source(name).info()) for name in asn_names),
         iporigin_source(
             paths[ipo.name],
             ipo.excluded_providers,
@@ -809,6 +934,7 @@ def build_default(
     previous: Path | None = None,
     force: bool = False,
     progress: Callable[[str], None] | None = None,
+    full: bool = False,
 ) -> bytes:
     """Build the default snapshot's bytes from the installed, verified packages.
 
@@ -817,6 +943,7 @@ def build_default(
         previous: A previous snapshot for the builder's shrink guard.
         force: Passed to the builder (accept an empty or sharply shrunk build).
         progress: Called with progress messages.
+        full: Build the ``full`` profile (adds ASN and organisation).
 
     Returns:
         The snapshot file's bytes.
@@ -829,24 +956,78 @@ def build_default(
     recipe = recipe or load_recipe()
     say = progress or (lambda _msg: None)
     tally: dict[str, dict[int, int]] = {}
-    sources = [_counting(s, tally) for s in default_sources(recipe)]
+    report = BuildReport()
+    sources = [_counting(s, tally) for s in default_sources(recipe, report, full=full)]
     data = build_snapshot(
         sources,
         previous=previous,
         force=force,
         progress=progress,
-        name=recipe.name,
+        name=f"{recipe.name}-full" if full else recipe.name,
         built_at=recipe.built_at,
     )
     for name, counts in tally.items():
         say(f"{name}: emitted {counts[4]:,} IPv4 and {counts[6]:,} IPv6 entries")
+    for line in report.lines():
+        say(line)
     return data
+
+
+def packed_paths(output: Path) -> tuple[Path, Path]:
+    """The compressed snapshot and its digest file for an output path ``X.gfs``."""
+    return output.with_name(output.name + ".xz"), output.with_name(output.name + ".sha256")
+
+
+def committed_snapshot(output: Path) -> bytes:
+    """The committed snapshot's bytes: ``X.gfs`` if present, else ``X.gfs.xz`` verified.
+
+    Raises:
+        RecipeError: Neither exists, or the ``.xz`` does not expand to the recorded digest.
+    """
+    if output.is_file():
+        return output.read_bytes()
+    packed, digest_file = packed_paths(output)
+    if not packed.is_file() or not digest_file.is_file():
+        raise RecipeError(f"{packed} (with {digest_file.name}) does not exist; build it first")
+    data = lzma.decompress(packed.read_bytes())
+    want = digest_file.read_text(encoding="ascii").split()[0]
+    if hashlib.sha256(data).hexdigest() != want:
+        raise RecipeError(f"{packed} does not expand to the digest in {digest_file.name}")
+    return data
+
+
+def check_pins(recipe: Recipe, output: Path) -> list[str]:
+    """The cheap check: the committed snapshot was built from exactly these pins.
+
+    Compares the provenance the snapshot records for every source (name,
+    package version, data SHA-256, table digests, licence, data date) and the
+    geofence version that built it with what the recipe gives now, after
+    verifying the installed files against their pins. No data is merged.
+
+    Returns:
+        The differences (empty when the snapshot matches the recipe).
+    """
+    from geofence import __version__
+    from geofence.snapshot.reader import Snapshot
+
+    snap = Snapshot.from_bytes(committed_snapshot(output), origin=str(output))
+    want = [s.info.as_dict() for s in default_sources(recipe)]
+    have = [s.as_dict() for s in snap.sources]
+    problems = []
+    if want != have:
+        for w, h in itertools.zip_longest(want, have):
+            if w != h:
+                problems.append(f"source differs: recipe {w} vs snapshot {h}")
+    built_by = f"geofence {__version__}"
+    if snap.meta.get("built_by") != built_by:
+        problems.append(f"built by {snap.meta.get('built_by')!r}, this is {built_by!r}")
+    return problems
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status.
 
-    Exit status: 0 on success, 1 when ``--check`` finds a difference, 2 when the
+    Exit status: 0 on success, 1 when a check finds a difference, 2 when the
     recipe or the installed packages are wrong.
     """
     parser = argparse.ArgumentParser(
@@ -857,12 +1038,26 @@ def main(argv: list[str] | None = None) -> int:
         "--output",
         type=Path,
         default=None,
-        help="snapshot to write, or to compare with --check (default: geofence/_data/default.gfs)",
+        help="snapshot path X.gfs; X.gfs.xz and X.gfs.sha256 are written "
+        "(default: geofence/_data/default.gfs)",
     )
     parser.add_argument(
         "--check",
         action="store_true",
-        help="rebuild in memory and compare with the existing file byte for byte",
+        help="cheap check: installed pins, and the committed snapshot's recorded sources",
+    )
+    parser.add_argument(
+        "--rebuild-check",
+        action="store_true",
+        help="rebuild in memory and compare with the committed snapshot byte for byte",
+    )
+    parser.add_argument(
+        "--plain", action="store_true", help="write X.gfs uncompressed instead of X.gfs.xz"
+    )
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="build the full profile (adds ASN and organisation; use with --output)",
     )
     parser.add_argument(
         "--wheels",
@@ -888,36 +1083,46 @@ def main(argv: list[str] | None = None) -> int:
         if args.wheels is not None:
             for line in verify_wheels(recipe, args.wheels):
                 say(line)
+        if args.check:
+            problems = check_pins(recipe, output)
+            for line in problems:
+                print(f"check failed: {line}", file=sys.stderr)
+            if problems:
+                print("run data/build_default.py to rebuild", file=sys.stderr)
+                return 1
+            print(f"ok: {output.name} records exactly the recipe's pinned sources")
+            return 0
+        committed = committed_snapshot(output) if args.rebuild_check else None
         data = build_default(
-            recipe,
-            previous=output if output.is_file() and not args.check else None,
-            force=args.force,
-            progress=say,
+            recipe, force=args.force or args.rebuild_check, progress=say, full=args.full
         )
     except (RecipeError, GeofenceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     digest = hashlib.sha256(data).hexdigest()
-    if args.check:
-        if not output.is_file():
-            print(f"check failed: {output} does not exist", file=sys.stderr)
-            return 1
-        committed = output.read_bytes()
+    if committed is not None:
         if committed != data:
             print(
-                f"check failed: {output} ({len(committed):,} bytes, sha256 "
+                f"check failed: the committed snapshot ({len(committed):,} bytes, sha256 "
                 f"{hashlib.sha256(committed).hexdigest()}) differs from the rebuild "
                 f"({len(data):,} bytes, sha256 {digest}); run data/build_default.py",
                 file=sys.stderr,
             )
             return 1
-        print(f"ok: {output} matches the recipe ({len(data):,} bytes, sha256 {digest})")
+        print(f"ok: the committed snapshot matches the rebuild ({len(data):,} bytes, {digest})")
         return 0
     from geofence.snapshot.build import write_atomic
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(data, output)
-    print(f"wrote {output} ({len(data):,} bytes, sha256 {digest})")
+    if args.plain:
+        write_atomic(data, output)
+        print(f"wrote {output} ({len(data):,} bytes, sha256 {digest})")
+        return 0
+    packed, digest_file = packed_paths(output)
+    blob = lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)
+    write_atomic(blob, packed)
+    write_atomic(f"{digest}  {output.name}\n".encode(), digest_file)
+    print(f"wrote {packed} ({len(blob):,} bytes; expands to {len(data):,}, sha256 {digest})")
     return 0
 
 

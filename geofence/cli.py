@@ -383,6 +383,7 @@ def cmd_data_info(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.verify:
         snap.verify()
     age = snap.age()
+    today = dt.datetime.now(dt.UTC).date()
     n4, n6 = snap.range_counts
     if args.json:
         print(
@@ -392,6 +393,10 @@ def cmd_data_info(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                     "snapshot_id": snap.snapshot_id,
                     "digest": snap.digest,
                     "age_days": age.days if age else None,
+                    "source_age_days": {
+                        s.name: (today - s.data_date).days if s.data_date else None
+                        for s in snap.sources
+                    },
                     **snap.meta,
                 },
                 indent=2,
@@ -412,7 +417,9 @@ def cmd_data_info(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             print(f"    attribution: {s.attribution or '-'}", file=out)
             if s.url:
                 print(f"    url:         {s.url}", file=out)
-            print(f"    data date:   {s.data_date or '-'}", file=out)
+            source_age = (today - s.data_date).days if s.data_date else None
+            aged = f" ({source_age} days old)" if source_age is not None else ""
+            print(f"    data date:   {s.data_date or '-'}{aged}", file=out)
     if args.max_age_days is not None and age is not None and age.days > args.max_age_days:
         print(
             f"geofence: data is {age.days} days old (maximum {args.max_age_days}); "
@@ -423,15 +430,47 @@ def cmd_data_info(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
-def _progress(err: TextIO, quiet: bool) -> object:
-    start = time.monotonic()
+class _Progress:
+    """Build progress on a terminal: one live status line; silent when stderr is not a terminal."""
 
-    def say(message: str) -> None:
-        # Only builds that take a while need progress; quick ones stay quiet.
-        if not quiet and (time.monotonic() - start > 2.0 or err.isatty()):
-            print(f"[{time.monotonic() - start:6.1f}s] {message}", file=err, flush=True)
+    def __init__(self, err: TextIO, quiet: bool) -> None:
+        self._err = err
+        self._live = not quiet and err.isatty()
+        self._start = time.monotonic()
+        self._open = False  # a status line is shown and not ended
 
-    return say
+    @property
+    def live(self) -> bool:
+        """Whether messages are shown (a terminal, not --quiet)."""
+        return self._live
+
+    def __call__(self, message: str) -> None:
+        """Show ``message``; counters ("...: 1,000,000 entries") overwrite each other."""
+        if not self._live:
+            return
+        line = f"[{time.monotonic() - self._start:6.1f}s] {message}"
+        counter = message.startswith("  ") and message.endswith(" entries")
+        # \r and erase-line keep the counter on one line, like a progress bar.
+        print(f"\r\x1b[K{line}", end="" if counter else "\n", file=self._err, flush=True)
+        self._open = counter
+
+    def close(self) -> None:
+        """End a status line left open."""
+        if self._open:
+            print(file=self._err, flush=True)
+            self._open = False
+
+
+def _build_report(result: object, progress: _Progress, err: TextIO) -> None:
+    """The skipped entries and the region mapping: shown live on a terminal, else printed here."""
+    from geofence.snapshot.build import BuildResult
+
+    assert isinstance(result, BuildResult)
+    progress.close()
+    if progress.live:
+        return  # the builder already said it through the progress line
+    for line in [*result.skipped.summary(), *result.regions.summary()]:
+        print(f"geofence: {line}", file=err)
 
 
 def _check_output_dir(output: str) -> None:
@@ -451,37 +490,62 @@ def _cli_words(message: str) -> str:
 
 def cmd_data_build(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``geofence data build --source KIND:PATH ... -o FILE``."""
-    from geofence.snapshot.build import build_snapshot, write_atomic
+    from geofence.snapshot.build import compile_snapshot, write_atomic
     from geofence.sources import open_source
 
     _check_output_dir(args.output)
     sources = [open_source(spec) for spec in args.source]
     priority = json.loads(args.field_priority) if args.field_priority else None
-    data = build_snapshot(
-        sources,
-        field_priority=priority,
-        previous=args.previous or (args.output if os.path.exists(args.output) else None),
-        force=args.force,
-        progress=_progress(err, args.quiet),  # type: ignore[arg-type]
-        name=args.name or "",
+    progress = _Progress(err, args.quiet)
+    try:
+        result = compile_snapshot(
+            sources,
+            field_priority=priority,
+            previous=args.previous or (args.output if os.path.exists(args.output) else None),
+            force=args.force,
+            strict=args.strict,
+            progress=progress,
+            name=args.name or "",
+        )
+    finally:
+        progress.close()
+    _build_report(result, progress, err)
+    write_atomic(result.data, args.output)
+    stats = result.stats
+    print(
+        f"wrote {args.output} ({len(result.data):,} bytes; {stats.records:,} records, "
+        f"{stats.v4_ranges:,} IPv4 and {stats.v6_ranges:,} IPv6 ranges; "
+        f"{result.skipped.total():,} entries skipped)",
+        file=out,
     )
-    write_atomic(data, args.output)
-    print(f"wrote {args.output} ({len(data):,} bytes)", file=out)
     return 0
 
 
 def cmd_data_update(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """``geofence data update --source KIND:URL ... -o FILE``: fetch and rebuild."""
-    from geofence.snapshot.update import update_snapshot
+    """``geofence data update (--source KIND:URL ... -o FILE | --recipe default)``: refresh."""
+    from geofence.snapshot.update import update_default, update_snapshot
 
-    _check_output_dir(args.output)
-    update_snapshot(
-        args.source,
-        output=args.output,
-        force=args.force,
-        timeout=args.timeout,
-        progress=_progress(err, args.quiet),  # type: ignore[arg-type]
-    )
+    progress = _Progress(err, args.quiet)
+    try:
+        if args.recipe is not None:
+            if args.source:
+                raise GeofenceError("give either --recipe or --source, not both")
+            target, data = update_default(output=args.output, force=args.force, progress=progress)
+            print(f"updated {target} from the default recipe ({len(data):,} bytes)", file=out)
+            return 0
+        if not args.source or not args.output:
+            raise GeofenceError("data update needs --source KIND:URL ... and -o FILE, or --recipe")
+        _check_output_dir(args.output)
+        update_snapshot(
+            args.source,
+            output=args.output,
+            force=args.force,
+            strict=args.strict,
+            timeout=args.timeout,
+            progress=progress,
+        )
+    finally:
+        progress.close()
     print(f"updated {args.output}", file=out)
     return 0
 
@@ -613,12 +677,27 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--field-priority", help='JSON, e.g. {"asn": ["ipinfo", "dbip"]}')
     b.add_argument("--previous", help="previous snapshot for the shrink guard (default: -o)")
     b.add_argument("--force", action="store_true", help="write even an empty or shrunk build")
+    b.add_argument(
+        "--strict", action="store_true", help="refuse malformed values instead of skipping them"
+    )
     b.add_argument("--name", help="name recorded in the snapshot")
     b.add_argument("-q", "--quiet", action="store_true")
     b.set_defaults(func=cmd_data_build)
     u = dsub.add_parser("update", help="download sources from their upstream URLs and rebuild")
-    source_opts(u, "KIND:URL", "a source spec whose path is an http(s) URL (repeat)")
+    u.add_argument(
+        "--source",
+        action="append",
+        metavar="KIND:URL",
+        help="a source spec whose path is an http(s) or file URL, or a local path (repeat)",
+    )
+    u.add_argument("-o", "--output", help="snapshot to replace (with --recipe: default bundled)")
+    u.add_argument(
+        "--recipe",
+        choices=("default",),
+        help="rebuild the bundled default snapshot from its recipe and the installed packages",
+    )
     u.add_argument("--force", action="store_true")
+    u.add_argument("--strict", action="store_true", help="refuse malformed values in a source")
     u.add_argument("--timeout", type=float, default=60.0)
     u.add_argument("-q", "--quiet", action="store_true")
     u.set_defaults(func=cmd_data_update)

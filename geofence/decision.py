@@ -227,6 +227,10 @@ class Decision:
             "exception": f"exception {self.rule_id!r} applies",
             "default": "no rule matched; the policy's default applies",
             "unresolved": "the data cannot answer what a rule needs; on_unresolved applies",
+            "disputed": (
+                "independent country sources disagree and their answers lead to different "
+                "actions; on_disputed applies"
+            ),
             "unknown": "the address is not in the data; on_unknown applies",
             "reserved": f"the address is {self.special or 'reserved'}; on_reserved applies",
         }.get(self.outcome, self.outcome)
@@ -249,6 +253,12 @@ class Decision:
             lines.append(f"Risk score: {self.risk:g}.")
         if self.degraded:
             lines.append("Degraded: part of the evaluation could not run (see reasons).")
+        for reason in self.reasons:
+            kind, _, detail = reason.partition(":")
+            if kind == "territory":
+                lines.append(f"Location set by the territory table: source {detail}.")
+            elif kind == "disputed":
+                lines.append(f"Sources disagree: {detail}.")
         lines.append("Reasons: " + (", ".join(self.reasons) or "none"))
         src = ", ".join(self.sources) or "none"
         lines.append(

@@ -29,6 +29,7 @@ from geofence.policy.model import Policy
 from geofence.policy.parse import load_policy
 from geofence.reloading import Health, ReloadEvent, ReloadMonitor, Retry, Watcher
 from geofence.signals.base import Signal
+from geofence.snapshot.freshness import DEFAULT_MAX_AGE, Default, resolve_max_age, warn_if_stale
 from geofence.snapshot.partition import SPECIAL_BY_ID, TUNNEL_BY_ID
 from geofence.snapshot.reader import Snapshot
 from geofence.snapshot.search import PyLookup, make_lookup
@@ -128,7 +129,9 @@ class Geofence:
         signals: Computes workaround signals for requests with context, e.g.
             :class:`geofence.signals.pipeline.SignalPipeline`; ``None`` uses only
             ``context.signals``.
-        max_age: Warn (or raise, with ``stale="error"``) when the data is older.
+        max_age: Warn (or raise, with ``stale="error"``) when the data is older;
+            by default 45 days or ``GEOFENCE_MAX_AGE_DAYS``, once per snapshot
+            per process (:mod:`geofence.snapshot.freshness`); ``None``: no check.
         stale: ``"warn"`` or ``"error"`` for the data-age guard.
         today: A callable giving the date rules are compiled for (tests).
         retry: Backoff between retries of a failed watched reload or date refresh.
@@ -145,7 +148,7 @@ class Geofence:
         *,
         cache_size: int = 0,
         signals: SignalProvider | None = None,
-        max_age: dt.timedelta | None = None,
+        max_age: dt.timedelta | Default | None = DEFAULT_MAX_AGE,
         stale: str = "warn",
         today: Callable[[], dt.date] | None = None,
         retry: Retry | None = None,
@@ -157,7 +160,7 @@ class Geofence:
             raise ValueError(f"stale must be 'warn' or 'error', got {stale!r}")
         self._cache_size = cache_size
         self._signals = signals
-        self._max_age = max_age
+        self._max_age = resolve_max_age(max_age)
         self._stale = stale
         self._today = today or _utc_today
         self._lock = threading.Lock()
@@ -193,8 +196,7 @@ class Geofence:
             snap_path = os.fspath(snapshot)
             signature = _file_signature(snap_path)
             snap = Snapshot.open(snap_path)
-        if self._max_age is not None:
-            snap.check_age(self._max_age, error=self._stale == "error")
+        warn_if_stale(snap, self._max_age, error=self._stale == "error")
         pol_ref: str | None = None
         if isinstance(policy, Policy):
             pol = policy

@@ -58,6 +58,18 @@ class NetworkRecord:
     sources: tuple[str, ...] = field(default=())
     """Names of the sources that spoke for this range, in priority order."""
 
+    territory: str | None = None
+    """Why the location was set by the territory table: the source's own answer and the
+    code it maps to (``"dbip-city-lite: RU / Crimea -> UA-43"``); see ``data/territories.toml``."""
+
+    alt_country: str | None = None
+    """ISO 3166-1 code that an independent country source gives instead of ``country``,
+    where the two disagree about a country a bundled preset restricts."""
+
+    dispute: str | None = None
+    """Both answers of such a disagreement, in words
+    (``"dbip-country-lite says CN, iptoasn-country says KP"``)."""
+
     def with_sources(self, sources: tuple[str, ...]) -> NetworkRecord:
         """Return a copy naming ``sources`` as the provenance."""
         return replace(self, sources=sources)
@@ -79,6 +91,9 @@ class NetworkRecord:
             "longitude": self.longitude,
             "accuracy_km": self.accuracy_km,
             "sources": list(self.sources),
+            "territory": self.territory,
+            "alt_country": self.alt_country,
+            "dispute": self.dispute,
         }
 
 

@@ -82,7 +82,7 @@ def make_snapshot(
         read=lambda: entries,
     )
     return Snapshot.from_bytes(
-        build_snapshot([source], built_at=_FIXED_TIME, force=True, name=name),
+        build_snapshot([source], built_at=_FIXED_TIME, force=True, strict=True, name=name),
         origin=f"<test snapshot {name}>",
     )
 

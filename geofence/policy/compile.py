@@ -289,10 +289,14 @@ def make_decision(
     **extra: object,
 ) -> Decision:
     """Dress an evaluation outcome as a Decision."""
+    reasons = out.reasons
+    if record is not None and record.territory is not None:
+        # Provenance of a territory-table override (e.g. a source's RU / Crimea -> UA-43).
+        reasons = (*reasons, f"territory:{record.territory}")
     return Decision(
         action=out.action,
         route=out.route,
-        reasons=out.reasons,
+        reasons=reasons,
         rule_id=out.rule_id,
         outcome=out.outcome,
         country=record.country if record else None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from geofence.context import Context
 from geofence.decision import Action
@@ -60,6 +60,11 @@ def address_candidates(
     The list stops after the first rule that matches without needing context
     and without shadow mode: nothing after it can be reached.
 
+    For a disputed record (``alt_country`` set) the candidates are also worked
+    out for the other country; when the two lead to different address-only
+    verdicts, the deciding candidate becomes a :attr:`Match.DISPUTED` one, so
+    that ``on_disputed`` applies.
+
     Args:
         policy: The policy.
         record: The address's record, or ``None``.
@@ -68,6 +73,46 @@ def address_candidates(
         among: The exceptions and rules to consider, in policy order (default:
             all of the policy's); the compiler passes only those that can match.
     """
+    out = _candidates(policy, record, cidr_hit, today, among)
+    if record is None or record.alt_country in (None, record.country):
+        return out
+    other = replace(
+        record, country=record.alt_country, subdivision=None, alt_country=None, territory=None
+    )
+    theirs_all = _candidates(policy, other, cidr_hit, today, among)
+    mine, theirs = _deciding(out), _deciding(theirs_all)
+    if _verdict(policy, mine) == _verdict(policy, theirs):
+        return out
+    rule = (mine or theirs).rule  # type: ignore[union-attr]  # equal verdicts if both None
+    why = record.dispute or f"{record.country} or {record.alt_country}"
+    disputed = Candidate(rule, False, Match.DISPUTED, why)
+    return (*(c for c in out if c is not mine), disputed)
+
+
+def _deciding(candidates: tuple[Candidate, ...]) -> Candidate | None:
+    """The candidate that decides without a context, if the list ends with one."""
+    last = candidates[-1] if candidates else None
+    if last is None or last.exception or last.rule.shadow or last.rule.needs_context:
+        return None
+    return last
+
+
+def _verdict(policy: Policy, cand: Candidate | None) -> tuple[Action, str | None]:
+    """The address-only action a deciding candidate (or its absence) leads to."""
+    if cand is None:
+        return policy.default
+    if cand.match is Match.UNRESOLVED:
+        return policy.on_unresolved
+    return cand.rule.action, cand.rule.route
+
+
+def _candidates(
+    policy: Policy,
+    record: NetworkRecord | None,
+    cidr_hit: Callable[[Rule], bool],
+    today: dt.date,
+    among: tuple[Sequence[Rule], Sequence[Rule]] | None,
+) -> tuple[Candidate, ...]:
     exceptions, rules = among if among is not None else (policy.exceptions, policy.rules)
     out: list[Candidate] = []
     for exc in exceptions:
@@ -143,7 +188,16 @@ def evaluate(
                 shadow_action = rule.action if match is Match.YES else policy.on_unresolved[0]
                 shadow_rule = rule.id
             continue
-        if match is Match.UNRESOLVED:
+        if match is Match.DISPUTED:
+            act, route = policy.disputed_action
+            result = Outcome(
+                action=act,
+                route=route,
+                outcome="disputed",
+                rule_id=rule.id,
+                reasons=(f"disputed:{why}", f"rule:{rule.id}"),
+            )
+        elif match is Match.UNRESOLVED:
             act, route = policy.on_unresolved
             result = Outcome(
                 action=act,

@@ -12,6 +12,10 @@ Semantics (also in ``docs/policy.md``):
   against a record with no subdivision, a partial jurisdiction, a subject rule
   without a subject — evaluation stops and ``on_unresolved`` applies, with the
   reason. Rules before it still win; rules after it are not reached.
+* **Disputed.** When two independent country sources disagree about an address
+  (its record has ``alt_country``) and the policy's address-only verdict for the
+  other country differs from the verdict for the recorded one, ``on_disputed``
+  applies (by default ``on_unresolved``), with both answers in the reason.
 * **Addresses not in the data and reserved addresses** cannot match conditions
   about location, kinds or ASNs (those rules are skipped there); conditions on
   CIDRs and subjects still apply.
@@ -49,6 +53,7 @@ class Match(enum.Enum):
     YES = "yes"
     NO = "no"
     UNRESOLVED = "unresolved"
+    DISPUTED = "disputed"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -350,7 +355,13 @@ def _in_jurisdictions(record: NetworkRecord, codes: frozenset[str]) -> tuple[Mat
     return Match.NO, ""
 
 
-VALID_FALLBACKS: Final = ("default", "on_unresolved", "on_unknown", "on_reserved")
+VALID_FALLBACKS: Final = (
+    "default",
+    "on_unresolved",
+    "on_disputed",
+    "on_unknown",
+    "on_reserved",
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -380,6 +391,10 @@ class Policy:
 
     on_unresolved: tuple[Action, str | None] = (Action.REVIEW, None)
     """Action when the data cannot answer what a rule needs."""
+
+    on_disputed: tuple[Action, str | None] | None = None
+    """Action when independent country sources disagree with different outcomes
+    (``None``: ``on_unresolved`` applies; see :attr:`disputed_action`)."""
 
     on_unknown: tuple[Action, str | None] = (Action.ALLOW, None)
     """Action for addresses not in the data (when no rule matched)."""
@@ -417,6 +432,8 @@ class Policy:
             "version": self.version,
             "default": act(self.default),
             "on_unresolved": act(self.on_unresolved),
+            # Only when set, so that the digests of policies without it stay as they were.
+            **({"on_disputed": act(self.on_disputed)} if self.on_disputed is not None else {}),
             "on_unknown": act(self.on_unknown),
             "on_reserved": act(self.on_reserved),
             "shadow": self.shadow,
@@ -424,6 +441,11 @@ class Policy:
             "exceptions": [r.canonical() for r in self.exceptions],
             "signal_weights": dict(self.signal_weights),
         }
+
+    @property
+    def disputed_action(self) -> tuple[Action, str | None]:
+        """What applies to a disputed address: ``on_disputed``, else ``on_unresolved``."""
+        return self.on_disputed if self.on_disputed is not None else self.on_unresolved
 
     @property
     def digest(self) -> str:

@@ -36,6 +36,7 @@ _POLICY_KEYS = {
     "description",
     "default",
     "on_unresolved",
+    "on_disputed",
     "on_unknown",
     "on_reserved",
     "shadow",
@@ -318,6 +319,11 @@ class _Parser:
             exceptions=exceptions,
             default=self.action(head.get("default", "allow"), "default", None),
             on_unresolved=self.action(head.get("on_unresolved", "review"), "on_unresolved", None),
+            on_disputed=(
+                self.action(head["on_disputed"], "on_disputed", None)
+                if "on_disputed" in head
+                else None
+            ),
             on_unknown=self.action(head.get("on_unknown", "allow"), "on_unknown", None),
             on_reserved=self.action(head.get("on_reserved", "allow"), "on_reserved", None),
             shadow=shadow,

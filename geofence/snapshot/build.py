@@ -25,18 +25,18 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import heapq
 import json
 import os
+import sys
 import tempfile
 from array import array
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import fields
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from geofence import __version__
 from geofence.errors import SnapshotError, SourceError
-from geofence.kinds import NetworkKind
 from geofence.records import NetworkRecord
 from geofence.snapshot.format import (
     FORMAT_VERSION,
@@ -47,18 +47,25 @@ from geofence.snapshot.format import (
     SECTION_TAGS,
     align8,
 )
+from geofence.snapshot.merge import MERGED_FIELDS, Column, Merger, SourceRanges
 from geofence.snapshot.partition import SPECIAL_TABLE, apply_special_ranges, index16
 from geofence.sources.base import Source, SourceInfo
+from geofence.sources.problems import SkipLog, ValueProblem, collecting, report
+from geofence.sources.regions import RegionStats
+from geofence.sources.regions import collecting as collecting_regions
 
-__all__ = ["BuildStats", "build_snapshot", "encode_snapshot", "write_atomic"]
+__all__ = [
+    "BuildResult",
+    "BuildStats",
+    "build_snapshot",
+    "compile_snapshot",
+    "encode_snapshot",
+    "write_atomic",
+]
 
 _V4_MAX = (1 << 32) - 1
 _V6_MAX = (1 << 128) - 1
-_LOCATION_DEPENDENT = ("subdivision", "city", "latitude", "longitude", "accuracy_km")
-_MERGED_FIELDS = tuple(f.name for f in fields(NetworkRecord) if f.name not in ("kinds", "sources"))
-
-# A flattened source: parallel lists of first, last and a local value id.
-_Flat = tuple[list[int], list[int], list[int]]
+_MASK64 = (1 << 64) - 1
 
 
 class BuildStats:
@@ -78,170 +85,38 @@ class BuildStats:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
-def _flatten(entries: list[tuple[int, int, int]]) -> _Flat:
-    """Make one source's entries disjoint: the narrowest covering range wins.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BuildResult:
+    """What :func:`compile_snapshot` made, with the counts a build report needs."""
 
-    Args:
-        entries: ``(first, last, value)`` in input order (later wins ties).
-    """
-    order = sorted(range(len(entries)), key=lambda i: (entries[i][0], i))
-    firsts: list[int] = []
-    lasts: list[int] = []
-    values: list[int] = []
-    # Fast path: already disjoint after sorting (MMDB trees, most feeds).
-    prev_last = -1
-    disjoint = True
-    for i in order:
-        first, last, _ = entries[i]
-        if first <= prev_last:
-            disjoint = False
-            break
-        prev_last = last
-    if disjoint:
-        for i in order:
-            first, last, value = entries[i]
-            firsts.append(first)
-            lasts.append(last)
-            values.append(value)
-        return firsts, lasts, values
-    # Sweep over boundaries with a heap of active ranges keyed by (size, -input order).
-    points = sorted({entries[i][0] for i in order} | {entries[i][1] + 1 for i in order})
-    active: list[tuple[int, int, int, int]] = []  # (size, -index, last, value)
-    pos = 0
-    for k, point in enumerate(points):
-        while pos < len(order) and entries[order[pos]][0] == point:
-            first, last, value = entries[order[pos]]
-            heapq.heappush(active, (last - first, -order[pos], last, value))
-            pos += 1
-        while active and active[0][2] < point:
-            heapq.heappop(active)
-        if not active or k + 1 == len(points):
-            continue
-        end = points[k + 1] - 1
-        value = active[0][3]
-        if values and values[-1] == value and lasts[-1] + 1 == point:
-            lasts[-1] = end
-        else:
-            firsts.append(point)
-            lasts.append(end)
-            values.append(value)
-    return firsts, lasts, values
+    data: bytes
+    """The snapshot file's bytes, ready for :func:`write_atomic`."""
 
+    stats: BuildStats
+    """Records, ranges and coverage of the merged snapshot."""
 
-def _merge_record(
-    parts: Sequence[tuple[int, NetworkRecord]],
-    names: Sequence[str],
-    priority: Mapping[str, Sequence[int]],
-) -> NetworkRecord:
-    """Combine the records of several sources for one segment (see module docs)."""
-    by_source = dict(parts)
-    default_order = [s for s, _ in parts]
-    values: dict[str, object] = {}
-    for name in _MERGED_FIELDS:
-        # Listed sources first, then the others in default order: the override
-        # reorders, it never silences a source it does not name.
-        listed = [s for s in priority.get(name, ()) if s in by_source]
-        order = listed + [s for s in default_order if s not in listed]
-        for s in order:
-            rec = by_source[s]
-            value = getattr(rec, name)
-            if value is None:
-                continue
-            if name in _LOCATION_DEPENDENT:
-                # A subdivision code names its country ("UA-43"): count it as stated.
-                own = rec.country or (rec.subdivision[:2] if rec.subdivision else None)
-                if own is not None and values.get("country") not in (None, own):
-                    continue
-            values[name] = value
-            break
-    kinds = NetworkKind.UNKNOWN
-    for _, rec in parts:
-        kinds |= rec.kinds
-    return NetworkRecord(
-        kinds=kinds,
-        sources=tuple(names[s] for s in default_order),
-        **values,  # type: ignore[arg-type]  # keys are NetworkRecord field names
-    )
+    source_entries: dict[str, dict[str, int]]
+    """Per source: ``{"v4": ranges, "v6": ranges}`` it stated (after skips)."""
+
+    skipped: SkipLog
+    """Entries skipped for malformed values, per source and field, with examples."""
+
+    regions: RegionStats
+    """Region names met in the sources and how many were mapped to ISO 3166-2, per country."""
 
 
 def _check_record(rec: NetworkRecord, where: str) -> None:
     for name in ("country", "registered_country"):
         value = getattr(rec, name)
         if value is not None and not (len(value) == 2 and value.isascii() and value.isupper()):
-            raise SourceError(f"{where}: {name} {value!r} is not an ISO 3166-1 alpha-2 code")
+            raise ValueProblem(
+                f"{where}: {name} {value!r} is not an ISO 3166-1 alpha-2 code", field=name
+            )
     sub = rec.subdivision
     if sub is not None and (len(sub) < 4 or sub[2] != "-" or not sub[:2].isupper()):
-        raise SourceError(f"{where}: subdivision {sub!r} is not a full ISO 3166-2 code")
-
-
-def _merge_version(
-    flats: list[tuple[int, _Flat]],
-    records: list[list[NetworkRecord]],
-    names: Sequence[str],
-    priority: Mapping[str, Sequence[int]],
-    intern: dict[NetworkRecord, int],
-    top: int,
-) -> tuple[list[int], list[int]]:
-    """Merge the flattened sources of one address family into a partition."""
-    segments: list[tuple[int, int, int]] = []  # (first, last, record id)
-    if len(flats) == 1:
-        s, (firsts, lasts, values) = flats[0]
-        cache: dict[int, int] = {}
-        for first, last, value in zip(firsts, lasts, values, strict=True):
-            rid = cache.get(value)
-            if rid is None:
-                merged = _merge_record([(s, records[s][value])], names, priority)
-                rid = cache[value] = intern.setdefault(merged, len(intern))
-            segments.append((first, last, rid))
-    elif flats:
-        points = sorted(
-            {p for _, (f, _l, _v) in flats for p in f}
-            | {p + 1 for _, (_f, la, _v) in flats for p in la}
+        raise ValueProblem(
+            f"{where}: subdivision {sub!r} is not a full ISO 3166-2 code", field="subdivision"
         )
-        ptr = [0] * len(flats)
-        combos: dict[tuple[tuple[int, int], ...], int] = {}
-        for k in range(len(points) - 1):
-            point = points[k]
-            key_parts: list[tuple[int, int]] = []
-            for j, (s, (firsts, lasts, values)) in enumerate(flats):
-                p = ptr[j]
-                while p < len(lasts) and lasts[p] < point:
-                    p += 1
-                ptr[j] = p
-                if p < len(lasts) and firsts[p] <= point:
-                    key_parts.append((s, values[p]))
-            if not key_parts:
-                continue
-            key = tuple(key_parts)
-            rid = combos.get(key)
-            if rid is None:
-                merged = _merge_record([(s, records[s][v]) for s, v in key], names, priority)
-                rid = combos[key] = intern.setdefault(merged, len(intern))
-            end = points[k + 1] - 1
-            if segments and segments[-1][2] == rid and segments[-1][1] + 1 == point:
-                segments[-1] = (segments[-1][0], end, rid)
-            else:
-                segments.append((point, end, rid))
-    starts: list[int] = []
-    ids: list[int] = []
-    cursor = 0
-    for first, last, rid in segments:
-        if first > cursor:
-            starts.append(cursor)
-            ids.append(-1)
-        elif ids and ids[-1] == rid:
-            cursor = last + 1  # contiguous with the same record: extend it
-            continue
-        starts.append(first)
-        ids.append(rid)
-        cursor = last + 1
-    if not starts:
-        starts.append(0)
-        ids.append(-1)
-    elif cursor <= top:
-        starts.append(cursor)
-        ids.append(-1)
-    return starts, ids
 
 
 def _record_row(rec: NetworkRecord, source_index: Mapping[str, int]) -> list[object]:
@@ -275,17 +150,9 @@ def encode_snapshot(
     Returns:
         The file's bytes.
     """
-    sources = meta.get("sources")
-    if not isinstance(sources, list):
-        raise SnapshotError("meta['sources'] must be a list")
-    source_index = {str(s["name"]): i for i, s in enumerate(sources)}
-    meta = {**meta, "special_table": SPECIAL_TABLE}
-    meta_bytes = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
-    recs_bytes = json.dumps(
-        [_record_row(r, source_index) for r in records], separators=(",", ":")
-    ).encode()
+    recs_bytes = _records_json(records, meta)
     mask = (1 << 64) - 1
-    (v4_starts, v4_ids), (v6_hi, v6_lo, v6_ids) = apply_special_ranges(
+    carved4, carved6 = apply_special_ranges(
         (array("I", v4[0]), array("i", v4[1])),
         (
             array("Q", (s >> 64 for s in v6[0])),
@@ -293,35 +160,69 @@ def encode_snapshot(
             array("i", v6[1]),
         ),
     )
-    v4_index = index16(v4_starts)
-    v6_index = index16(v6_hi, 48)
-    blobs = [meta_bytes, recs_bytes]
-    for arr in (v4_starts, v4_ids, v4_index, v6_hi, v6_lo, v6_ids, v6_index):
-        if not _little_endian():
+    return _encode(meta, recs_bytes, carved4, carved6)
+
+
+def _records_json(records: Sequence[NetworkRecord], meta: Mapping[str, object]) -> bytearray:
+    """The RECS section: one JSON array of record rows (see :mod:`geofence.snapshot.format`)."""
+    sources = meta.get("sources")
+    if not isinstance(sources, list):
+        raise SnapshotError("meta['sources'] must be a list")
+    source_index = {str(s["name"]): i for i, s in enumerate(sources)}
+    out = bytearray(b"[")
+    for k, record in enumerate(records):
+        if k:
+            out += b","
+        out += json.dumps(_record_row(record, source_index), separators=(",", ":")).encode()
+    out += b"]"
+    return out
+
+
+def _encode(
+    meta: Mapping[str, object],
+    recs_bytes: bytearray,
+    v4: tuple[array[int], array[int]],
+    v6: tuple[array[int], array[int], array[int]],
+) -> bytes:
+    """Encode partitions whose special ranges are carved in (:func:`apply_special_ranges`).
+
+    The columns are IPv4 starts and ids, IPv6 high halves, low halves and ids.
+    Sections are joined once into the result, never copied section by section.
+    """
+    meta = {**meta, "special_table": SPECIAL_TABLE}
+    meta_bytes = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
+    (v4_starts, v4_ids), (v6_hi, v6_lo, v6_ids) = v4, v6
+    blobs: list[bytes | bytearray | array[int]] = [meta_bytes, recs_bytes]
+    for arr in (
+        v4_starts,
+        v4_ids,
+        index16(v4_starts),
+        v6_hi,
+        v6_lo,
+        v6_ids,
+        index16(v6_hi, 48),
+    ):
+        if sys.byteorder != "little":
             arr.byteswap()
-        blobs.append(arr.tobytes())
-    table_size = SECTION.size * len(SECTION_TAGS)
-    offset = align8(HEADER.size + table_size)
+        blobs.append(arr)
+    offset = align8(HEADER.size + SECTION.size * len(SECTION_TAGS))
     table = bytearray()
-    body = bytearray(offset - HEADER.size)
+    parts: list[bytes | bytearray | array[int]] = []
     for tag, blob in zip(SECTION_TAGS, blobs, strict=True):
-        table += SECTION.pack(tag, 0, offset, len(blob))
-        padded = align8(len(blob))
-        offset += padded
-    body[: len(table)] = table
-    for blob in blobs:
-        body += blob + bytes(align8(len(blob)) - len(blob))
-    digest = hashlib.sha256(body).digest()
+        size = len(memoryview(blob).cast("B"))
+        table += SECTION.pack(tag, 0, offset, size)
+        parts.append(blob)
+        parts.append(bytes(align8(size) - size))
+        offset += align8(size)
+    table += bytes(align8(HEADER.size + len(table)) - HEADER.size - len(table))
+    parts.insert(0, bytes(table))
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
     header = HEADER.pack(
-        MAGIC, FORMAT_VERSION, 0, HEADER.size, len(SECTION_TAGS), 0, HEADER.size + len(body), digest
+        MAGIC, FORMAT_VERSION, 0, HEADER.size, len(SECTION_TAGS), 0, offset, digest.digest()
     )
-    return header + bytes(body)
-
-
-def _little_endian() -> bool:
-    import sys
-
-    return sys.byteorder == "little"
+    return b"".join([header, *parts])
 
 
 def write_atomic(data: bytes, path: str | os.PathLike[str]) -> None:
@@ -346,27 +247,32 @@ def write_atomic(data: bytes, path: str | os.PathLike[str]) -> None:
         raise
 
 
+def _coverage(starts: Column, ids: array[int], top: int, shift: int) -> tuple[int, int]:
+    """Segments with a record, and the addresses (IPv4) or /64s (IPv6, ``shift=64``) they cover."""
+    count = covered = 0
+    begin = 0
+    rid = -1
+    for start, next_rid in zip(starts, ids, strict=True):
+        if rid >= 0:
+            count += 1
+            covered += ((start - 1 - begin) >> shift) + 1
+        begin = start
+        rid = next_rid
+    if rid >= 0:
+        count += 1
+        covered += ((top - begin) >> shift) + 1
+    return count, covered
+
+
 def _stats_of(
     records: Sequence[NetworkRecord],
-    v4: tuple[Sequence[int], Sequence[int]],
-    v6: tuple[Sequence[int], Sequence[int]],
+    v4: tuple[Column, array[int]],
+    v6: tuple[Column, array[int]],
 ) -> BuildStats:
     stats = BuildStats()
     stats.records = len(records)
-    for (starts, ids), top, attr_r, attr_a, shift in (
-        (v4, _V4_MAX, "v4_ranges", "v4_addresses", 0),
-        (v6, _V6_MAX, "v6_ranges", "v6_slash64s", 64),
-    ):
-        count = 0
-        covered = 0
-        for i, rid in enumerate(ids):
-            if rid < 0:
-                continue
-            end = starts[i + 1] - 1 if i + 1 < len(starts) else top
-            count += 1
-            covered += ((end - starts[i]) >> shift) + 1 if shift else end - starts[i] + 1
-        setattr(stats, attr_r, count)
-        setattr(stats, attr_a, covered)
+    stats.v4_ranges, stats.v4_addresses = _coverage(*v4, _V4_MAX, 0)
+    stats.v6_ranges, stats.v6_slash64s = _coverage(*v6, _V6_MAX, 64)
     return stats
 
 
@@ -377,30 +283,67 @@ def build_snapshot(
     previous: str | os.PathLike[str] | None = None,
     max_shrink: float = 0.5,
     force: bool = False,
+    strict: bool = False,
     progress: Callable[[str], None] | None = None,
     name: str = "",
     built_at: dt.datetime | None = None,
 ) -> bytes:
     """Merge ``sources`` into a snapshot and return the file's bytes.
 
+    The same as :func:`compile_snapshot` (which documents the arguments), for
+    callers that need only the bytes.
+    """
+    return compile_snapshot(
+        sources,
+        field_priority=field_priority,
+        previous=previous,
+        max_shrink=max_shrink,
+        force=force,
+        strict=strict,
+        progress=progress,
+        name=name,
+        built_at=built_at,
+    ).data
+
+
+def compile_snapshot(
+    sources: Sequence[Source],
+    *,
+    field_priority: Mapping[str, Sequence[str]] | None = None,
+    previous: str | os.PathLike[str] | None = None,
+    max_shrink: float = 0.5,
+    force: bool = False,
+    strict: bool = False,
+    progress: Callable[[str], None] | None = None,
+    name: str = "",
+    built_at: dt.datetime | None = None,
+) -> BuildResult:
+    """Merge ``sources`` into a snapshot; return its bytes and the build's counts.
+
     Args:
         sources: Sources in priority order (first = highest); names must be unique.
         field_priority: Per-field source order overriding the default order.
         previous: A previous snapshot file; the build is refused when it covers
             less than ``1 - max_shrink`` of what the previous one did (ranges or
-            addresses), unless ``force``.
+            addresses), or a source speaks for less than ``1 - max_shrink`` of
+            the addresses it spoke for then (by the records' provenance),
+            unless ``force``.
         max_shrink: Largest tolerated relative shrink against ``previous``.
         force: Write even an empty or sharply shrunk build.
+        strict: Refuse a source with a malformed value (raise) instead of
+            skipping and counting the entry (:mod:`geofence.sources.problems`).
         progress: Called with short progress messages.
         name: Free-text name stored in the metadata.
         built_at: Build timestamp to record (default now, UTC); pass a fixed
             value for reproducible builds.
 
     Returns:
-        The snapshot file bytes, ready for :func:`write_atomic`.
+        The snapshot bytes, the merged counts, and what each source stated
+        and had skipped.
 
     Raises:
-        SourceError: A source cannot be read or states invalid values.
+        SourceError: A source cannot be read, states an invalid range, or (with
+            ``strict``) a malformed value.
         SnapshotError: The build is empty or shrank sharply (without ``force``),
             or ``field_priority`` names unknown sources or fields.
     """
@@ -411,53 +354,42 @@ def build_snapshot(
     index = {n: i for i, n in enumerate(names)}
     priority: dict[str, list[int]] = {}
     for fname, order in (field_priority or {}).items():
-        if fname not in _MERGED_FIELDS:
+        if fname not in MERGED_FIELDS:
             raise SnapshotError(
-                f"field_priority names unknown field {fname!r}; fields: {', '.join(_MERGED_FIELDS)}"
+                f"field_priority names unknown field {fname!r}; fields: {', '.join(MERGED_FIELDS)}"
             )
         unknown = [n for n in order if n not in index]
         if unknown:
             raise SnapshotError(f"field_priority[{fname!r}] names unknown sources {unknown}")
         priority[fname] = [index[n] for n in order]
 
-    flats: dict[int, list[tuple[int, _Flat]]] = {4: [], 6: []}
-    per_source_records: list[list[NetworkRecord]] = []
-    for s, src in enumerate(sources):
-        say(f"reading {src.info.name} ({src.info.format})")
-        local: dict[NetworkRecord, int] = {}
-        entries: dict[int, list[tuple[int, int, int]]] = {4: [], 6: []}
-        count = 0
-        for entry in src.entries():
-            count += 1
-            top = _V4_MAX if entry.version == 4 else _V6_MAX
-            if entry.version not in (4, 6) or not 0 <= entry.first <= entry.last <= top:
-                raise SourceError(
-                    f"{src.info.name}: entry {count} has an invalid range "
-                    f"(version={entry.version}, first={entry.first}, last={entry.last})"
-                )
-            rec = entry.record
-            if rec.sources:
-                rec = rec.with_sources(())
-            value = local.get(rec)
-            if value is None:
-                _check_record(rec, f"{src.info.name}: entry {count}")
-                value = local[rec] = len(local)
-            entries[entry.version].append((entry.first, entry.last, value))
-            if count % 1_000_000 == 0:
-                say(f"  {src.info.name}: {count:,} entries")
-        say(f"  {src.info.name}: {count:,} entries, {len(local):,} distinct records")
-        per_source_records.append(list(local))
-        for version in (4, 6):
-            if entries[version]:
-                flats[version].append((s, _flatten(entries[version])))
-        del entries
-    intern: dict[NetworkRecord, int] = {}
-    say("merging IPv4")
-    v4 = _merge_version(flats[4], per_source_records, names, priority, intern, _V4_MAX)
-    say("merging IPv6")
-    v6 = _merge_version(flats[6], per_source_records, names, priority, intern, _V6_MAX)
-    records = list(intern)
-    stats = _stats_of(records, v4, v6)
+    skipped = SkipLog(strict=strict)
+    stored: dict[int, list[tuple[int, SourceRanges]]] = {4: [], 6: []}
+    per_source_records: list[list[NetworkRecord | None]] = []
+    source_entries: dict[str, dict[str, int]] = {}
+    regions = RegionStats()
+    with collecting(skipped), collecting_regions(regions):
+        for s, src in enumerate(sources):
+            say(f"reading {src.info.name} ({src.info.format})")
+            local, ranges = _read_source(src, say)
+            per_source_records.append(local)
+            source_entries[src.info.name] = {"v4": len(ranges[4]), "v6": len(ranges[6])}
+            for version in (4, 6):
+                if len(ranges[version]):
+                    stored[version].append((s, ranges[version]))
+    for line in [*skipped.summary(), *regions.summary()]:
+        say(line)
+    merger = Merger(per_source_records, names, priority)
+    del per_source_records  # the merger releases them as it goes
+    merged: dict[int, tuple[Column, array[int]]] = {}
+    for version, top in ((4, _V4_MAX), (6, _V6_MAX)):
+        say(f"merging IPv{version}")
+        family = [(s, ranges.disjoint()) for s, ranges in stored.pop(version)]
+        merged[version] = merger.family(family, top)
+        del family  # the source columns are not needed any more
+    records = list(merger.intern)
+    del merger
+    stats = _stats_of(records, merged[4], merged[6])
     say(
         f"merged: {stats.records:,} records, {stats.v4_ranges:,} IPv4 and "
         f"{stats.v6_ranges:,} IPv6 ranges"
@@ -469,7 +401,7 @@ def build_snapshot(
                 "address); check the sources, or pass force=True"
             )
         if previous is not None:
-            _check_shrink(stats, previous, max_shrink)
+            _check_shrink(stats, names, records, merged, previous, max_shrink)
     when = (built_at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(microsecond=0)
     infos: list[SourceInfo] = [s.info for s in sources]
     dates = [i.data_date for i in infos if i.data_date is not None]
@@ -483,22 +415,152 @@ def build_snapshot(
         "field_priority": {k: list(v) for k, v in (field_priority or {}).items()},
         "stats": stats.as_dict(),
     }
+    if skipped.counts:
+        meta["skipped"] = skipped.as_dict()
+    if regions.countries:
+        meta["subdivision_names"] = regions.as_dict()
     say("encoding")
-    return encode_snapshot(meta=meta, records=records, v4=v4, v6=v6)
+    recs_bytes = _records_json(records, meta)
+    del records  # the rows are encoded: the record objects can go
+    (v4_starts, v4_ids), (v6_starts, v6_ids) = merged.pop(4), merged.pop(6)
+    carved4, carved6 = apply_special_ranges(
+        (v4_starts.lo, v4_ids), (v6_starts.hi, v6_starts.lo, v6_ids)
+    )
+    del v4_starts, v4_ids, v6_starts, v6_ids  # only the carved copies are encoded
+    data = _encode(meta, recs_bytes, carved4, carved6)
+    return BuildResult(
+        data=data, stats=stats, source_entries=source_entries, skipped=skipped, regions=regions
+    )
 
 
-def _check_shrink(stats: BuildStats, previous: str | os.PathLike[str], max_shrink: float) -> None:
+def _read_source(
+    src: Source, say: Callable[[str], None]
+) -> tuple[list[NetworkRecord | None], dict[int, SourceRanges]]:
+    """Read one source into compact per-family ranges and its distinct records."""
+    name = src.info.name
+    local: dict[NetworkRecord, int] = {}
+    # Records by identity: the MMDB adapter hands out one object per distinct
+    # record, stated for thousands of ranges, so most entries skip hashing the
+    # record. The dict holds each record, so an id cannot be reused while it is
+    # in the map. Adapters that make a new object per entry (text formats) would
+    # only fill it: it is dropped when fewer than half the entries hit it.
+    seen: dict[int, tuple[NetworkRecord, int | ValueProblem]] | None = {}
+    hits = 0
+    ranges = {4: SourceRanges(4), 6: SourceRanges(6)}
+    count = 0
+    for entry in src.entries():
+        count += 1
+        version = entry.version
+        first = entry.first
+        last = entry.last
+        if version not in (4, 6) or not 0 <= first <= last <= (
+            _V4_MAX if version == 4 else _V6_MAX
+        ):
+            raise SourceError(
+                f"{name}: entry {count} has an invalid range "
+                f"(version={version}, first={first}, last={last})"
+            )
+        rec = entry.record
+        hit = seen.get(id(rec)) if seen is not None else None
+        if hit is None:
+            value = _local_id(rec, local, f"{name}: entry {count}")
+            if seen is not None:
+                seen[id(rec)] = (rec, value)
+                if len(seen) == _IDENTITY_TRIAL and hits < count // 2:
+                    seen = None
+        else:
+            value = hit[1]
+            hits += 1
+        if isinstance(value, ValueProblem):
+            report(name, value)
+            continue
+        ranges[version].add(first, last, value)
+        if count % 1_000_000 == 0:
+            say(f"  {name}: {count:,} entries")
+    say(f"  {name}: {count:,} entries, {len(local):,} distinct records")
+    records: list[NetworkRecord | None] = list(local)
+    return records, ranges
+
+
+_IDENTITY_TRIAL = 1 << 16
+
+
+def _local_id(
+    rec: NetworkRecord, local: dict[NetworkRecord, int], where: str
+) -> int | ValueProblem:
+    """The local id of a record (added if new), or the problem that rejects it."""
+    if rec.sources:
+        rec = rec.with_sources(())
+    value = local.get(rec)
+    if value is None:
+        try:
+            _check_record(rec, where)
+        except ValueProblem as problem:
+            return problem
+        value = local[rec] = len(local)
+    return value
+
+
+def _segments(starts: Column, ids: array[int], top: int) -> Iterator[tuple[int, int, int]]:
+    """``(first, last, id)`` of a merged partition."""
+    first = -1
+    rid = -1
+    for start, next_rid in zip(starts, ids, strict=True):
+        if first >= 0:
+            yield first, start - 1, rid
+        first, rid = start, next_rid
+    if first >= 0:
+        yield first, top, rid
+
+
+def _coverage_by_source(
+    segments: Iterable[tuple[int, int, int]], records: Sequence[NetworkRecord], shift: int
+) -> Counter[str]:
+    """Addresses (IPv4) or /64s (IPv6, ``shift=64``) each source spoke for, by provenance."""
+    per_record: Counter[int] = Counter()
+    for first, last, rid in segments:
+        if rid >= 0:
+            per_record[rid] += ((last - first) >> shift) + 1
+    covered: Counter[str] = Counter()
+    for rid, size in per_record.items():
+        for name in records[rid].sources:
+            covered[name] += size
+    return covered
+
+
+def _check_shrink(
+    stats: BuildStats,
+    names: Sequence[str],
+    records: Sequence[NetworkRecord],
+    merged: Mapping[int, tuple[Column, array[int]]],
+    previous: str | os.PathLike[str],
+    max_shrink: float,
+) -> None:
+    """Refuse a build that covers much less than ``previous``, in total or for one source.
+
+    A source's coverage is read from the records' provenance (which sources
+    spoke for each range), in the previous snapshot and in this build alike.
+    """
     from geofence.snapshot.reader import Snapshot
 
-    old = Snapshot.open(previous).meta.get("stats")
-    if not isinstance(old, dict):
-        return
-    for key in ("v4_ranges", "v6_ranges", "v4_addresses", "v6_slash64s"):
-        before = old.get(key)
-        now = getattr(stats, key)
-        if isinstance(before, int) and before > 0 and now < before * (1 - max_shrink):
-            raise SnapshotError(
-                f"refusing a build that shrank sharply: {key} {before:,} -> {now:,} "
-                f"(more than {max_shrink:.0%} less than {os.fspath(previous)}); "
-                "check the sources, or pass force=True"
-            )
+    old_snap = Snapshot.open(previous)
+    old = old_snap.meta.get("stats")
+    shown = os.fspath(previous)
+    if isinstance(old, dict):
+        for key in ("v4_ranges", "v6_ranges", "v4_addresses", "v6_slash64s"):
+            _refuse_shrink(key, old.get(key), getattr(stats, key), max_shrink, shown)
+    for version, top, shift, unit in ((4, _V4_MAX, 0, "IPv4 addresses"), (6, _V6_MAX, 64, "/64s")):
+        before = _coverage_by_source(old_snap.ranges(version), old_snap.records, shift)
+        now = _coverage_by_source(_segments(*merged[version], top), records, shift)
+        for name in names:
+            what = f"{unit} from {name}"
+            _refuse_shrink(what, before.get(name), now.get(name, 0), max_shrink, shown)
+
+
+def _refuse_shrink(what: str, before: object, now: int, max_shrink: float, shown: str) -> None:
+    if isinstance(before, int) and before > 0 and now < before * (1 - max_shrink):
+        raise SnapshotError(
+            f"refusing a build that shrank sharply: {what} {before:,} -> {now:,} "
+            f"(more than {max_shrink:.0%} less than {shown}); "
+            "check the sources, or pass force=True"
+        )

@@ -72,7 +72,7 @@ __all__ = [
 ]
 
 MAGIC: Final = b"GEOFENCE"
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
 
 #: Header: magic, format_version, flags, header_size, section_count, reserved,
 #: total_size, digest.
@@ -108,6 +108,9 @@ RECORD_FIELDS: Final = (
     "longitude",
     "accuracy_km",
     "sources",
+    "territory",
+    "alt_country",
+    "dispute",
 )
 
 #: Array item formats of the range sections (``array``/``memoryview`` type codes

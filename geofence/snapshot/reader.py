@@ -81,8 +81,17 @@ def _record_of(parts: Partitions, table: tuple[NetworkRecord | None, ...], ip: A
 
 
 def default_snapshot_path() -> Path:
-    """Path of the snapshot bundled with the package (DB-IP Country Lite + iporigin)."""
-    return Path(__file__).resolve().parent.parent / "_data" / "default.gfs"
+    """Path of the snapshot bundled with the package.
+
+    It ships compressed and is expanded once into a cache directory (see
+    :mod:`geofence._data`).
+
+    Raises:
+        SnapshotError: The bundled files are missing or corrupt.
+    """
+    from geofence._data import default_snapshot_file
+
+    return default_snapshot_file()
 
 
 def _fail(what: str, path: str) -> SnapshotError:
@@ -132,7 +141,17 @@ def _source_list(count: int, value: object) -> bool:
 #: the number of sources in META).
 _FIELD_CHECKS: Final[dict[str, Callable[[object], bool]]] = {
     **dict.fromkeys(
-        ("country", "subdivision", "registered_country", "city", "as_org", "provider"),
+        (
+            "country",
+            "subdivision",
+            "registered_country",
+            "city",
+            "as_org",
+            "provider",
+            "territory",
+            "alt_country",
+            "dispute",
+        ),
         _optional(str),
     ),
     "asn": _optional(int),

@@ -21,6 +21,8 @@ from geofence.addr import V4_MAX, V6_MAX, address_text, parse_address
 from geofence.errors import InvalidAddressError, SourceError
 from geofence.records import NetworkRecord
 from geofence.sources.base import RangeEntry, SourceInfo
+from geofence.sources.containers import corrupt_as_source_error, open_text
+from geofence.sources.problems import ValueProblem
 
 __all__ = [
     "StrPath",
@@ -145,14 +147,16 @@ def iter_lines(path: StrPath) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, text)`` for each line of a UTF-8 text file.
 
     Line numbers start at 1; the line ending is removed, a leading byte-order
-    mark is dropped.
+    mark is dropped. Gzip and Zstandard files are decompressed
+    (:mod:`geofence.sources.containers`).
 
     Raises:
-        SourceError: The file cannot be read or is not valid UTF-8.
+        SourceError: The file cannot be read, is not valid UTF-8, or its
+            compressed body is corrupt or truncated.
     """
     lineno = 0
     try:
-        with open(path, encoding="utf-8-sig", newline="") as fh:
+        with corrupt_as_source_error(path), open_text(path, newline="") as fh:
             for lineno, line in enumerate(fh, start=1):
                 yield lineno, line.rstrip("\r\n")
     except UnicodeDecodeError as exc:
@@ -296,19 +300,22 @@ def country_code(
     if value is None:
         return None
     if not isinstance(value, str):
-        raise SourceError(f"{where}: {field} {show(value)} is not a string")
+        raise ValueProblem(f"{where}: {field} {show(value)} is not a string", field=field)
     code = value.strip()
     if fold_case:
         code = code.upper()
     if code in _NO_COUNTRY:
         return None
     if not _COUNTRY_RE.fullmatch(code):
-        raise SourceError(
+        raise ValueProblem(
             f"{where}: {field} {show(value)} is not an ISO 3166-1 alpha-2 code "
-            "(two upper-case letters)"
+            "(two upper-case letters)",
+            field=field,
         )
     if code not in _iso_countries():
-        raise SourceError(f"{where}: {field} {show(value)} is not an assigned ISO 3166-1 code")
+        raise ValueProblem(
+            f"{where}: {field} {show(value)} is not an assigned ISO 3166-1 code", field=field
+        )
     return code
 
 
@@ -346,7 +353,7 @@ def subdivision_code(
     if value is None:
         return None
     if not isinstance(value, str):
-        raise SourceError(f"{where}: {field} {show(value)} is not a string")
+        raise ValueProblem(f"{where}: {field} {show(value)} is not a string", field=field)
     code = value.strip()
     if fold_case:
         code = code.upper()
@@ -356,11 +363,17 @@ def subdivision_code(
     if match is None:
         if allow_bare and _BARE_SUBDIVISION_RE.fullmatch(code):
             return f"{country}-{code}" if country else None
-        raise SourceError(f"{where}: {field} {show(value)} is not an ISO 3166-2 code like 'UA-43'")
+        raise ValueProblem(
+            f"{where}: {field} {show(value)} is not an ISO 3166-2 code like 'UA-43'", field=field
+        )
     if country is None:
-        raise SourceError(f"{where}: {field} {show(value)} is given without a country")
+        raise ValueProblem(
+            f"{where}: {field} {show(value)} is given without a country", field=field
+        )
     if match.group(1) != country:
-        raise SourceError(f"{where}: {field} {show(value)} does not belong to country {country!r}")
+        raise ValueProblem(
+            f"{where}: {field} {show(value)} does not belong to country {country!r}", field=field
+        )
     return code
 
 

@@ -43,6 +43,7 @@ from geofence.sources._common import (
     show,
 )
 from geofence.sources.base import RangeEntry, Source, SourceInfo
+from geofence.sources.containers import corrupt_as_source_error, open_text
 
 __all__ = [
     "AWS_URL",
@@ -242,7 +243,7 @@ def _source(
 
 def _load(file: Path, shown: str) -> dict[str, Any]:
     try:
-        with open(file, encoding="utf-8-sig") as fh:
+        with corrupt_as_source_error(file), open_text(file) as fh:
             document = json.load(fh)
     except json.JSONDecodeError as exc:
         raise SourceError(f"{shown}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from exc

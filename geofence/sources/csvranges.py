@@ -42,6 +42,7 @@ from geofence.sources._common import (
     subdivision_code,
 )
 from geofence.sources.base import RangeEntry, Source
+from geofence.sources.problems import ValueProblem, report
 
 __all__ = ["cidr_list_source", "csv_ranges_source"]
 
@@ -91,12 +92,12 @@ def csv_ranges_source(
     shown = display(path)
 
     def read() -> Iterator[RangeEntry]:
-        return _read_ranges(file, shown)
+        return _read_ranges(file, shown, info.name)
 
     return Source(info=info, read=read)
 
 
-def _read_ranges(file: Path, shown: str) -> Iterator[RangeEntry]:
+def _read_ranges(file: Path, shown: str, source: str) -> Iterator[RangeEntry]:
     first_row = True
     for lineno, fields in iter_csv_rows(file):
         where = f"{shown}:{lineno}"
@@ -118,12 +119,16 @@ def _read_ranges(file: Path, shown: str) -> Iterator[RangeEntry]:
             )
         if start > end:
             raise SourceError(f"{where}: start {fields[0]!r} is after end {fields[1]!r}")
-        country = country_code(fields[2], where)
-        subdivision = (
-            subdivision_code(fields[3], country, where, allow_bare=True)
-            if len(fields) == 4
-            else None
-        )
+        try:
+            country = country_code(fields[2], where)
+            subdivision = (
+                subdivision_code(fields[3], country, where, allow_bare=True)
+                if len(fields) == 4
+                else None
+            )
+        except ValueProblem as problem:
+            report(source, problem)  # skipped and counted, or raised under strict
+            continue
         record = NetworkRecord(country=country, subdivision=subdivision)
         if record != _EMPTY:
             yield entry(start_version, start, end, record)
@@ -183,7 +188,7 @@ def cidr_list_source(
     kinds = NetworkKind(kinds)
 
     def read() -> Iterator[RangeEntry]:
-        return _read_cidrs(file, shown, kinds, default_country, provider or None)
+        return _read_cidrs(file, shown, info.name, kinds, default_country, provider or None)
 
     return Source(info=info, read=read)
 
@@ -191,6 +196,7 @@ def cidr_list_source(
 def _read_cidrs(
     file: Path,
     shown: str,
+    source: str,
     kinds: NetworkKind,
     default_country: str | None,
     provider: str | None,
@@ -213,7 +219,11 @@ def _read_cidrs(
         version, first, last = parse_network(fields[0], where)
         row_country = default_country
         if len(fields) == 2 and fields[1]:
-            row_country = country_code(fields[1], where)
+            try:
+                row_country = country_code(fields[1], where)
+            except ValueProblem as problem:
+                report(source, problem)  # skipped and counted, or raised under strict
+                continue
         record = NetworkRecord(country=row_country, provider=provider, kinds=kinds)
         if record != _EMPTY:
             yield entry(version, first, last, record)

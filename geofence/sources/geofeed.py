@@ -39,6 +39,7 @@ from geofence.sources._common import (
     subdivision_code,
 )
 from geofence.sources.base import RangeEntry, Source
+from geofence.sources.problems import ValueProblem, report
 
 __all__ = ["geofeed_source", "read_geofeed"]
 
@@ -85,7 +86,7 @@ def geofeed_source(
     shown = display(path)
 
     def read() -> Iterator[RangeEntry]:
-        return read_geofeed(file, shown)
+        return read_geofeed(file, shown, source=info.name)
 
     return Source(info=info, read=read)
 
@@ -96,6 +97,7 @@ def read_geofeed(
     *,
     kinds: NetworkKind = NetworkKind.UNKNOWN,
     provider: str | None = None,
+    source: str = "",
 ) -> Iterator[RangeEntry]:
     """Yield the entries of an RFC 8805 feed, adding ``kinds`` and ``provider`` to each.
 
@@ -104,16 +106,23 @@ def read_geofeed(
         shown: The path as given, for error messages.
         kinds: Network kinds to state for every entry.
         provider: Provider to state for every entry.
+        source: Source name under which a line with a malformed country or
+            region is skipped and counted (:mod:`geofence.sources.problems`).
 
     Raises:
-        SourceError: A line is malformed (bad prefix, country or region).
+        SourceError: A line is malformed (bad prefix; a bad country or region
+            unless a build is skipping those).
     """
     for lineno, row in iter_csv_rows(file):
         where = f"{shown}:{lineno}"
         fields = row + [""] * (4 - len(row))
         version, first, last = parse_network(fields[0], where)
-        country = country_code(fields[1], where, field="alpha2code", fold_case=True)
-        region = subdivision_code(fields[2], country, where, field="region", fold_case=True)
+        try:
+            country = country_code(fields[1], where, field="alpha2code", fold_case=True)
+            region = subdivision_code(fields[2], country, where, field="region", fold_case=True)
+        except ValueProblem as problem:
+            report(source, problem)  # skipped and counted, or raised under strict
+            continue
         record = NetworkRecord(
             country=country,
             subdivision=region,

