@@ -30,15 +30,21 @@ LAYERS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
             "geofence.decision",
             "geofence.context",
             "geofence.signals.base",
+            "geofence.signals.codes",
             "geofence._data",
+            "geofence._cache",
         ),
     ),
     ("sources", ("geofence.sources",)),
     ("snapshot", ("geofence.snapshot", "geofence._core")),
     ("policy", ("geofence.policy",)),
-    ("engine", ("geofence.engine", "geofence._batch")),
+    (
+        "engine",
+        ("geofence.engine", "geofence._batch", "geofence.batch_arrow", "geofence.reloading"),
+    ),
     ("signals", ("geofence.signals",)),
     ("integrations", ("geofence.integrations", "geofence.testing")),
+    ("tools", ("geofence.export", "geofence.audit")),
     ("cli", ("geofence.cli",)),
 )
 

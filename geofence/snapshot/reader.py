@@ -20,7 +20,7 @@ from array import array
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from geofence.addr import ParsedAddress, parse_address
 from geofence.errors import AddressNotFoundError, DataAgeWarning, SnapshotError
@@ -622,6 +622,8 @@ class Snapshot:
         closed = _ClosedTable(self.origin)
         self._v4_starts = self._v4_ids = self._v4_index = closed  # type: ignore[assignment]
         self._v6_hi = self._v6_lo = self._v6_ids = self._v6_index = closed  # type: ignore[assignment]
+        self._partitions = Partitions(*(closed,) * len(Partitions._fields))  # type: ignore[arg-type]
+        self._get = closed.refuse
 
     @property
     def closed(self) -> bool:
@@ -680,6 +682,10 @@ class _ClosedTable:
 
     def _fail(self) -> SnapshotError:
         return SnapshotError(f"{self._origin}: the snapshot is closed")
+
+    def refuse(self, *args: object) -> NoReturn:
+        """Stands in for the closed snapshot's fast lookup: raises."""
+        raise self._fail()
 
     def __getitem__(self, index: object) -> int:
         raise self._fail()

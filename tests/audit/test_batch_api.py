@@ -171,7 +171,7 @@ def test_pickle_refuses_in_memory_snapshot() -> None:
 def test_pickle_keeps_settings(snapshot_file: Path) -> None:
     """cache_size, stale and shadow survive pickling; an unpickled Snapshot is a Snapshot."""
     policy = parse_policy(POLICY, source="<p>")
-    gf = Geofence(snapshot_file, policy, cache_size=64, stale="error", shadow=True)
+    gf = Geofence(snapshot_file, policy, cache_size=64, stale="error", max_age=None, shadow=True)
     copy = pickle.loads(pickle.dumps(gf))
     assert copy._cache_size == 64
     assert copy._stale == "error"
