@@ -26,6 +26,7 @@ from geofence.addr import ParsedAddress, parse_address
 from geofence.errors import AddressNotFoundError, DataAgeWarning, SnapshotError
 from geofence.kinds import NetworkKind
 from geofence.records import LookupResult, NetworkRecord
+from geofence.snapshot.asn import AsnTable
 from geofence.snapshot.format import (
     ARRAY_TYPES,
     FORMAT_VERSION,
@@ -177,6 +178,7 @@ class Snapshot:
     """
 
     __slots__ = (
+        "_asn",
         "_get",
         "_partitions",
         "_v4_ids",
@@ -353,7 +355,36 @@ class Snapshot:
         problem = table_problem((v4s, v4i, v4x), (v6h, v6l, v6i, v6x), len(self.records))
         if problem is not None:
             raise _fail(f"corrupt tables: {problem}; rebuild the snapshot", name)
+        self._asn = self._asn_table(arrays, bytes(sections[b"ORGS"]))
         self._install(v4s, v4i, v4x, v6h, v6l, v6i, v6x)
+
+    def _asn_table(self, arrays: dict[bytes, array[int]], orgs: bytes) -> AsnTable:
+        """Check the ASN sections (shaped like the range sections, see the format) and wrap them."""
+        name = self.origin
+        a4s, a4i, a4x = arrays[b"A4ST"], arrays[b"A4ID"], arrays[b"A4IX"]
+        a6h, a6l, a6i, a6x = arrays[b"A6HI"], arrays[b"A6LO"], arrays[b"A6ID"], arrays[b"A6IX"]
+        asns, offsets = arrays[b"ASNS"], arrays[b"ORGO"]
+        if not (len(a4s) == len(a4i) > 0 and len(a6h) == len(a6l) == len(a6i) > 0):
+            raise _fail("ASN range sections have inconsistent lengths", name)
+        if len(a4x) != 65537 or len(a6x) != 65537:
+            raise _fail("corrupt ASN index section (not 65537 entries)", name)
+        if a4s[0] or a6h[0] or a6l[0]:
+            raise _fail("ASN range sections do not start at address 0", name)
+        if (
+            len(offsets) != len(asns) + 1
+            or offsets[0] != 0
+            or offsets[-1] != len(orgs)
+            or any(map(int.__gt__, offsets, offsets[1:]))
+        ):
+            raise _fail("corrupt ASN organisation offsets (ORGO)", name)
+        try:
+            orgs.decode()
+        except UnicodeDecodeError as exc:
+            raise _fail(f"corrupt ASN organisation names (ORGS): {exc.reason}", name) from None
+        problem = table_problem((a4s, a4i, a4x), (a6h, a6l, a6i, a6x), len(asns), specials=False)
+        if problem is not None:
+            raise _fail(f"corrupt ASN tables: {problem}; rebuild the snapshot", name)
+        return AsnTable(Partitions(a4s, a4i, a4x, a6h, a6l, a6i, a6x), asns, offsets, orgs)
 
     def _decode_records(self, rows: object) -> tuple[NetworkRecord, ...]:
         """Check the RECS rows column by column (one predicate per field), then build them."""
@@ -441,6 +472,11 @@ class Snapshot:
         return self._partitions
 
     @property
+    def asn_table(self) -> AsnTable:
+        """AS number and organisation per address (see :mod:`geofence.snapshot.asn`)."""
+        return self._asn
+
+    @property
     def range_counts(self) -> tuple[int, int]:
         """Number of IPv4 and IPv6 segments (including gaps and special ranges)."""
         return len(self._v4_ids), len(self._v6_ids)
@@ -500,12 +536,17 @@ class Snapshot:
 
         The fast counterpart of :meth:`lookup` (like ``maxminddb``'s ``get``):
         no result object and no covering network. Tunnelled IPv6 forms are
-        unwrapped like :meth:`lookup` does.
+        unwrapped like :meth:`lookup` does; ``asn``/``as_org`` come from the
+        ASN table as in :meth:`lookup`.
 
         Raises:
             InvalidAddressError: ``ip`` is not an acceptable address.
         """
-        return self._get(ip)  # type: ignore[no-any-return]
+        record: NetworkRecord | None = self._get(ip)
+        if record is None or record.asn is not None or not self._asn.asns:
+            return record
+        addr = parse_address(ip)
+        return self._asn.fill(record, addr.version, addr.value)
 
     def segment_bounds(self, version: int, i: int) -> tuple[int, int]:
         """First and last address of segment ``i`` of family ``version``."""
@@ -541,6 +582,8 @@ class Snapshot:
         i, rid = self.lookup_id(addr.version, addr.value)
         first, last = self.segment_bounds(addr.version, i)
         record = self.records[rid] if rid >= 0 else None
+        if record is not None:
+            record = self._asn.fill(record, addr.version, addr.value)
         return LookupResult(address=addr, record=record, record_id=rid, first=first, last=last)
 
     def ranges(self, version: int) -> Iterator[tuple[int, int, int]]:
