@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import math
+import mmap
 import os
 import sys
 import warnings
@@ -239,12 +240,26 @@ class Snapshot:
         name = os.fspath(path)
         try:
             with open(name, "rb") as fh:
-                data = fh.read()
+                size = os.fstat(fh.fileno()).st_size
+                if not size:
+                    raise _fail("file is empty; rebuild it with `geofence data build`", name)
+                # An anonymous buffer, not the file: unmapped when closed, so the bytes go
+                # back to the system at once (a heap buffer of this size may stay in RSS).
+                buffer = mmap.mmap(-1, size)
+                try:
+                    got = fh.readinto(buffer)
+                    if got != size:  # the file shrank while it was read
+                        raise _fail(
+                            f"truncated: read {got} of {size} bytes; the file is changing "
+                            "(replace it atomically, see docs/reliability.md)",
+                            name,
+                        )
+                    with memoryview(buffer) as view:
+                        return cls(view, origin=name)
+                finally:
+                    buffer.close()
         except OSError as exc:
             raise SnapshotError(f"{name}: cannot read snapshot: {exc.strerror or exc}") from exc
-        if not data:
-            raise _fail("file is empty; rebuild it with `geofence data build`", name)
-        return cls(data, origin=name)
 
     @classmethod
     def from_bytes(
