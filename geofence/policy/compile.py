@@ -213,16 +213,18 @@ def compile_policy(
     The cost is linear in the snapshot's segments plus the policy's CIDR pieces:
     each piece is carved in with one search, and each virtual id is evaluated
     against the rules that can match it (see :class:`_RuleOrder`). Only a
-    policy with ASN rules overlays the snapshot's ASN table first
-    (:func:`~geofence.snapshot.asn.with_asns`), which adds its segments.
+    policy with ASN rules overlays the snapshot's ASN table first, and only
+    the ranges of the AS numbers it names
+    (:func:`~geofence.snapshot.asn.with_asns`).
     """
     day = today or dt.datetime.now(dt.UTC).date()
     records: Sequence[NetworkRecord] = snapshot.records
     parts = snapshot.partitions
     every_rule = (*policy.exceptions, *policy.rules)
-    if len(snapshot.asn_table) and any(r.asns is not None for r in every_rule):
-        # ASN rules need each record's AS number: split the records at the ASN boundaries.
-        parts, records = with_asns(parts, records, snapshot.asn_table)
+    named = frozenset[int]().union(*(r.asns for r in every_rule if r.asns is not None))
+    if named and len(snapshot.asn_table):
+        # ASN rules need the AS number: split the records where the named ASes begin and end.
+        parts, records = with_asns(parts, records, snapshot.asn_table, named)
     nrec = len(records)
     cidr_rules = [r for r in every_rule if r.cidrs is not None]
     virtual: dict[tuple[int, int], int] = {}

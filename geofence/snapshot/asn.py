@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from array import array
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from geofence.records import NetworkRecord
 from geofence.snapshot.partition import (
@@ -95,13 +95,19 @@ class AsnTable:
 
 
 def with_asns(
-    parts: Partitions, records: Sequence[NetworkRecord], table: AsnTable
+    parts: Partitions,
+    records: Sequence[NetworkRecord],
+    table: AsnTable,
+    wanted: Collection[int] | None = None,
 ) -> tuple[Partitions, list[NetworkRecord]]:
     """Overlay the ASN partition onto a record partition (what a policy with ASN rules needs).
 
     Inside every ASN segment, each record segment gets the id of a record
     that is the original with the segment's AS number and organisation
     (:meth:`AsnTable.fill`); ids of gaps and special ranges stay as they are.
+    With ``wanted``, only the segments of those AS numbers are overlaid: a
+    policy's ASN conditions match only the numbers they name, and an address
+    of any other AS matches them exactly as one without an AS number does.
 
     Returns:
         The new partitions and the records their ids index (the originals
@@ -124,12 +130,13 @@ def with_asns(
         return rid
 
     a = table.partitions
+    keep = None if wanted is None else {k for k, asn in enumerate(table.asns) if asn in wanted}
     v4s, v4i = overlay(
         (parts.v4_starts, parts.v4_ids),
         parts.v4_starts.__getitem__,
         lambda x: (x,),
         lambda x: bisect_right(parts.v4_starts, x) - 1,
-        _overrides(a.v4_starts, a.v4_ids, V4_TOP),
+        _overrides(a.v4_starts, a.v4_ids, V4_TOP, keep),
         V4_TOP,
         relabel,
     )
@@ -139,18 +146,20 @@ def with_asns(
         lambda i: (parts.v6_hi[i] << 64) | parts.v6_lo[i],
         lambda x: (x >> 64, x & MASK64),
         lambda x: locate6_indexed(parts.v6_hi, parts.v6_lo, parts.v6_index, x >> 64, x & MASK64),
-        _overrides(starts6, a.v6_ids, V6_TOP),
+        _overrides(starts6, a.v6_ids, V6_TOP, keep),
         V6_TOP,
         relabel,
     )
     return Partitions(v4s, v4i, index16(v4s), v6h, v6l, v6i, index16(v6h, 48)), out
 
 
-def _overrides(starts: Sequence[int], ids: Sequence[int], top: int) -> list[tuple[int, int, int]]:
-    """``(first, last, entry)`` of the segments of an ASN partition that have an entry."""
+def _overrides(
+    starts: Sequence[int], ids: Sequence[int], top: int, keep: Collection[int] | None
+) -> list[tuple[int, int, int]]:
+    """``(first, last, entry)`` of the ASN partition's segments with an entry (in ``keep``)."""
     n = len(starts)
     return [
         (starts[i], (starts[i + 1] - 1) if i + 1 < n else top, ids[i])
         for i in range(n)
-        if ids[i] >= 0
+        if ids[i] >= 0 and (keep is None or ids[i] in keep)
     ]

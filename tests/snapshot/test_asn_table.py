@@ -244,3 +244,20 @@ def test_asn_rule_parity_of_the_compiled_core_and_the_pure_twin(snap: Snapshot) 
         texts += [str(ipaddress.IPv6Address(v)) for s in six for v in (s, max(s - 1, 0))]
         for text in texts:
             assert state.decide(text) == twin(text), text
+
+
+def test_asn_rules_decide_as_the_filled_records_say(snap: Snapshot) -> None:
+    """Only the named AS's ranges are overlaid; every boundary decides as its filled record."""
+    with Geofence(snap, ASN_POLICY, max_age=None, today=lambda: TODAY) as gf:
+        asn_parts = snap.asn_table.partitions
+        points = {*snap.partitions.v4_starts, *asn_parts.v4_starts}
+        for value in sorted(points | {p - 1 for p in points if p}):
+            ip = str(ipaddress.IPv4Address(value))
+            record = snap.lookup(ip).record
+            d = gf.decide(ip)
+            if record is not None and record.asn == 15169:
+                assert d.rule_id == "deny-google", ip
+            elif record is not None and record.country == "IR":
+                assert d.rule_id == "deny-ir", ip
+            elif record is not None:
+                assert d.action.value == "allow", ip
