@@ -680,6 +680,8 @@ class Snapshot:
         closed = _ClosedTable(self.origin)
         self._v4_starts = self._v4_ids = self._v4_index = closed  # type: ignore[assignment]
         self._v6_hi = self._v6_lo = self._v6_ids = self._v6_index = closed  # type: ignore[assignment]
+        self._partitions = Partitions(*(closed,) * len(Partitions._fields))  # type: ignore[arg-type]
+        self._get = closed
 
     @property
     def closed(self) -> bool:
@@ -743,4 +745,7 @@ class _ClosedTable:
         raise self._fail()
 
     def __len__(self) -> int:
+        raise self._fail()
+
+    def __call__(self, *args: object) -> Any:
         raise self._fail()
