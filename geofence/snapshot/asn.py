@@ -32,6 +32,9 @@ from geofence.snapshot.partition import (
 
 __all__ = ["AsnTable", "empty_partitions", "encode_entries", "with_asns"]
 
+#: Filled records an :class:`AsnTable` keeps for repeated lookups.
+_FILLED_MAX = 1 << 16
+
 
 def empty_partitions() -> Partitions:
     """Partitions with one gap segment per family (a snapshot without ASN sources)."""
@@ -58,7 +61,7 @@ def encode_entries(
 class AsnTable:
     """The ASN partitions and entries of an open snapshot (immutable, shared by threads)."""
 
-    __slots__ = ("asns", "offsets", "orgs", "partitions")
+    __slots__ = ("_filled", "asns", "offsets", "orgs", "partitions")
 
     def __init__(
         self, partitions: Partitions, asns: array[int], offsets: array[int], orgs: bytes
@@ -68,6 +71,9 @@ class AsnTable:
         self.asns = asns
         self.offsets = offsets
         self.orgs = orgs
+        # Filled records by (id of the record, entry), with the record itself to check
+        # that the id is still that record's; bounded (cleared when full).
+        self._filled: dict[tuple[int, int], tuple[NetworkRecord, NetworkRecord]] = {}
 
     def __len__(self) -> int:
         return len(self.asns)
@@ -88,10 +94,19 @@ class AsnTable:
         """``record`` with ``asn``/``as_org`` from the table (unless it states them itself)."""
         if record.asn is not None or not self.asns:
             return record
-        found = self.find(version, value)
-        if found is None:
+        parts = self.partitions
+        k = (parts.v4_ids if version == 4 else parts.v6_ids)[segment(parts, version, value)]
+        if k < 0:
             return record
-        return dataclasses.replace(record, asn=found[0], as_org=found[1])
+        hit = self._filled.get((id(record), k))
+        if hit is not None and hit[0] is record:
+            return hit[1]
+        asn, org = self.entry(k)
+        filled = dataclasses.replace(record, asn=asn, as_org=org)
+        if len(self._filled) >= _FILLED_MAX:
+            self._filled.clear()
+        self._filled[(id(record), k)] = (record, filled)
+        return filled
 
 
 def with_asns(
