@@ -30,7 +30,7 @@ from typing import Any, Final
 
 from geofence.snapshot.partition import GAP, SPECIAL_IDS, TUNNEL_IDS
 
-__all__ = ["table_problem"]
+__all__ = ["offsets_ok", "table_problem"]
 
 #: Negative ids an IPv4 segment may carry; IPv6 segments may also carry tunnel ids.
 _V4_NEGATIVE: Final = frozenset({GAP, *SPECIAL_IDS.values()})
@@ -85,6 +85,19 @@ def table_problem(
     return None
 
 
+def offsets_ok(offsets: array[int], size: int, *, vectorised: bool | None = None) -> bool:
+    """Whether ``offsets`` go from 0 to ``size`` without stepping back (``ORGO`` of the format).
+
+    Args:
+        offsets: The offsets (at least one).
+        size: The length of the bytes they index.
+        vectorised: As for :func:`table_problem`.
+    """
+    np = _numpy() if vectorised is not False else None
+    check = _NumpyChecks(np) if np is not None else _PlainChecks()
+    return offsets[0] == 0 and offsets[-1] == size and check.non_decreasing(offsets)
+
+
 def _numpy() -> Any:
     try:
         return importlib.import_module("numpy")
@@ -102,6 +115,10 @@ class _PlainChecks:
     @staticmethod
     def increasing(values: array[int]) -> bool:
         return all(map(lt, values, islice(values, 1, None)))
+
+    @staticmethod
+    def non_decreasing(values: array[int]) -> bool:
+        return all(map(le, values, islice(values, 1, None)))
 
     @staticmethod
     def increasing_pairs(hi: array[int], lo: array[int]) -> bool:
@@ -147,6 +164,10 @@ class _NumpyChecks:
     def increasing(self, values: array[int]) -> bool:
         v = self.view(values)
         return bool((v[1:] > v[:-1]).all())
+
+    def non_decreasing(self, values: array[int]) -> bool:
+        v = self.view(values)
+        return bool((v[1:] >= v[:-1]).all())
 
     def increasing_pairs(self, hi: array[int], lo: array[int]) -> bool:
         h, low = self.view(hi), self.view(lo)

@@ -38,7 +38,7 @@ from geofence.snapshot.format import (
     SECTION_TAGS,
     align8,
 )
-from geofence.snapshot.invariants import table_problem
+from geofence.snapshot.invariants import offsets_ok, table_problem
 from geofence.snapshot.partition import (
     GAP,
     SPECIAL_BY_ID,
@@ -385,12 +385,7 @@ class Snapshot:
             raise _fail("corrupt ASN index section (not 65537 entries)", name)
         if a4s[0] or a6h[0] or a6l[0]:
             raise _fail("ASN range sections do not start at address 0", name)
-        if (
-            len(offsets) != len(asns) + 1
-            or offsets[0] != 0
-            or offsets[-1] != len(orgs)
-            or any(map(int.__gt__, offsets, offsets[1:]))
-        ):
+        if len(offsets) != len(asns) + 1 or not offsets_ok(offsets, len(orgs)):
             raise _fail("corrupt ASN organisation offsets (ORGO)", name)
         try:
             orgs.decode()

@@ -21,6 +21,7 @@ from geofence.policy import parse_policy
 from geofence.records import NetworkRecord
 from geofence.snapshot.build import build_snapshot
 from geofence.snapshot.format import ARRAY_TYPES
+from geofence.snapshot.invariants import offsets_ok
 from geofence.snapshot.reader import Snapshot
 from geofence.snapshot.search import _CORE, make_lookup
 from geofence.sources.base import RangeEntry, Source
@@ -261,3 +262,12 @@ def test_asn_rules_decide_as_the_filled_records_say(snap: Snapshot) -> None:
                 assert d.rule_id == "deny-ir", ip
             elif record is not None:
                 assert d.action.value == "allow", ip
+
+
+@pytest.mark.parametrize("vectorised", [False, None])
+def test_offset_checks_agree(vectorised: bool | None) -> None:
+    """Both implementations of the ORGO check accept and refuse the same offsets."""
+    assert offsets_ok(array("I", [0, 0, 3, 5]), 5, vectorised=vectorised)
+    assert not offsets_ok(array("I", [0, 4, 3, 5]), 5, vectorised=vectorised)
+    assert not offsets_ok(array("I", [1, 3, 5]), 5, vectorised=vectorised)
+    assert not offsets_ok(array("I", [0, 3, 4]), 5, vectorised=vectorised)
