@@ -95,7 +95,8 @@ _COUNTRY_RE = re.compile(r"[A-Z]{2}")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
-#: Build profiles: the bundled default, and the full build that adds ASNs (see data/README.md).
+#: Build profiles: the bundled default, and the full build that merges the ASNs into the
+#: records instead of the ASN table (for comparison; see data/README.md).
 PROFILES = ("default", "full")
 
 
@@ -811,12 +812,13 @@ def default_sources(
     Args:
         recipe: The recipe (default: ``data/recipe.toml``).
         report: Filled with the derived steps' counts while the build reads them.
-        full: Also the sources of the ``full`` profile (ASN and organisation).
+        full: Merge the ASN sources into the records (the ``full`` profile, for
+            comparison) instead of the snapshot's ASN table.
 
     Returns:
         ``[territories, dbip-city-lite, dbip-country-lite, iptoasn-country,
-        agreement, iporigin]``; with ``full``, ``dbip-asn-lite`` and
-        ``origin-asn`` before ``iporigin``.
+        agreement, dbip-asn-lite, origin-asn, iporigin]``; the two ASN sources
+        go into the ASN table unless ``full``.
 
     Raises:
         RecipeError: The installed packages do not match the recipe's pins.
@@ -849,7 +851,7 @@ def default_sources(
             f"ranges.bin header says built_at {header.isoformat()}, the recipe says "
             f"published = {ipo.published.isoformat()}"
         )
-    asn_names = ("dbip-asn-lite", "origin-asn") if full else ()
+    asn_names = ("dbip-asn-lite", "origin-asn")
     for name in ("dbip-city-lite", "iptoasn-country", *asn_names):
         check_mmdb_epoch(paths[name], recipe.source(name).published)
     table = TerritoryTable.load(HERE / "territories.toml")
@@ -905,7 +907,10 @@ def default_sources(
         dbip,
         second,
         agreement,
-        *(asn_source(paths[name], recipe.source(name).info()) for name in asn_names),
+        *(
+            asn_source(paths[name], recipe.source(name).info(), table=not full)
+            for name in asn_names
+        ),
         iporigin_source(
             paths[ipo.name],
             ipo.excluded_providers,
@@ -925,7 +930,7 @@ def _counting(source: Source, tally: dict[str, dict[int, int]]) -> Source:
             counts[entry.version] += 1
             yield entry
 
-    return Source(info=source.info, read=read)
+    return dataclasses.replace(source, read=read)
 
 
 def build_default(
@@ -943,7 +948,7 @@ def build_default(
         previous: A previous snapshot for the builder's shrink guard.
         force: Passed to the builder (accept an empty or sharply shrunk build).
         progress: Called with progress messages.
-        full: Build the ``full`` profile (adds ASN and organisation).
+        full: Build the ``full`` profile (ASNs merged into the records, for comparison).
 
     Returns:
         The snapshot file's bytes.
@@ -1057,7 +1062,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--full",
         action="store_true",
-        help="build the full profile (adds ASN and organisation; use with --output)",
+        help="build the full profile (ASNs in the records, not the ASN table; use with --output)",
     )
     parser.add_argument(
         "--wheels",

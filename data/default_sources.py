@@ -18,6 +18,7 @@ Nothing here is imported by geofence itself.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections import Counter
 from collections.abc import Iterator
@@ -155,6 +156,12 @@ def country_mmdb_source(path: Path, info: SourceInfo) -> Source:
     return _mmdb(path, info, "country")
 
 
-def asn_source(path: Path, info: SourceInfo) -> Source:
-    """ASN and organisation from an ASN MMDB (GeoLite2-ASN layout)."""
-    return _mmdb(path, info, "asn,as_org")
+def asn_source(path: Path, info: SourceInfo, *, table: bool = True) -> Source:
+    """ASN and organisation from an ASN MMDB (GeoLite2-ASN layout).
+
+    Args:
+        path: The MMDB file.
+        info: Provenance.
+        table: Into the snapshot's ASN table (else merged into the records).
+    """
+    return dataclasses.replace(_mmdb(path, info, "asn,as_org"), asn_table=table)

@@ -9,6 +9,7 @@ the old state in place.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -450,6 +451,9 @@ class Geofence:
         d = self.decide(addr, context)
         if d.address is None:
             d = d.with_address(addr.original_text)
+        if d.asn is None:  # a policy without ASN rules: the snapshot's ASN table knows it
+            found = self._state.compiled.snapshot.asn_table.find(addr.version, addr.value)
+            d = dataclasses.replace(d, asn=found[0]) if found else d
         if self._policy_given:
             return d.explain()
         return d.explain() + "\nNote: Geofence() was given no policy; allow-all applies."

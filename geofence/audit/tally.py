@@ -166,7 +166,10 @@ class Tally:
             key = (str(result.network), org)
             nets.setdefault(action, Counter())[key] += n
             net_addresses.setdefault(action, Counter())[key] += 1
-            asn = f"AS{d.asn}" if d.asn else "unknown"
+            # The lookup fills the ASN from the snapshot's ASN table (decisions of
+            # policies without ASN rules do not carry it).
+            number = d.asn or (record.asn if record is not None else None)
+            asn = f"AS{number}" if number else "unknown"
             asns.setdefault(action, Counter())[asn] += n
             asn_addresses.setdefault(action, Counter())[asn] += 1
         return {

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from geofence.decision import Decision
@@ -20,6 +20,7 @@ from geofence.kinds import NetworkKind, SpecialRange
 from geofence.policy.evaluate import Candidate, Outcome, address_candidates, evaluate
 from geofence.policy.model import Policy, Rule
 from geofence.records import NetworkRecord
+from geofence.snapshot.asn import with_asns
 from geofence.snapshot.partition import (
     GAP,
     MASK64,
@@ -211,13 +212,21 @@ def compile_policy(
 
     The cost is linear in the snapshot's segments plus the policy's CIDR pieces:
     each piece is carved in with one search, and each virtual id is evaluated
-    against the rules that can match it (see :class:`_RuleOrder`).
+    against the rules that can match it (see :class:`_RuleOrder`). Only a
+    policy with ASN rules overlays the snapshot's ASN table first, and only
+    the ranges of the AS numbers it names
+    (:func:`~geofence.snapshot.asn.with_asns`).
     """
     day = today or dt.datetime.now(dt.UTC).date()
-    records = snapshot.records
-    nrec = len(records)
-    cidr_rules = [r for r in (*policy.exceptions, *policy.rules) if r.cidrs is not None]
+    records: Sequence[NetworkRecord] = snapshot.records
     parts = snapshot.partitions
+    every_rule = (*policy.exceptions, *policy.rules)
+    named = frozenset[int]().union(*(r.asns for r in every_rule if r.asns is not None))
+    if named and len(snapshot.asn_table):
+        # ASN rules need the AS number: split the records where the named ASes begin and end.
+        parts, records = with_asns(parts, records, snapshot.asn_table, named)
+    nrec = len(records)
+    cidr_rules = [r for r in every_rule if r.cidrs is not None]
     virtual: dict[tuple[int, int], int] = {}
     all_labels: list[list[frozenset[str]]] = []
     for version in (4, 6) if cidr_rules else ():

@@ -38,6 +38,7 @@ from pathlib import Path
 from geofence import __version__
 from geofence.errors import SnapshotError, SourceError
 from geofence.records import NetworkRecord
+from geofence.snapshot.asn import empty_partitions, encode_entries
 from geofence.snapshot.format import (
     FORMAT_VERSION,
     HEADER,
@@ -48,7 +49,12 @@ from geofence.snapshot.format import (
     align8,
 )
 from geofence.snapshot.merge import MERGED_FIELDS, Column, Merger, SourceRanges
-from geofence.snapshot.partition import SPECIAL_TABLE, apply_special_ranges, index16
+from geofence.snapshot.partition import (
+    SPECIAL_TABLE,
+    Partitions,
+    apply_special_ranges,
+    index16,
+)
 from geofence.sources.base import Source, SourceInfo
 from geofence.sources.problems import SkipLog, ValueProblem, collecting, report
 from geofence.sources.regions import RegionStats
@@ -160,7 +166,7 @@ def encode_snapshot(
             array("i", v6[1]),
         ),
     )
-    return _encode(meta, recs_bytes, carved4, carved6)
+    return _encode(meta, recs_bytes, carved4, carved6, _AsnSections.empty())
 
 
 def _records_json(records: Sequence[NetworkRecord], meta: Mapping[str, object]) -> bytearray:
@@ -183,10 +189,12 @@ def _encode(
     recs_bytes: bytearray,
     v4: tuple[array[int], array[int]],
     v6: tuple[array[int], array[int], array[int]],
+    asn: _AsnSections,
 ) -> bytes:
     """Encode partitions whose special ranges are carved in (:func:`apply_special_ranges`).
 
-    The columns are IPv4 starts and ids, IPv6 high halves, low halves and ids.
+    The columns are IPv4 starts and ids, IPv6 high halves, low halves and ids;
+    ``asn`` holds the ASN table's sections.
     Sections are joined once into the result, never copied section by section.
     """
     meta = {**meta, "special_table": SPECIAL_TABLE}
@@ -201,10 +209,14 @@ def _encode(
         v6_lo,
         v6_ids,
         index16(v6_hi, 48),
+        *asn.partitions,
+        asn.asns,
+        asn.offsets,
     ):
         if sys.byteorder != "little":
             arr.byteswap()
         blobs.append(arr)
+    blobs.append(asn.orgs)
     offset = align8(HEADER.size + SECTION.size * len(SECTION_TAGS))
     table = bytearray()
     parts: list[bytes | bytearray | array[int]] = []
@@ -223,6 +235,51 @@ def _encode(
         MAGIC, FORMAT_VERSION, 0, HEADER.size, len(SECTION_TAGS), 0, offset, digest.digest()
     )
     return b"".join([header, *parts])
+
+
+@dataclass(frozen=True, slots=True)
+class _AsnSections:
+    """The ASN table as it is written (see :mod:`geofence.snapshot.asn`)."""
+
+    partitions: Partitions
+    asns: array[int]
+    offsets: array[int]
+    orgs: bytes
+
+    @classmethod
+    def empty(cls) -> _AsnSections:
+        return cls(empty_partitions(), *encode_entries([]))
+
+
+def _asn_sections(
+    records: Sequence[NetworkRecord], merged: Mapping[int, tuple[Column, array[int]]]
+) -> _AsnSections:
+    """The ASN table of the merged ASN sources: one entry per ``(asn, as_org)``.
+
+    Segments whose entries are equal once the records are reduced to their
+    AS number and organisation are joined.
+    """
+    entries: dict[tuple[int, str | None], int] = {}
+    entry_of = array(
+        "i",
+        (
+            -1 if r.asn is None else entries.setdefault((r.asn, r.as_org), len(entries))
+            for r in records
+        ),
+    )
+    columns: list[tuple[Column, array[int]]] = []
+    for version in (4, 6):
+        starts, ids = merged[version]
+        out_starts, out_ids = Column(version == 6), array("i")
+        for start, rid in zip(starts, ids, strict=True):
+            k = -1 if rid < 0 else entry_of[rid]
+            if not out_ids or out_ids[-1] != k:
+                out_starts.append(start)
+                out_ids.append(k)
+        columns.append((out_starts, out_ids))
+    (s4, i4), (s6, i6) = columns
+    parts = Partitions(s4.lo, i4, index16(s4.lo), s6.hi, s6.lo, i6, index16(s6.hi, 48))
+    return _AsnSections(parts, *encode_entries(list(entries)))
 
 
 def write_atomic(data: bytes, path: str | os.PathLike[str]) -> None:
@@ -348,9 +405,10 @@ def compile_snapshot(
             or ``field_priority`` names unknown sources or fields.
     """
     say = progress or (lambda _msg: None)
-    names = [s.info.name for s in sources]
-    if len(set(names)) != len(names):
-        raise SnapshotError(f"source names must be unique, got {names}")
+    all_names = [s.info.name for s in sources]
+    if len(set(all_names)) != len(all_names):
+        raise SnapshotError(f"source names must be unique, got {all_names}")
+    names = [s.info.name for s in sources if not s.asn_table]
     index = {n: i for i, n in enumerate(names)}
     priority: dict[str, list[int]] = {}
     for fname, order in (field_priority or {}).items():
@@ -360,35 +418,29 @@ def compile_snapshot(
             )
         unknown = [n for n in order if n not in index]
         if unknown:
-            raise SnapshotError(f"field_priority[{fname!r}] names unknown sources {unknown}")
+            raise SnapshotError(
+                f"field_priority[{fname!r}] names unknown sources {unknown} "
+                "(ASN-table sources are ordered by their place in the list)"
+            )
         priority[fname] = [index[n] for n in order]
 
     skipped = SkipLog(strict=strict)
-    stored: dict[int, list[tuple[int, SourceRanges]]] = {4: [], 6: []}
-    per_source_records: list[list[NetworkRecord | None]] = []
+    # Two groups merged apart: the record sources and the ASN-table sources.
+    groups: dict[bool, _Group] = {False: _Group(), True: _Group()}
     source_entries: dict[str, dict[str, int]] = {}
     regions = RegionStats()
     with collecting(skipped), collecting_regions(regions):
-        for s, src in enumerate(sources):
+        for src in sources:
             say(f"reading {src.info.name} ({src.info.format})")
             local, ranges = _read_source(src, say)
-            per_source_records.append(local)
             source_entries[src.info.name] = {"v4": len(ranges[4]), "v6": len(ranges[6])}
-            for version in (4, 6):
-                if len(ranges[version]):
-                    stored[version].append((s, ranges[version]))
+            groups[src.asn_table].add(src.info.name, local, ranges)
     for line in [*skipped.summary(), *regions.summary()]:
         say(line)
-    merger = Merger(per_source_records, names, priority)
-    del per_source_records  # the merger releases them as it goes
-    merged: dict[int, tuple[Column, array[int]]] = {}
-    for version, top in ((4, _V4_MAX), (6, _V6_MAX)):
-        say(f"merging IPv{version}")
-        family = [(s, ranges.disjoint()) for s, ranges in stored.pop(version)]
-        merged[version] = merger.family(family, top)
-        del family  # the source columns are not needed any more
-    records = list(merger.intern)
-    del merger
+    asn_records, asn_merged = groups.pop(True).merge({}, say, "ASN ")
+    asn = _asn_sections(asn_records, asn_merged)
+    del asn_records, asn_merged
+    records, merged = groups.pop(False).merge(priority, say, "")
     stats = _stats_of(records, merged[4], merged[6])
     say(
         f"merged: {stats.records:,} records, {stats.v4_ranges:,} IPv4 and "
@@ -419,6 +471,8 @@ def compile_snapshot(
         meta["skipped"] = skipped.as_dict()
     if regions.countries:
         meta["subdivision_names"] = regions.as_dict()
+    if len(asn.asns):
+        meta["asn"] = _asn_stats(asn)
     say("encoding")
     recs_bytes = _records_json(records, meta)
     del records  # the rows are encoded: the record objects can go
@@ -427,10 +481,62 @@ def compile_snapshot(
         (v4_starts.lo, v4_ids), (v6_starts.hi, v6_starts.lo, v6_ids)
     )
     del v4_starts, v4_ids, v6_starts, v6_ids  # only the carved copies are encoded
-    data = _encode(meta, recs_bytes, carved4, carved6)
+    data = _encode(meta, recs_bytes, carved4, carved6, asn)
     return BuildResult(
         data=data, stats=stats, source_entries=source_entries, skipped=skipped, regions=regions
     )
+
+
+class _Group:
+    """Sources merged together: their names, local records and ranges, in priority order."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.records: list[list[NetworkRecord | None]] = []
+        self.stored: dict[int, list[tuple[int, SourceRanges]]] = {4: [], 6: []}
+
+    def add(
+        self, name: str, local: list[NetworkRecord | None], ranges: Mapping[int, SourceRanges]
+    ) -> None:
+        s = len(self.names)
+        self.names.append(name)
+        self.records.append(local)
+        for version in (4, 6):
+            if len(ranges[version]):
+                self.stored[version].append((s, ranges[version]))
+
+    def merge(
+        self, priority: Mapping[str, Sequence[int]], say: Callable[[str], None], what: str
+    ) -> tuple[list[NetworkRecord], dict[int, tuple[Column, array[int]]]]:
+        """Merge the group (releasing its sources as it goes): records and partitions."""
+        merger = Merger(self.records, self.names, priority)
+        self.records = []  # the merger releases them as it goes
+        merged: dict[int, tuple[Column, array[int]]] = {}
+        for version, top in ((4, _V4_MAX), (6, _V6_MAX)):
+            if self.names:
+                say(f"merging {what}IPv{version}")
+            family = [(s, ranges.disjoint()) for s, ranges in self.stored.pop(version)]
+            merged[version] = merger.family(family, top)
+            del family  # the source columns are not needed any more
+        return list(merger.intern), merged
+
+
+def _asn_stats(asn: _AsnSections) -> dict[str, int]:
+    """Entries, segments with an entry and what they cover (IPv4 addresses, IPv6 /64s)."""
+    p = asn.partitions
+    v6 = Column(True)
+    v6.hi, v6.lo = p.v6_hi, p.v6_lo
+    v4 = Column(False)
+    v4.lo = p.v4_starts
+    v4_ranges, v4_addresses = _coverage(v4, p.v4_ids, _V4_MAX, 0)
+    v6_ranges, v6_slash64s = _coverage(v6, p.v6_ids, _V6_MAX, 64)
+    return {
+        "entries": len(asn.asns),
+        "v4_ranges": v4_ranges,
+        "v4_addresses": v4_addresses,
+        "v6_ranges": v6_ranges,
+        "v6_slash64s": v6_slash64s,
+    }
 
 
 def _read_source(

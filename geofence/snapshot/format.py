@@ -26,6 +26,11 @@ A snapshot file is little-endian and laid out as::
     |   V6LO  u64[n6]  low 64 bits of each IPv6 segment start       |
     |   V6ID  i32[n6]  id of each IPv6 segment                        |
     |   V6IX  i32[65537] /16 bucket index into V6HI (see below)      |
+    |   A4ST A4ID A4IX A6HI A6LO A6ID A6IX: the ASN partitions, laid  |
+    |         out like V4ST..V6IX; ids index ASNS, gaps are -1      |
+    |   ASNS  u32[na]  AS number of each ASN entry                    |
+    |   ORGO  u32[na+1] offsets of each entry's organisation in ORGS  |
+    |   ORGS  UTF-8 organisation names, concatenated                  |
     +--------------------------------------------------------------+
 
 Segments partition each address space: the first starts at 0, starts are
@@ -47,6 +52,15 @@ index of the segment containing the last address before bucket ``p``
 (``0`` for ``p = 0``); the segment of any address in bucket ``p`` is then found
 by bisecting ``V4ST`` between ``V4IX[p]`` and ``V4IX[p + 1]`` inclusive.
 V6IX is the same over the top 16 bits of the IPv6 starts (``V6HI >> 48``).
+
+The ASN table is a second partition of each address space, built from the
+sources that only state AS numbers and organisations (``Source.asn_table``), so
+that the many ASN boundaries do not multiply the records. ``A4ID``/``A6ID`` are
+``-1`` (no ASN source speaks) or an index ``k`` into ``ASNS``; entry ``k``'s
+organisation is ``ORGS[ORGO[k]:ORGO[k + 1]]`` (empty: none stated), decoded
+only when a lookup asks for it. The special ranges are not carved into it.
+A snapshot without ASN sources has one gap segment per family and empty
+``ASNS``/``ORGS`` (``ORGO`` is ``[0]``).
 
 The digest in the header is both the integrity check (any flipped or missing
 byte changes it) and the snapshot's identity (:attr:`Snapshot.snapshot_id`).
@@ -72,7 +86,7 @@ __all__ = [
 ]
 
 MAGIC: Final = b"GEOFENCE"
-FORMAT_VERSION: Final = 2
+FORMAT_VERSION: Final = 3
 
 #: Header: magic, format_version, flags, header_size, section_count, reserved,
 #: total_size, digest.
@@ -91,6 +105,16 @@ SECTION_TAGS: Final = (
     b"V6LO",
     b"V6ID",
     b"V6IX",
+    b"A4ST",
+    b"A4ID",
+    b"A4IX",
+    b"A6HI",
+    b"A6LO",
+    b"A6ID",
+    b"A6IX",
+    b"ASNS",
+    b"ORGO",
+    b"ORGS",
 )
 
 #: Each record in RECS is a JSON array with these fields in this order; ``sources``
@@ -123,6 +147,15 @@ ARRAY_TYPES: Final = {
     b"V6LO": ("Q", 8),
     b"V6ID": ("i", 4),
     b"V6IX": ("i", 4),
+    b"A4ST": ("I", 4),
+    b"A4ID": ("i", 4),
+    b"A4IX": ("i", 4),
+    b"A6HI": ("Q", 8),
+    b"A6LO": ("Q", 8),
+    b"A6ID": ("i", 4),
+    b"A6IX": ("i", 4),
+    b"ASNS": ("I", 4),
+    b"ORGO": ("I", 4),
 }
 
 

@@ -30,11 +30,12 @@ from typing import Any, Final
 
 from geofence.snapshot.partition import GAP, SPECIAL_IDS, TUNNEL_IDS
 
-__all__ = ["table_problem"]
+__all__ = ["offsets_ok", "table_problem"]
 
 #: Negative ids an IPv4 segment may carry; IPv6 segments may also carry tunnel ids.
 _V4_NEGATIVE: Final = frozenset({GAP, *SPECIAL_IDS.values()})
 _V6_NEGATIVE: Final = _V4_NEGATIVE | frozenset(TUNNEL_IDS.values())
+_GAP_ONLY: Final = frozenset({GAP})
 _BUCKETS: Final = 1 << 16
 
 
@@ -43,6 +44,7 @@ def table_problem(
     v6: tuple[array[int], array[int], array[int], array[int]],
     records: int,
     *,
+    specials: bool = True,
     vectorised: bool | None = None,
 ) -> str | None:
     """The first broken invariant of the tables, in words, or ``None`` when all hold.
@@ -53,6 +55,9 @@ def table_problem(
         v6: IPv6 high and low halves of the starts, ids and index (``V6HI``,
             ``V6LO``, ``V6ID``, ``V6IX``), shaped likewise.
         records: Number of records (ids ``0 .. records - 1`` are valid).
+        specials: Whether special-range and tunnel ids may occur (the record
+            partitions); without, the only negative id is :data:`GAP` (the
+            ASN partitions, whose ids index the ASN entries).
         vectorised: Force (``True``) or avoid (``False``) numpy; default: numpy
             when it is installed.
     """
@@ -68,15 +73,29 @@ def table_problem(
         return "IPv4 starts are not strictly increasing"
     if not check.increasing_pairs(hi, lo):
         return "IPv6 starts are not strictly increasing"
-    if not check.ids(ids4, records, _V4_NEGATIVE):
+    negative4, negative6 = (_V4_NEGATIVE, _V6_NEGATIVE) if specials else (_GAP_ONLY, _GAP_ONLY)
+    if not check.ids(ids4, records, negative4):
         return "IPv4 ids name records or special ranges that do not exist"
-    if not check.ids(ids6, records, _V6_NEGATIVE):
+    if not check.ids(ids6, records, negative6):
         return "IPv6 ids name records or special ranges that do not exist"
     if not check.index(starts, index4, 16):
         return "IPv4 /16 index does not match the starts"
     if not check.index(hi, index6, 48):
         return "IPv6 /16 index does not match the starts"
     return None
+
+
+def offsets_ok(offsets: array[int], size: int, *, vectorised: bool | None = None) -> bool:
+    """Whether ``offsets`` go from 0 to ``size`` without stepping back (``ORGO`` of the format).
+
+    Args:
+        offsets: The offsets (at least one).
+        size: The length of the bytes they index.
+        vectorised: As for :func:`table_problem`.
+    """
+    np = _numpy() if vectorised is not False else None
+    check = _NumpyChecks(np) if np is not None else _PlainChecks()
+    return offsets[0] == 0 and offsets[-1] == size and check.non_decreasing(offsets)
 
 
 def _numpy() -> Any:
@@ -96,6 +115,10 @@ class _PlainChecks:
     @staticmethod
     def increasing(values: array[int]) -> bool:
         return all(map(lt, values, islice(values, 1, None)))
+
+    @staticmethod
+    def non_decreasing(values: array[int]) -> bool:
+        return all(map(le, values, islice(values, 1, None)))
 
     @staticmethod
     def increasing_pairs(hi: array[int], lo: array[int]) -> bool:
@@ -141,6 +164,10 @@ class _NumpyChecks:
     def increasing(self, values: array[int]) -> bool:
         v = self.view(values)
         return bool((v[1:] > v[:-1]).all())
+
+    def non_decreasing(self, values: array[int]) -> bool:
+        v = self.view(values)
+        return bool((v[1:] >= v[:-1]).all())
 
     def increasing_pairs(self, hi: array[int], lo: array[int]) -> bool:
         h, low = self.view(hi), self.view(lo)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import math
+import mmap
 import os
 import sys
 import warnings
@@ -20,12 +21,13 @@ from array import array
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
 from geofence.addr import ParsedAddress, parse_address
 from geofence.errors import AddressNotFoundError, DataAgeWarning, SnapshotError
 from geofence.kinds import NetworkKind
 from geofence.records import LookupResult, NetworkRecord
+from geofence.snapshot.asn import AsnTable
 from geofence.snapshot.format import (
     ARRAY_TYPES,
     FORMAT_VERSION,
@@ -36,7 +38,7 @@ from geofence.snapshot.format import (
     SECTION_TAGS,
     align8,
 )
-from geofence.snapshot.invariants import table_problem
+from geofence.snapshot.invariants import offsets_ok, table_problem
 from geofence.snapshot.partition import (
     GAP,
     SPECIAL_BY_ID,
@@ -177,6 +179,7 @@ class Snapshot:
     """
 
     __slots__ = (
+        "_asn",
         "_get",
         "_partitions",
         "_v4_ids",
@@ -237,12 +240,26 @@ class Snapshot:
         name = os.fspath(path)
         try:
             with open(name, "rb") as fh:
-                data = fh.read()
+                size = os.fstat(fh.fileno()).st_size
+                if not size:
+                    raise _fail("file is empty; rebuild it with `geofence data build`", name)
+                # An anonymous buffer, not the file: unmapped when closed, so the bytes go
+                # back to the system at once (a heap buffer of this size may stay in RSS).
+                buffer = mmap.mmap(-1, size)
+                try:
+                    got = fh.readinto(buffer)
+                    if got != size:  # the file shrank while it was read
+                        raise _fail(
+                            f"truncated: read {got} of {size} bytes; the file is changing "
+                            "(replace it atomically, see docs/reliability.md)",
+                            name,
+                        )
+                    with memoryview(buffer) as view:
+                        return cls(view, origin=name)
+                finally:
+                    buffer.close()
         except OSError as exc:
             raise SnapshotError(f"{name}: cannot read snapshot: {exc.strerror or exc}") from exc
-        if not data:
-            raise _fail("file is empty; rebuild it with `geofence data build`", name)
-        return cls(data, origin=name)
 
     @classmethod
     def from_bytes(
@@ -353,7 +370,31 @@ class Snapshot:
         problem = table_problem((v4s, v4i, v4x), (v6h, v6l, v6i, v6x), len(self.records))
         if problem is not None:
             raise _fail(f"corrupt tables: {problem}; rebuild the snapshot", name)
+        self._asn = self._asn_table(arrays, bytes(sections[b"ORGS"]))
         self._install(v4s, v4i, v4x, v6h, v6l, v6i, v6x)
+
+    def _asn_table(self, arrays: dict[bytes, array[int]], orgs: bytes) -> AsnTable:
+        """Check the ASN sections (shaped like the range sections, see the format) and wrap them."""
+        name = self.origin
+        a4s, a4i, a4x = arrays[b"A4ST"], arrays[b"A4ID"], arrays[b"A4IX"]
+        a6h, a6l, a6i, a6x = arrays[b"A6HI"], arrays[b"A6LO"], arrays[b"A6ID"], arrays[b"A6IX"]
+        asns, offsets = arrays[b"ASNS"], arrays[b"ORGO"]
+        if not (len(a4s) == len(a4i) > 0 and len(a6h) == len(a6l) == len(a6i) > 0):
+            raise _fail("ASN range sections have inconsistent lengths", name)
+        if len(a4x) != 65537 or len(a6x) != 65537:
+            raise _fail("corrupt ASN index section (not 65537 entries)", name)
+        if a4s[0] or a6h[0] or a6l[0]:
+            raise _fail("ASN range sections do not start at address 0", name)
+        if len(offsets) != len(asns) + 1 or not offsets_ok(offsets, len(orgs)):
+            raise _fail("corrupt ASN organisation offsets (ORGO)", name)
+        try:
+            orgs.decode()
+        except UnicodeDecodeError as exc:
+            raise _fail(f"corrupt ASN organisation names (ORGS): {exc.reason}", name) from None
+        problem = table_problem((a4s, a4i, a4x), (a6h, a6l, a6i, a6x), len(asns), specials=False)
+        if problem is not None:
+            raise _fail(f"corrupt ASN tables: {problem}; rebuild the snapshot", name)
+        return AsnTable(Partitions(a4s, a4i, a4x, a6h, a6l, a6i, a6x), asns, offsets, orgs)
 
     def _decode_records(self, rows: object) -> tuple[NetworkRecord, ...]:
         """Check the RECS rows column by column (one predicate per field), then build them."""
@@ -441,6 +482,11 @@ class Snapshot:
         return self._partitions
 
     @property
+    def asn_table(self) -> AsnTable:
+        """AS number and organisation per address (see :mod:`geofence.snapshot.asn`)."""
+        return self._asn
+
+    @property
     def range_counts(self) -> tuple[int, int]:
         """Number of IPv4 and IPv6 segments (including gaps and special ranges)."""
         return len(self._v4_ids), len(self._v6_ids)
@@ -500,12 +546,17 @@ class Snapshot:
 
         The fast counterpart of :meth:`lookup` (like ``maxminddb``'s ``get``):
         no result object and no covering network. Tunnelled IPv6 forms are
-        unwrapped like :meth:`lookup` does.
+        unwrapped like :meth:`lookup` does; ``asn``/``as_org`` come from the
+        ASN table as in :meth:`lookup`.
 
         Raises:
             InvalidAddressError: ``ip`` is not an acceptable address.
         """
-        return self._get(ip)  # type: ignore[no-any-return]
+        record: NetworkRecord | None = self._get(ip)
+        if record is None or record.asn is not None or not self._asn.asns:
+            return record
+        addr = parse_address(ip)
+        return self._asn.fill(record, addr.version, addr.value)
 
     def segment_bounds(self, version: int, i: int) -> tuple[int, int]:
         """First and last address of segment ``i`` of family ``version``."""
@@ -541,6 +592,8 @@ class Snapshot:
         i, rid = self.lookup_id(addr.version, addr.value)
         first, last = self.segment_bounds(addr.version, i)
         record = self.records[rid] if rid >= 0 else None
+        if record is not None:
+            record = self._asn.fill(record, addr.version, addr.value)
         return LookupResult(address=addr, record=record, record_id=rid, first=first, last=last)
 
     def ranges(self, version: int) -> Iterator[tuple[int, int, int]]:
@@ -623,7 +676,7 @@ class Snapshot:
         self._v4_starts = self._v4_ids = self._v4_index = closed  # type: ignore[assignment]
         self._v6_hi = self._v6_lo = self._v6_ids = self._v6_index = closed  # type: ignore[assignment]
         self._partitions = Partitions(*(closed,) * len(Partitions._fields))  # type: ignore[arg-type]
-        self._get = closed.refuse
+        self._get = closed
 
     @property
     def closed(self) -> bool:
@@ -683,12 +736,11 @@ class _ClosedTable:
     def _fail(self) -> SnapshotError:
         return SnapshotError(f"{self._origin}: the snapshot is closed")
 
-    def refuse(self, *args: object) -> NoReturn:
-        """Stands in for the closed snapshot's fast lookup: raises."""
-        raise self._fail()
-
     def __getitem__(self, index: object) -> int:
         raise self._fail()
 
     def __len__(self) -> int:
+        raise self._fail()
+
+    def __call__(self, *args: object) -> Any:
         raise self._fail()

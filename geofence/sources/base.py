@@ -104,6 +104,11 @@ class Source:
     read: Callable[[], Iterable[RangeEntry]] = field(repr=False)
     """Returns the entries; may be called more than once."""
 
+    asn_table: bool = False
+    """Whether the builder puts this source's ``asn``/``as_org`` into the snapshot's ASN
+    table (:mod:`geofence.snapshot.asn`) instead of merging it into the records; its
+    other fields are ignored."""
+
     def entries(self) -> Iterator[RangeEntry]:
         """Iterate the entries of this source."""
         yield from self.read()

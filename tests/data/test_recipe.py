@@ -343,10 +343,7 @@ def test_recipe_is_well_formed() -> None:
         "dbip-asn-lite",
         "origin-asn",
     ]
-    assert {s.name for s in recipe.sources if s.profile == "full"} == {
-        "dbip-asn-lite",
-        "origin-asn",
-    }
+    assert {s.profile for s in recipe.sources} == {"default"}
     # Every source's licence allows redistribution; nothing GeoLite2-derived.
     assert {s.license for s in recipe.sources} <= {
         "CC-BY-4.0",
@@ -497,10 +494,15 @@ def test_installed_default_sources(installed: dict[str, Path]) -> None:
         "dbip-country-lite",
         "iptoasn-country",
         "agreement",
+        "dbip-asn-lite",
+        "origin-asn",
         "iporigin",
     ]
-    full = [s.info.name for s in bd.default_sources(recipe, full=True)]
-    assert full[-3:] == ["dbip-asn-lite", "origin-asn", "iporigin"]
+    # The ASN sources go into the ASN table; the full profile merges them into the records.
+    assert [s.info.name for s in sources.values() if s.asn_table] == ["dbip-asn-lite", "origin-asn"]
+    full = bd.default_sources(recipe, full=True)
+    assert [s.info.name for s in full] == list(sources)
+    assert not any(s.asn_table for s in full)
     ipo = sources["iporigin"]
     excluded = recipe.source("iporigin").excluded_providers
     kinds: dict[str, NetworkKind] = {}
