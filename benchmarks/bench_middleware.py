@@ -777,8 +777,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     costs = gate_costs(sample.addresses)
     shares = ", ".join(f"{k} {v / len(sample.addresses):.1%}" for k, v in costs.mix.most_common())
     print(f"# decisions on the sample: {shares}")
+    from geofence import core_info
+
     print(
-        f"# in process, request-thread CPU per call (pure-Python decide path): "
+        f"# in process, request-thread CPU per call ({core_info()['core']} core): "
         f"decide() {costs.decide:,.0f} ns; Gate.check (resolve X-Forwarded-For + decide + "
         f"verdict) {costs.new:,.0f} ns per new client, {costs.repeat:,.0f} ns per repeat "
         f"client; audited decision ({costs.audited_share:.0%} of the sample, audit queue on) "
