@@ -278,8 +278,10 @@ def main(argv: list[str] | None = None) -> int:
         seconds, cpu, summary, peak = run_cli(log)
         cli_counts = {r["key"].split(":")[0]: r["requests"] for r in summary["by_action"]}
         assert summary["lines"] == lines, summary["lines"]
+        from geofence import core_info
+
         print(
-            f"geofence audit (CLI, pure-Python core): {seconds:6.2f} s  "
+            f"geofence audit (CLI, {core_info()['core']} core): {seconds:6.2f} s  "
             f"{lines / seconds:>10,.0f} lines/s  CPU {cpu:6.2f} s = {lines / cpu:,.0f} lines/CPU-s"
             f"  peak RSS {peak / 2**20:,.0f} MiB"
         )
