@@ -24,36 +24,19 @@ from __future__ import annotations
 
 import argparse
 import gc
-import random
 import sys
 import tracemalloc
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.signals.traffic
 
 from bench_signals import _delete_prefixes, redis_url
 
-from geofence.signals.history import HistoryConfig, Observation
+from geofence.signals.history import HistoryConfig
 from geofence.signals.stores import MemoryHistoryStore, RedisHistoryStore
-
-
-def traffic(subjects: int, per_subject: int, seed: int = 11) -> Iterator[Observation]:
-    """Seeded requests: each subject in turn, from scattered public-looking addresses."""
-    rnd = random.Random(seed)
-    at = 1.75e9
-    for i in range(subjects):
-        for j in range(per_subject):
-            at += 1.0
-            yield Observation(
-                subject=f"user-{i:08d}",
-                at=at,
-                address=f"198.51.{rnd.randrange(256)}.{rnd.randrange(256)}",
-                country="US",
-                latitude=40.0 + j * 0.01,
-                longitude=-70.0,
-            )
+from tests.signals.traffic import history_traffic
 
 
 def memory_store(subjects: int, per: int, budget: int | None) -> tuple[int, int, int]:
@@ -67,7 +50,7 @@ def memory_store(subjects: int, per: int, budget: int | None) -> tuple[int, int,
             max_bytes=budget if budget is not None else 2**62,
         )
         base = tracemalloc.get_traced_memory()[0]
-        for obs in traffic(subjects, per):
+        for obs in history_traffic(subjects, per, seed=11):
             store.record(obs)
         gc.collect()
         traced = tracemalloc.get_traced_memory()[0] - base
@@ -85,7 +68,7 @@ def redis_store(url: str, subjects: int, per: int) -> tuple[int, str]:
     store = RedisHistoryStore(client, prefix=prefix)
     try:
         before = int(client.info("memory")["used_memory"])
-        for obs in traffic(subjects, per):
+        for obs in history_traffic(subjects, per, seed=11):
             view = store.record(obs)
             if view.degraded:
                 raise RuntimeError("Redis answered degraded; the figure would be meaningless")

@@ -9,11 +9,9 @@ object sizes, and ``tracemalloc`` confirms it within a few per cent.
 from __future__ import annotations
 
 import gc
-import random
 import sys
 import threading
 import tracemalloc
-from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -21,25 +19,9 @@ from hypothesis import strategies as st
 
 from geofence.signals.history import HistoryConfig, Observation
 from geofence.signals.stores import MemoryHistoryStore, _Costs
+from tests.signals.traffic import history_traffic
 
 UNBOUNDED = 10**9
-
-
-def _traffic(subjects: int, per_subject: int, seed: int = 7) -> Iterator[Observation]:
-    """Observations of many subjects from scattered addresses, in time order."""
-    rnd = random.Random(seed)
-    at = 1.75e9
-    for i in range(subjects):
-        for j in range(per_subject):
-            at += 1.0
-            yield Observation(
-                subject=f"user-{i:08d}",
-                at=at,
-                address=f"198.51.{rnd.randrange(256)}.{rnd.randrange(256)}",
-                country="US",
-                latitude=40.0 + j * 0.01,
-                longitude=-70.0,
-            )
 
 
 def _recharged(store: MemoryHistoryStore) -> int:
@@ -72,7 +54,7 @@ def test_charge_stays_within_the_budget_and_matches_tracemalloc() -> None:
     try:
         store = MemoryHistoryStore(max_subjects=UNBOUNDED, max_egress=UNBOUNDED, max_bytes=budget)
         base = tracemalloc.get_traced_memory()[0]
-        for obs in _traffic(800, 20):
+        for obs in history_traffic(800, 20):
             store.record(obs)
             assert store.memory_bytes <= budget
         gc.collect()
@@ -89,7 +71,7 @@ def test_least_recently_used_go_first_and_active_subjects_stay() -> None:
     cfg = HistoryConfig()
     budget = 200 * (_Costs.SUBJECT + cfg.max_observations_per_subject * 300)
     store = MemoryHistoryStore(max_subjects=UNBOUNDED, max_egress=UNBOUNDED, max_bytes=budget)
-    flood = _traffic(5000, 3, seed=1)
+    flood = history_traffic(5000, 3, seed=1)
     active = Observation(subject="active", at=1.7e9, address="192.0.2.1")
     for k, obs in enumerate(flood):
         if k % 50 == 0:
@@ -107,7 +89,7 @@ def test_capped_histories_are_charged_once() -> None:
     """Observations dropped by the per-subject cap are uncharged as they go."""
     cfg = HistoryConfig(max_observations_per_subject=5)
     store = MemoryHistoryStore(cfg, max_bytes=UNBOUNDED)
-    for obs in _traffic(3, 40):
+    for obs in history_traffic(3, 40):
         store.record(obs)
     assert all(len(s.observations) == 5 for s in store._subjects.values())
     assert store.memory_bytes == _recharged(store)
@@ -149,7 +131,7 @@ def test_charge_is_consistent_under_threads() -> None:
     store = MemoryHistoryStore(max_subjects=UNBOUNDED, max_egress=UNBOUNDED, max_bytes=2 * 2**20)
 
     def work(seed: int) -> None:
-        for obs in _traffic(60, 10, seed=seed):
+        for obs in history_traffic(60, 10, seed=seed):
             store.record(
                 Observation(subject=f"{seed}-{obs.subject}", at=obs.at, address=obs.address)
             )
