@@ -589,9 +589,11 @@ Lookup_traverse(Lookup *self, visitproc visit, void *arg)
     Py_VISIT(self->table);
     Py_VISIT(self->fallback);
     Py_VISIT(self->parsed_type);
-    for (int k = 0; k < self->held; k++) {
-        Py_VISIT(self->views[k].obj);
-    }
+    /* The columns' exporters are not visited: they hold no references back (arrays,
+     * or memoryviews of a snapshot's bytes), and a memoryview that the collector
+     * clears while this object still holds a buffer of it drops its managed buffer
+     * (CPython's memory_clear), so its later release dereferences NULL. Unvisited,
+     * the views count as referenced from outside the garbage until dealloc releases them. */
     return 0;
 }
 
@@ -938,9 +940,171 @@ core_parse(PyObject *module, PyObject *text)
     return Py_BuildValue("(ik)", 4, (unsigned long)v);
 }
 
+/* ---------------------------------------------------------------------------------------
+ * Structural checks of snapshot columns (geofence/snapshot/invariants.py), run when a
+ * snapshot opens, before any search reads the columns: the same contract as that
+ * module's numpy and standard-library checks, in one pass per column.
+ * ------------------------------------------------------------------------------------- */
+
+enum {
+    CHECK_OK = 0,
+    CHECK_SHAPE = 1,      /* lengths differ, no segment, or not 65537 index entries */
+    CHECK_WITHIN = 2,     /* an index entry points outside the starts */
+    CHECK_ORDER = 3,      /* starts not strictly increasing */
+    CHECK_IDS = 4,        /* an id names no record and is not an allowed negative id */
+    CHECK_INDEX = 5,      /* an index entry is not the segment before its bucket */
+};
+
+/* A one-dimensional buffer of `itemsize`-byte items (0: 4- or 8-byte items). */
+static int
+get_column(PyObject *arg, Py_buffer *view, Py_ssize_t itemsize, const char *what)
+{
+    if (PyObject_GetBuffer(arg, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        return -1;
+    }
+    int ok = itemsize ? view->itemsize == itemsize : (view->itemsize == 4 || view->itemsize == 8);
+    if (view->ndim != 1 || !ok) {
+        PyErr_Format(PyExc_TypeError, "%s must hold %s-byte items", what,
+                     itemsize == 8 ? "8" : itemsize == 4 ? "4" : "4- or 8");
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static inline uint64_t
+start_at(const Py_buffer *starts, Py_ssize_t i)
+{
+    return starts->itemsize == 4 ? ((const uint32_t *)starts->buf)[i]
+                                 : ((const uint64_t *)starts->buf)[i];
+}
+
+static int
+partition_code(const Py_buffer *starts, const Py_buffer *low, const Py_buffer *ids,
+               const Py_buffer *index, Py_ssize_t records, uint64_t negatives, int shift)
+{
+    Py_ssize_t n = starts->len / starts->itemsize;
+    const int32_t *id = ids->buf, *ix = index->buf;
+    const uint64_t *lo = low != NULL ? low->buf : NULL;
+    if (n == 0 || ids->len / 4 != n || (low != NULL && low->len / 8 != n) ||
+        index->len / 4 != INDEX_LEN) {
+        return CHECK_SHAPE;
+    }
+    for (Py_ssize_t p = 0; p < INDEX_LEN; p++) {
+        if (ix[p] < 0 || ix[p] >= n) {
+            return CHECK_WITHIN;
+        }
+    }
+    for (Py_ssize_t i = 1; i < n; i++) {
+        uint64_t a = start_at(starts, i - 1), b = start_at(starts, i);
+        if (a > b || (a == b && (lo == NULL || lo[i - 1] >= lo[i]))) {
+            return CHECK_ORDER;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int32_t v = id[i];
+        if (v >= 0 ? v >= records : (v < -63 || !((negatives >> -v) & 1))) {
+            return CHECK_IDS;
+        }
+    }
+    if (ix[0] != 0 || ix[INDEX_LEN - 1] != n - 1) {
+        return CHECK_INDEX;
+    }
+    for (Py_ssize_t p = 1; p < INDEX_LEN - 1; p++) {
+        /* Entry p is the segment holding address (p << shift) - 1. */
+        uint64_t bound = (uint64_t)p << shift;
+        Py_ssize_t i = ix[p];
+        if (start_at(starts, i) >= bound || (i + 1 < n && start_at(starts, i + 1) < bound)) {
+            return CHECK_INDEX;
+        }
+    }
+    return CHECK_OK;
+}
+
+/* partition_problem(starts, low, ids, index, records, negatives, shift) -> int: 0 when
+ * the columns of one family are consistent, else the CHECK_* code of the first broken
+ * rule. starts: 4- or 8-byte unsigned items (IPv6: the high halves); low: None or the
+ * IPv6 low halves; ids, index: 4-byte signed items; negatives: bit k allows id -k. */
+static PyObject *
+core_partition_problem(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "partition_problem takes 7 arguments");
+        return NULL;
+    }
+    Py_ssize_t records = PyLong_AsSsize_t(args[4]);
+    uint64_t negatives = PyLong_AsUnsignedLongLong(args[5]);
+    long shift = PyLong_AsLong(args[6]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (shift < 0 || shift > 63) {
+        PyErr_SetString(PyExc_ValueError, "shift must be within 0..63");
+        return NULL;
+    }
+    Py_buffer starts, low, ids, index;
+    int has_low = args[1] != Py_None;
+    if (get_column(args[0], &starts, 0, "starts") < 0) {
+        return NULL;
+    }
+    if (has_low && get_column(args[1], &low, 8, "low") < 0) {
+        PyBuffer_Release(&starts);
+        return NULL;
+    }
+    if (get_column(args[2], &ids, 4, "ids") < 0) {
+        goto release_low;
+    }
+    if (get_column(args[3], &index, 4, "index") < 0) {
+        PyBuffer_Release(&ids);
+        goto release_low;
+    }
+    int code;
+    Py_BEGIN_ALLOW_THREADS
+    code = partition_code(&starts, has_low ? &low : NULL, &ids, &index, records, negatives,
+                          (int)shift);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&index);
+    PyBuffer_Release(&ids);
+    if (has_low) {
+        PyBuffer_Release(&low);
+    }
+    PyBuffer_Release(&starts);
+    return PyLong_FromLong(code);
+release_low:
+    if (has_low) {
+        PyBuffer_Release(&low);
+    }
+    PyBuffer_Release(&starts);
+    return NULL;
+}
+
+/* non_decreasing(values) -> bool: whether 4-byte unsigned items never step back. */
+static PyObject *
+core_non_decreasing(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    Py_buffer view;
+    if (get_column(arg, &view, 4, "values") < 0) {
+        return NULL;
+    }
+    const uint32_t *v = view.buf;
+    Py_ssize_t n = view.len / 4, i = 1;
+    while (i < n && v[i - 1] <= v[i]) {
+        i++;
+    }
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(i >= n);
+}
+
 static PyMethodDef core_methods[] = {
     {"parse", core_parse, METH_O,
      "parse(text) -> (version, value) | None: the strict text parsers of the fast path."},
+    {"partition_problem", (PyCFunction)(void (*)(void))core_partition_problem, METH_FASTCALL,
+     "partition_problem(starts, low, ids, index, records, negatives, shift) -> int: 0, or "
+     "the code of the first broken invariant (geofence.snapshot.invariants)."},
+    {"non_decreasing", core_non_decreasing, METH_O,
+     "non_decreasing(values) -> bool: whether 4-byte unsigned items never step back."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -19,7 +19,6 @@ the other tunnel prefixes get that stated verdict too, which keeps exports short
 
 from __future__ import annotations
 
-from array import array
 from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from geofence.addr import TUNNEL_RANGES, TunnelKind
 from geofence.decision import Action, Decision
 from geofence.policy.compile import CompiledPolicy
-from geofence.snapshot.partition import TUNNEL_BY_ID, V4_TOP, V6_TOP
+from geofence.snapshot.partition import TUNNEL_BY_ID, V4_TOP, V6_TOP, Column
 
 __all__ = [
     "SEVERITY",
@@ -169,7 +168,7 @@ class VerdictTable:
         return tuple(names), self.v4.rekey(mapping), self.v6.rekey(mapping)
 
 
-def compiled_segments(compiled: CompiledPolicy, version: int) -> tuple[list[int], array[int]]:
+def compiled_segments(compiled: CompiledPolicy, version: int) -> tuple[list[int], Column]:
     """Segment starts and virtual ids of one family of a compiled policy.
 
     The one place this module reads the compiled policy's search columns.
@@ -214,7 +213,7 @@ def _tunnel_pieces(
 
 
 def _context_rules(
-    compiled: CompiledPolicy, segments: dict[int, tuple[list[int], array[int]]]
+    compiled: CompiledPolicy, segments: dict[int, tuple[list[int], Column]]
 ) -> tuple[ContextRule, ...]:
     """Rules needing context that some address reaches, with address counts per family."""
     reached: dict[int, tuple[str, ...]] = {}

@@ -10,7 +10,6 @@ id for (record id, CIDR label). Every id then indexes one precomputed
 from __future__ import annotations
 
 import datetime as dt
-from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from geofence.snapshot.partition import (
     TUNNEL_BY_ID,
     V4_TOP,
     V6_TOP,
+    Column,
     Partitions,
     index16,
     locate6,
@@ -65,37 +65,37 @@ class CompiledPolicy:
     """The policy's signal weight overrides, as a mapping (read per request with context)."""
 
     @property
-    def v4_starts(self) -> array[int]:
+    def v4_starts(self) -> Column:
         """IPv4 segment starts (``partitions.v4_starts``)."""
         return self.partitions.v4_starts
 
     @property
-    def v4_ids(self) -> array[int]:
+    def v4_ids(self) -> Column:
         """IPv4 segment ids (``partitions.v4_ids``)."""
         return self.partitions.v4_ids
 
     @property
-    def v4_index(self) -> array[int]:
+    def v4_index(self) -> Column:
         """IPv4 /16 index (``partitions.v4_index``)."""
         return self.partitions.v4_index
 
     @property
-    def v6_hi(self) -> array[int]:
+    def v6_hi(self) -> Column:
         """IPv6 segment starts, high halves (``partitions.v6_hi``)."""
         return self.partitions.v6_hi
 
     @property
-    def v6_lo(self) -> array[int]:
+    def v6_lo(self) -> Column:
         """IPv6 segment starts, low halves (``partitions.v6_lo``)."""
         return self.partitions.v6_lo
 
     @property
-    def v6_ids(self) -> array[int]:
+    def v6_ids(self) -> Column:
         """IPv6 segment ids (``partitions.v6_ids``)."""
         return self.partitions.v6_ids
 
     @property
-    def v6_index(self) -> array[int]:
+    def v6_index(self) -> Column:
         """IPv6 /16 index (``partitions.v6_index``)."""
         return self.partitions.v6_index
 

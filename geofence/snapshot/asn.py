@@ -23,6 +23,7 @@ from geofence.snapshot.partition import (
     MASK64,
     V4_TOP,
     V6_TOP,
+    Column,
     Partitions,
     index16,
     locate6_indexed,
@@ -64,7 +65,7 @@ class AsnTable:
     __slots__ = ("_filled", "asns", "offsets", "orgs", "partitions")
 
     def __init__(
-        self, partitions: Partitions, asns: array[int], offsets: array[int], orgs: bytes
+        self, partitions: Partitions, asns: Column, offsets: Column, orgs: bytes | memoryview
     ) -> None:
         """Wrap validated columns (the reader checks them first)."""
         self.partitions = partitions
@@ -80,7 +81,9 @@ class AsnTable:
 
     def entry(self, k: int) -> tuple[int, str | None]:
         """AS number and organisation (``None`` when not stated) of entry ``k``."""
-        org = self.orgs[self.offsets[k] : self.offsets[k + 1]].decode()
+        # The reader checked that ORGS is UTF-8 as a whole; an offset inside a
+        # character (a buggy writer) gives a replacement character, not an error.
+        org = str(self.orgs[self.offsets[k] : self.offsets[k + 1]], "utf-8", "replace")
         return self.asns[k], org or None
 
     def find(self, version: int, value: int) -> tuple[int, str | None] | None:

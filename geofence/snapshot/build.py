@@ -54,6 +54,7 @@ from geofence.snapshot.partition import (
     Partitions,
     apply_special_ranges,
     index16,
+    typecode,
 )
 from geofence.sources.base import Source, SourceInfo
 from geofence.sources.problems import SkipLog, ValueProblem, collecting, report
@@ -200,8 +201,8 @@ def _encode(
     meta = {**meta, "special_table": SPECIAL_TABLE}
     meta_bytes = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
     (v4_starts, v4_ids), (v6_hi, v6_lo, v6_ids) = v4, v6
-    blobs: list[bytes | bytearray | array[int]] = [meta_bytes, recs_bytes]
-    for arr in (
+    blobs: list[bytes | bytearray | array[int] | memoryview] = [meta_bytes, recs_bytes]
+    for column in (
         v4_starts,
         v4_ids,
         index16(v4_starts),
@@ -213,13 +214,11 @@ def _encode(
         asn.asns,
         asn.offsets,
     ):
-        if sys.byteorder != "little":
-            arr.byteswap()
-        blobs.append(arr)
+        blobs.append(column if sys.byteorder == "little" else _little_endian(column))
     blobs.append(asn.orgs)
     offset = align8(HEADER.size + SECTION.size * len(SECTION_TAGS))
     table = bytearray()
-    parts: list[bytes | bytearray | array[int]] = []
+    parts: list[bytes | bytearray | array[int] | memoryview] = []
     for tag, blob in zip(SECTION_TAGS, blobs, strict=True):
         size = len(memoryview(blob).cast("B"))
         table += SECTION.pack(tag, 0, offset, size)
@@ -235,6 +234,13 @@ def _encode(
         MAGIC, FORMAT_VERSION, 0, HEADER.size, len(SECTION_TAGS), 0, offset, digest.digest()
     )
     return b"".join([header, *parts])
+
+
+def _little_endian(column: array[int] | memoryview) -> array[int]:
+    """A byte-swapped copy of a column (big-endian hosts; the caller's column stays as it is)."""
+    swapped = array(typecode(column), column)
+    swapped.byteswap()
+    return swapped
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,7 +310,7 @@ def write_atomic(data: bytes, path: str | os.PathLike[str]) -> None:
         raise
 
 
-def _coverage(starts: Column, ids: array[int], top: int, shift: int) -> tuple[int, int]:
+def _coverage(starts: Iterable[int], ids: Iterable[int], top: int, shift: int) -> tuple[int, int]:
     """Segments with a record, and the addresses (IPv4) or /64s (IPv6, ``shift=64``) they cover."""
     count = covered = 0
     begin = 0
@@ -524,12 +530,9 @@ class _Group:
 def _asn_stats(asn: _AsnSections) -> dict[str, int]:
     """Entries, segments with an entry and what they cover (IPv4 addresses, IPv6 /64s)."""
     p = asn.partitions
-    v6 = Column(True)
-    v6.hi, v6.lo = p.v6_hi, p.v6_lo
-    v4 = Column(False)
-    v4.lo = p.v4_starts
-    v4_ranges, v4_addresses = _coverage(v4, p.v4_ids, _V4_MAX, 0)
-    v6_ranges, v6_slash64s = _coverage(v6, p.v6_ids, _V6_MAX, 64)
+    starts6 = ((h << 64) | low for h, low in zip(p.v6_hi, p.v6_lo, strict=True))
+    v4_ranges, v4_addresses = _coverage(p.v4_starts, p.v4_ids, _V4_MAX, 0)
+    v6_ranges, v6_slash64s = _coverage(starts6, p.v6_ids, _V6_MAX, 64)
     return {
         "entries": len(asn.asns),
         "v4_ranges": v4_ranges,

@@ -73,7 +73,7 @@ whenever the byte layout or the meaning of a field changes.
 from __future__ import annotations
 
 import struct
-from typing import Final
+from typing import Final, Literal
 
 __all__ = [
     "FORMAT_VERSION",
@@ -139,7 +139,7 @@ RECORD_FIELDS: Final = (
 
 #: Array item formats of the range sections (``array``/``memoryview`` type codes
 #: with their sizes; the file is little-endian).
-ARRAY_TYPES: Final = {
+ARRAY_TYPES: Final[dict[bytes, tuple[Literal["I", "i", "Q"], int]]] = {
     b"V4ST": ("I", 4),
     b"V4ID": ("i", 4),
     b"V4IX": ("i", 4),

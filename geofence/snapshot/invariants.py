@@ -14,23 +14,33 @@ each family:
    bucket (``index16`` of the starts), so a bucket's bisect sees its segments.
 
 Length, origin and index-range checks come first (in the reader) so these run on
-well-formed columns. There are two implementations with one contract: numpy's
-vectorised comparisons when numpy is installed (about a millisecond on the
-bundled snapshot), else single C-level passes of the standard library (``map``
-over ``operator`` functions); the tests run both over the same cases.
+well-formed columns. There are three implementations with one contract, tried in
+this order: the compiled core's one pass per column (``partition_problem`` in
+``geofence/_core.c``; about a millisecond for the bundled snapshot, and nothing
+to import), numpy's vectorised comparisons when numpy is installed (also about
+a millisecond, but a fresh process first pays numpy's import, 65 ms or more),
+else single C-level passes of the standard library (``map`` over ``operator``
+functions). The tests run all three over the same cases.
 """
 
 from __future__ import annotations
 
 import importlib
+from abc import ABC, abstractmethod
 from array import array
+from collections.abc import Callable
 from itertools import islice
 from operator import le, lt
-from typing import Any, Final
+from typing import Any, Final, Literal
 
-from geofence.snapshot.partition import GAP, SPECIAL_IDS, TUNNEL_IDS
+from geofence.snapshot.partition import GAP, SPECIAL_IDS, TUNNEL_IDS, Column, typecode
+from geofence.snapshot.search import core_function
 
-__all__ = ["offsets_ok", "table_problem"]
+__all__ = ["IMPLEMENTATIONS", "Implementation", "available", "offsets_ok", "table_problem"]
+
+#: Names of the implementations (see the module docs).
+Implementation = Literal["compiled", "numpy", "stdlib"]
+IMPLEMENTATIONS: Final[tuple[Implementation, ...]] = ("compiled", "numpy", "stdlib")
 
 #: Negative ids an IPv4 segment may carry; IPv6 segments may also carry tunnel ids.
 _V4_NEGATIVE: Final = frozenset({GAP, *SPECIAL_IDS.values()})
@@ -39,100 +49,204 @@ _GAP_ONLY: Final = frozenset({GAP})
 _BUCKETS: Final = 1 << 16
 
 
+#: What each check of a family finds broken, in the order the checks run
+#: (the codes of ``partition_problem`` in ``geofence/_core.c``).
+_SHAPE, _WITHIN, _ORDER, _IDS, _INDEX = 1, 2, 3, 4, 5
+_MESSAGES: Final = {
+    _SHAPE: "{family} columns have inconsistent lengths",
+    _WITHIN: "a /16 index entry points past the end of its starts",
+    _ORDER: "{family} starts are not strictly increasing",
+    _IDS: "{family} ids name records or special ranges that do not exist",
+    _INDEX: "{family} /16 index does not match the starts",
+}
+
+
 def table_problem(
-    v4: tuple[array[int], array[int], array[int]],
-    v6: tuple[array[int], array[int], array[int], array[int]],
+    v4: tuple[Column, Column, Column],
+    v6: tuple[Column, Column, Column, Column],
     records: int,
     *,
     specials: bool = True,
-    vectorised: bool | None = None,
+    implementation: Implementation | None = None,
 ) -> str | None:
     """The first broken invariant of the tables, in words, or ``None`` when all hold.
 
     Args:
         v4: IPv4 starts, ids and /16 index (``V4ST``, ``V4ID``, ``V4IX``): equal
-            lengths, 65537 index entries, each index entry within the starts.
+            lengths, 65537 index entries.
         v6: IPv6 high and low halves of the starts, ids and index (``V6HI``,
             ``V6LO``, ``V6ID``, ``V6IX``), shaped likewise.
         records: Number of records (ids ``0 .. records - 1`` are valid).
         specials: Whether special-range and tunnel ids may occur (the record
             partitions); without, the only negative id is :data:`GAP` (the
             ASN partitions, whose ids index the ASN entries).
-        vectorised: Force (``True``) or avoid (``False``) numpy; default: numpy
-            when it is installed.
+        implementation: Force one implementation (``ModuleNotFoundError`` when
+            it is not available); default: the first available of
+            :data:`IMPLEMENTATIONS`.
     """
-    np = _numpy() if vectorised is not False else None
-    if vectorised and np is None:
-        raise ModuleNotFoundError("numpy is not installed")
-    check = _NumpyChecks(np) if np is not None else _PlainChecks()
+    check = _checks(implementation)
     starts, ids4, index4 = v4
     hi, lo, ids6, index6 = v6
-    if not check.within(index4, len(starts)) or not check.within(index6, len(hi)):
-        return "a /16 index entry points past the end of its starts"
-    if not check.increasing(starts):
-        return "IPv4 starts are not strictly increasing"
-    if not check.increasing_pairs(hi, lo):
-        return "IPv6 starts are not strictly increasing"
     negative4, negative6 = (_V4_NEGATIVE, _V6_NEGATIVE) if specials else (_GAP_ONLY, _GAP_ONLY)
-    if not check.ids(ids4, records, negative4):
-        return "IPv4 ids name records or special ranges that do not exist"
-    if not check.ids(ids6, records, negative6):
-        return "IPv6 ids name records or special ranges that do not exist"
-    if not check.index(starts, index4, 16):
-        return "IPv4 /16 index does not match the starts"
-    if not check.index(hi, index6, 48):
-        return "IPv6 /16 index does not match the starts"
-    return None
+    codes = (
+        (check.family(starts, None, ids4, index4, records, negative4, 16), "IPv4"),
+        (check.family(hi, lo, ids6, index6, records, negative6, 48), "IPv6"),
+    )
+    # The first broken rule in check order, IPv4 before IPv6 for the same rule.
+    broken = sorted((code, family) for code, family in codes if code)
+    if not broken:
+        return None
+    code, family = broken[0]
+    return _MESSAGES[code].format(family=family)
 
 
-def offsets_ok(offsets: array[int], size: int, *, vectorised: bool | None = None) -> bool:
+def offsets_ok(offsets: Column, size: int, *, implementation: Implementation | None = None) -> bool:
     """Whether ``offsets`` go from 0 to ``size`` without stepping back (``ORGO`` of the format).
 
     Args:
         offsets: The offsets (at least one).
         size: The length of the bytes they index.
-        vectorised: As for :func:`table_problem`.
+        implementation: As for :func:`table_problem`.
     """
-    np = _numpy() if vectorised is not False else None
-    check = _NumpyChecks(np) if np is not None else _PlainChecks()
+    check = _checks(implementation)
     return offsets[0] == 0 and offsets[-1] == size and check.non_decreasing(offsets)
 
 
-def _numpy() -> Any:
-    try:
-        return importlib.import_module("numpy")
-    except ImportError:
-        return None
+def available() -> tuple[Implementation, ...]:
+    """The implementations that can run here, in the order they are preferred."""
+    return tuple(name for name in IMPLEMENTATIONS if _checker(name) is not None)
 
 
-class _PlainChecks:
+def _checks(implementation: Implementation | None) -> _Checks:
+    for name in (implementation,) if implementation else IMPLEMENTATIONS:
+        checker = _checker(name)
+        if checker is not None:
+            return checker
+    raise ModuleNotFoundError(f"the {implementation} invariant checks are not available")
+
+
+def _checker(name: Implementation) -> _Checks | None:
+    """The checks of one implementation, or ``None`` where it cannot run."""
+    if name == "compiled":
+        # None too for an extension built before the checks existed.
+        problem, ordered = core_function("partition_problem"), core_function("non_decreasing")
+        return _CompiledChecks(problem, ordered) if problem and ordered else None
+    if name == "numpy":
+        try:
+            return _NumpyChecks(importlib.import_module("numpy"))
+        except ImportError:
+            return None
+    return _PlainChecks()
+
+
+class _CompiledChecks:
+    """The compiled core's checks: one pass over each column, without the GIL."""
+
+    def __init__(
+        self, problem: Callable[..., int], non_decreasing: Callable[[Column], bool]
+    ) -> None:
+        self._problem = problem
+        self._non_decreasing = non_decreasing
+
+    def family(
+        self,
+        starts: Column,
+        low: Column | None,
+        ids: Column,
+        index: Column,
+        records: int,
+        negative: frozenset[int],
+        shift: int,
+    ) -> int:
+        mask = sum(1 << -i for i in negative)
+        return self._problem(starts, low, ids, index, records, mask, shift)
+
+    def non_decreasing(self, values: Column) -> bool:
+        return bool(self._non_decreasing(values))
+
+
+class _FamilyChecks(ABC):
+    """One family's checks, in the order the codes are numbered, from the per-rule checks."""
+
+    def family(
+        self,
+        starts: Column,
+        low: Column | None,
+        ids: Column,
+        index: Column,
+        records: int,
+        negative: frozenset[int],
+        shift: int,
+    ) -> int:
+        n = len(starts)
+        if not n or len(ids) != n or (low is not None and len(low) != n):
+            return _SHAPE
+        if len(index) != _BUCKETS + 1:
+            return _SHAPE
+        if not self.within(index, n):
+            return _WITHIN
+        ordered = self.increasing(starts) if low is None else self.increasing_pairs(starts, low)
+        if not ordered:
+            return _ORDER
+        if not self.ids(ids, records, negative):
+            return _IDS
+        if not self.index(starts, index, shift):
+            return _INDEX
+        return 0
+
+    @abstractmethod
+    def within(self, index: Column, count: int) -> bool:
+        """Whether every index entry is a segment number (``0 <= entry < count``)."""
+
+    @abstractmethod
+    def increasing(self, values: Column) -> bool:
+        """Whether the values are strictly increasing."""
+
+    @abstractmethod
+    def non_decreasing(self, values: Column) -> bool:
+        """Whether the values never step back."""
+
+    @abstractmethod
+    def increasing_pairs(self, hi: Column, lo: Column) -> bool:
+        """Whether the ``(hi, lo)`` pairs (128-bit starts) are strictly increasing."""
+
+    @abstractmethod
+    def ids(self, ids: Column, records: int, negative: frozenset[int]) -> bool:
+        """Whether every id is a record id or one of ``negative``."""
+
+    @abstractmethod
+    def index(self, starts: Column, index: Column, shift: int) -> bool:
+        """Whether the /16 index matches the starts (see the module docs)."""
+
+
+class _PlainChecks(_FamilyChecks):
     """Standard-library checks: each a pass of ``map`` over ``operator`` functions."""
 
     @staticmethod
-    def within(index: array[int], count: int) -> bool:
+    def within(index: Column, count: int) -> bool:
         return min(index) >= 0 and max(index) < count
 
     @staticmethod
-    def increasing(values: array[int]) -> bool:
+    def increasing(values: Column) -> bool:
         return all(map(lt, values, islice(values, 1, None)))
 
     @staticmethod
-    def non_decreasing(values: array[int]) -> bool:
+    def non_decreasing(values: Column) -> bool:
         return all(map(le, values, islice(values, 1, None)))
 
     @staticmethod
-    def increasing_pairs(hi: array[int], lo: array[int]) -> bool:
+    def increasing_pairs(hi: Column, lo: Column) -> bool:
         # Tuples compare high half first, then low half: the order of 128-bit starts.
         pairs = zip(hi, lo, strict=True)
         return all(map(lt, pairs, islice(zip(hi, lo, strict=True), 1, None)))
 
     @staticmethod
-    def ids(ids: array[int], records: int, negative: frozenset[int]) -> bool:
+    def ids(ids: Column, records: int, negative: frozenset[int]) -> bool:
         # Few distinct ids repeat over many segments: bound the set, not the column.
         return all(0 <= i < records or i in negative for i in set(ids))
 
     @staticmethod
-    def index(starts: array[int], index: array[int], shift: int) -> bool:
+    def index(starts: Column, index: Column, shift: int) -> bool:
         # Entry p (0 < p < 65536) must be the segment holding address (p << shift) - 1:
         # its start is below the bucket, the next start is not. The largest value of
         # the column's type stands in for "no next start": it is above every bucket.
@@ -140,48 +254,48 @@ class _PlainChecks:
             return False
         inner = index[1:_BUCKETS]
         bounds = range(1 << shift, _BUCKETS << shift, 1 << shift)
-        following = starts[1:]
+        following = array(typecode(starts), starts[1:])
         following.append((1 << (8 * starts.itemsize)) - 1)
         return all(map(lt, map(starts.__getitem__, inner), bounds)) and all(
             map(le, bounds, map(following.__getitem__, inner))
         )
 
 
-class _NumpyChecks:
-    """The same checks over zero-copy numpy views of the arrays."""
+class _NumpyChecks(_FamilyChecks):
+    """The same checks over zero-copy numpy views of the columns."""
 
     def __init__(self, np: Any) -> None:
         self.np = np
 
-    def view(self, values: array[int]) -> Any:
+    def view(self, values: Column) -> Any:
         dtypes = {"I": "uint32", "i": "int32", "Q": "uint64"}
-        return self.np.frombuffer(values, dtype=dtypes[values.typecode])
+        return self.np.frombuffer(values, dtype=dtypes[typecode(values)])
 
-    def within(self, index: array[int], count: int) -> bool:
+    def within(self, index: Column, count: int) -> bool:
         v = self.view(index)
         return int(v.min()) >= 0 and int(v.max()) < count
 
-    def increasing(self, values: array[int]) -> bool:
+    def increasing(self, values: Column) -> bool:
         v = self.view(values)
         return bool((v[1:] > v[:-1]).all())
 
-    def non_decreasing(self, values: array[int]) -> bool:
+    def non_decreasing(self, values: Column) -> bool:
         v = self.view(values)
         return bool((v[1:] >= v[:-1]).all())
 
-    def increasing_pairs(self, hi: array[int], lo: array[int]) -> bool:
+    def increasing_pairs(self, hi: Column, lo: Column) -> bool:
         h, low = self.view(hi), self.view(lo)
         step = (h[1:] > h[:-1]) | ((h[1:] == h[:-1]) & (low[1:] > low[:-1]))
         return bool(step.all())
 
-    def ids(self, ids: array[int], records: int, negative: frozenset[int]) -> bool:
+    def ids(self, ids: Column, records: int, negative: frozenset[int]) -> bool:
         v = self.view(ids)
         if int(v.max()) >= records:
             return False
         neg = v[v < 0]
         return not neg.size or set(self.np.unique(neg).tolist()) <= negative
 
-    def index(self, starts: array[int], index: array[int], shift: int) -> bool:
+    def index(self, starts: Column, index: Column, shift: int) -> bool:
         np = self.np
         s, ix = self.view(starts), self.view(index)
         if int(ix[0]) != 0 or int(ix[_BUCKETS]) != len(s) - 1:
@@ -189,3 +303,6 @@ class _NumpyChecks:
         bounds = np.arange(1, _BUCKETS, dtype=np.uint64) << np.uint64(shift)
         expected = np.searchsorted(s, bounds.astype(s.dtype), side="left") - 1
         return bool((expected == ix[1:_BUCKETS]).all())
+
+
+_Checks = _CompiledChecks | _NumpyChecks | _PlainChecks

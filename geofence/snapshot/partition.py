@@ -13,7 +13,7 @@ from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable
 from itertools import accumulate
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, TypeAlias
 
 from geofence.addr import SPECIAL_RANGES, TUNNEL_RANGES, TunnelKind
 from geofence.kinds import SpecialRange
@@ -28,6 +28,7 @@ __all__ = [
     "TUNNEL_IDS",
     "V4_TOP",
     "V6_TOP",
+    "Column",
     "Partitions",
     "apply_special_ranges",
     "index16",
@@ -35,6 +36,7 @@ __all__ = [
     "locate6_indexed",
     "overlay",
     "segment",
+    "typecode",
 ]
 
 V4_TOP: Final = (1 << 32) - 1
@@ -56,6 +58,17 @@ SPECIAL_TABLE: Final = hashlib.sha256(
 ).hexdigest()[:16]
 
 
+#: A column of fixed-size integers: an ``array`` (built or carved in memory) or a
+#: read-only ``memoryview`` over the bytes of an opened snapshot file (no copy).
+#: Both index like sequences and export the buffer the compiled core reads.
+Column: TypeAlias = "array[int] | memoryview"
+
+
+def typecode(column: Column) -> str:
+    """The ``array`` type code of a column's items (``"I"``, ``"i"`` or ``"Q"``)."""
+    return column.typecode if isinstance(column, array) else column.format
+
+
 class Partitions(NamedTuple):
     """The searchable columns of both partitions (the ``V4*``/``V6*`` sections of a file).
 
@@ -64,19 +77,19 @@ class Partitions(NamedTuple):
     core (``geofence/_core.c``), over the very same arrays.
     """
 
-    v4_starts: array[int]
-    """First address of each IPv4 segment, strictly increasing (``array('I')``)."""
-    v4_ids: array[int]
-    """Id of each IPv4 segment (``array('i')``)."""
-    v4_index: array[int]
+    v4_starts: Column
+    """First address of each IPv4 segment, strictly increasing (``'I'`` items)."""
+    v4_ids: Column
+    """Id of each IPv4 segment (``'i'`` items)."""
+    v4_index: Column
     """The ``/16`` bucket index of ``v4_starts`` (65,537 entries, see :func:`index16`)."""
-    v6_hi: array[int]
-    """High 64 bits of the first address of each IPv6 segment (``array('Q')``)."""
-    v6_lo: array[int]
-    """Low 64 bits of the same (``array('Q')``)."""
-    v6_ids: array[int]
-    """Id of each IPv6 segment (``array('i')``)."""
-    v6_index: array[int]
+    v6_hi: Column
+    """High 64 bits of the first address of each IPv6 segment (``'Q'`` items)."""
+    v6_lo: Column
+    """Low 64 bits of the same (``'Q'`` items)."""
+    v6_ids: Column
+    """Id of each IPv6 segment (``'i'`` items)."""
+    v6_index: Column
     """The ``/16`` bucket index of ``v6_hi`` (top 16 bits of the high halves)."""
 
 
@@ -101,7 +114,7 @@ def segment(parts: Partitions, version: int, value: int) -> int:
 
 
 def overlay(
-    columns: tuple[array[int], ...],
+    columns: tuple[Column, ...],
     key_at: Callable[[int], int],
     split: Callable[[int], tuple[int, ...]],
     locate: Callable[[int], int],
@@ -123,7 +136,7 @@ def overlay(
     """
     n = len(columns[-1])
     ids = columns[-1]
-    out = tuple(array(c.typecode) for c in columns)
+    out = tuple(array(typecode(c)) for c in columns)
     tail: list[int | None] = [None]  # start of the last segment written to ``out``
 
     def copy(a: int, b: int) -> None:
@@ -167,7 +180,7 @@ def overlay(
     return out
 
 
-def index16(starts: array[int], shift: int = 16) -> array[int]:
+def index16(starts: Column, shift: int = 16) -> array[int]:
     """The /16 bucket index of a sorted start column (``V4IX``/``V6IX`` in the format).
 
     Args:
@@ -180,7 +193,7 @@ def index16(starts: array[int], shift: int = 16) -> array[int]:
     return array("i", (c - 1 if c else 0 for c in cum))
 
 
-def locate6_indexed(hi: array[int], lo: array[int], index: array[int], h: int, low: int) -> int:
+def locate6_indexed(hi: Column, lo: Column, index: Column, h: int, low: int) -> int:
     """Index of the IPv6 segment containing the address ``(h << 64) | low``, via ``V6IX``.
 
     The /16 bucket of ``h`` bounds the bisect (fewer probes of 64-bit values, the
@@ -198,7 +211,7 @@ def locate6_indexed(hi: array[int], lo: array[int], index: array[int], h: int, l
 
 
 def apply_special_ranges(
-    v4: tuple[array[int], array[int]], v6: tuple[array[int], array[int], array[int]]
+    v4: tuple[Column, Column], v6: tuple[Column, Column, Column]
 ) -> tuple[tuple[array[int], array[int]], tuple[array[int], array[int], array[int]]]:
     """Carve the special-purpose ranges and tunnel prefixes into both partitions."""
     v4s, v4i = v4
@@ -227,7 +240,7 @@ def apply_special_ranges(
     return (new4[0], new4[1]), (new6[0], new6[1], new6[2])
 
 
-def locate6(hi: array[int], lo: array[int], value: int) -> int:
+def locate6(hi: Column, lo: Column, value: int) -> int:
     """Index of the IPv6 segment containing ``value`` (see the module docs)."""
     h = value >> 64
     i = bisect_right(hi, h) - 1

@@ -2,42 +2,28 @@
 
 Only the standard library is used here. A :class:`Snapshot` is immutable once
 opened, so one instance can be shared by any number of threads and survives
-``fork`` (the arrays are private copies, not views of the file).
+``fork``: its columns are read-only views of a private in-memory copy of the
+file (:mod:`geofence.snapshot.sections`), never of the file itself.
 """
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
-import functools
-import hashlib
 import json
 import logging
-import math
-import mmap
 import os
-import sys
 import warnings
-from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from geofence.addr import ParsedAddress, parse_address
 from geofence.errors import AddressNotFoundError, DataAgeWarning, SnapshotError
-from geofence.kinds import NetworkKind
 from geofence.records import LookupResult, NetworkRecord
 from geofence.snapshot.asn import AsnTable
-from geofence.snapshot.format import (
-    ARRAY_TYPES,
-    FORMAT_VERSION,
-    HEADER,
-    MAGIC,
-    RECORD_FIELDS,
-    SECTION,
-    SECTION_TAGS,
-    align8,
-)
+from geofence.snapshot.format import ARRAY_TYPES
 from geofence.snapshot.invariants import offsets_ok, table_problem
 from geofence.snapshot.partition import (
     GAP,
@@ -48,12 +34,15 @@ from geofence.snapshot.partition import (
     TUNNEL_IDS,
     V4_TOP,
     V6_TOP,
+    Column,
     Partitions,
     apply_special_ranges,
     index16,
     segment,
 )
+from geofence.snapshot.recs import decode_records
 from geofence.snapshot.search import make_lookup
+from geofence.snapshot.sections import Sections, read_file
 from geofence.sources.base import SourceInfo
 
 __all__ = [
@@ -69,8 +58,6 @@ __all__ = [
     "reopen_snapshot",
 ]
 
-_KINDS_CACHE: dict[int, NetworkKind] = {}
-_ALL_KINDS: Final = sum(k.value for k in NetworkKind)
 
 log = logging.getLogger("geofence")
 
@@ -100,7 +87,7 @@ def _fail(what: str, path: str) -> SnapshotError:
     return SnapshotError(f"{path}: {what}")
 
 
-def _json_section(sections: dict[bytes, memoryview], tag: bytes, name: str) -> Any:
+def _json_section(sections: Sections, tag: bytes) -> Any:
     """Decode a JSON section; any decoding failure is a :class:`SnapshotError`.
 
     ``ValueError`` covers bad UTF-8, bad JSON and integers over Python's digit
@@ -108,10 +95,10 @@ def _json_section(sections: dict[bytes, memoryview], tag: bytes, name: str) -> A
     may still hold.
     """
     try:
-        return json.loads(bytes(sections[tag]))
+        return json.loads(bytes(sections.views[tag]))
     except (ValueError, RecursionError) as exc:
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
-        raise _fail(f"corrupt {tag.decode()} section: {reason}", name) from None
+        raise _fail(f"corrupt {tag.decode()} section: {reason}", sections.name) from None
 
 
 def _iso_date(value: object) -> dt.date:
@@ -119,56 +106,6 @@ def _iso_date(value: object) -> dt.date:
     if not isinstance(value, str):
         raise TypeError(value)
     return dt.date.fromisoformat(value)
-
-
-def _optional(kind: type) -> Callable[[object], bool]:
-    return lambda value: value is None or type(value) is kind
-
-
-def _coordinate(value: object) -> bool:
-    # JSON allows NaN and Infinity literals: a coordinate must be a finite number.
-    return value is None or (type(value) in (int, float) and math.isfinite(value))  # type: ignore[arg-type]
-
-
-def _kind_bits(value: object) -> bool:
-    return type(value) is int and value >= 0 and not value & ~_ALL_KINDS
-
-
-def _source_list(count: int, value: object) -> bool:
-    # ``type(j) is int`` refuses True (source 1); ``0 <= j`` refuses -1 (the last source).
-    return type(value) is list and all(type(j) is int and 0 <= j < count for j in value)
-
-
-#: The check of each RECS field but ``sources`` (:func:`_source_list`, which needs
-#: the number of sources in META).
-_FIELD_CHECKS: Final[dict[str, Callable[[object], bool]]] = {
-    **dict.fromkeys(
-        (
-            "country",
-            "subdivision",
-            "registered_country",
-            "city",
-            "as_org",
-            "provider",
-            "territory",
-            "alt_country",
-            "dispute",
-        ),
-        _optional(str),
-    ),
-    "asn": _optional(int),
-    "accuracy_km": _optional(int),
-    "latitude": _coordinate,
-    "longitude": _coordinate,
-    "kinds": _kind_bits,
-}
-
-
-def _kinds(bits: int) -> NetworkKind:
-    flag = _KINDS_CACHE.get(bits)
-    if flag is None:  # IntFlag construction is slow; few distinct values exist
-        flag = _KINDS_CACHE[bits] = NetworkKind(bits)
-    return flag
 
 
 class Snapshot:
@@ -203,18 +140,29 @@ class Snapshot:
     origin: str
 
     def __init__(self, data: bytes | bytearray | memoryview, *, origin: str) -> None:
-        """Validate ``data`` fully and build the lookup tables. Prefer the classmethods."""
+        """Validate ``data`` fully and build the lookup tables. Prefer the classmethods.
+
+        The tables are views of ``data`` when it is ``bytes`` (immutable), else
+        of a private copy, so that nothing can change them once checked.
+        """
+        self._setup(memoryview(data if isinstance(data, bytes) else bytes(data)), origin)
+
+    def _setup(self, view: memoryview, origin: str) -> None:
+        """Load from ``view`` (read-only, not changed by anyone while the snapshot lives)."""
         self.origin = origin
-        view = memoryview(data)
-        # Slices of ``view`` keep a bytearray exported (unresizable) until released;
-        # release them here, even when _load fails (its traceback would keep them alive).
-        sections: dict[bytes, memoryview] = {}
+        sections: Sections | None = None
+        loaded = False
         try:
-            self._load(view, sections)
+            sections = Sections(view, origin)
+            self._load(sections)
+            loaded = True
         finally:
-            for part in sections.values():
-                part.release()
-            view.release()
+            # On failure, release every view now, so that a private buffer is unmapped
+            # at once although the traceback keeps the columns' frames alive.
+            if sections is not None:
+                sections.release(columns=not loaded)
+            if not loaded:
+                view.release()
 
     # -- construction -----------------------------------------------------------------------
 
@@ -222,9 +170,9 @@ class Snapshot:
     def open(cls, path: str | os.PathLike[str]) -> Snapshot:
         """Open and validate a snapshot file.
 
-        The file is read into memory, never mapped: a file rewritten in place
-        while mapped (``cp new.gfs live.gfs``) raises ``SIGBUS`` on the next
-        access to a page past its new end, which kills the process. A read
+        The file is read into private memory, never mapped: a file rewritten in
+        place while mapped (``cp new.gfs live.gfs``) raises ``SIGBUS`` on the
+        next access to a page past its new end, which kills the process. A read
         racing such a rewrite gets torn bytes instead, which the checksum
         refuses. Replace a live snapshot atomically all the same (write a
         temporary file in the same directory, then rename it over the old one):
@@ -238,28 +186,9 @@ class Snapshot:
                 of another format version, or changing while it is read.
         """
         name = os.fspath(path)
-        try:
-            with open(name, "rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
-                if not size:
-                    raise _fail("file is empty; rebuild it with `geofence data build`", name)
-                # An anonymous buffer, not the file: unmapped when closed, so the bytes go
-                # back to the system at once (a heap buffer of this size may stay in RSS).
-                buffer = mmap.mmap(-1, size)
-                try:
-                    got = fh.readinto(buffer)
-                    if got != size:  # the file shrank while it was read
-                        raise _fail(
-                            f"truncated: read {got} of {size} bytes; the file is changing "
-                            "(replace it atomically, see docs/reliability.md)",
-                            name,
-                        )
-                    with memoryview(buffer) as view:
-                        return cls(view, origin=name)
-                finally:
-                    buffer.close()
-        except OSError as exc:
-            raise SnapshotError(f"{name}: cannot read snapshot: {exc.strerror or exc}") from exc
+        snapshot = cls.__new__(cls)
+        snapshot._setup(read_file(name), name)
+        return snapshot
 
     @classmethod
     def from_bytes(
@@ -287,51 +216,11 @@ class Snapshot:
             )
         return cls.open(path)
 
-    def _load(self, view: memoryview, sections: dict[bytes, memoryview]) -> None:
+    def _load(self, sections: Sections) -> None:
         name = self.origin
-        if len(view) < HEADER.size:
-            raise _fail(
-                f"truncated: {len(view)} bytes is shorter than the {HEADER.size}-byte header", name
-            )
-        magic, version, flags, header_size, count, reserved, total, digest = HEADER.unpack_from(
-            view, 0
-        )
-        if magic != MAGIC:
-            raise _fail("not a geofence snapshot (bad magic number)", name)
-        if version > FORMAT_VERSION:
-            raise _fail(
-                f"format version {version} was written by a newer geofence (this one reads "
-                f"version {FORMAT_VERSION}); upgrade geofence",
-                name,
-            )
-        if version != FORMAT_VERSION:
-            raise _fail(
-                f"format version {version} is no longer supported (this geofence reads "
-                f"version {FORMAT_VERSION}); rebuild the snapshot with `geofence data build`",
-                name,
-            )
-        if flags or reserved or header_size != HEADER.size or count != len(SECTION_TAGS):
-            raise _fail("corrupt header (unknown flags, size or section count)", name)
-        if total != len(view):
-            what = "truncated" if total > len(view) else "has trailing bytes"
-            raise _fail(
-                f"{what}: header says {total} bytes, file has {len(view)}; re-download or rebuild",
-                name,
-            )
-        if hashlib.sha256(view[HEADER.size :]).digest() != digest:
-            raise _fail("checksum mismatch: the file is corrupt; re-download or rebuild it", name)
-        self.digest = digest.hex()
-        expected = align8(HEADER.size + SECTION.size * count)
-        for k, want in enumerate(SECTION_TAGS):
-            tag, res, offset, length = SECTION.unpack_from(view, HEADER.size + SECTION.size * k)
-            if tag != want or res or offset != expected or offset + length > total:
-                raise _fail(f"corrupt section table at entry {k} ({tag!r})", name)
-            sections[tag] = view[offset : offset + length]
-            expected = align8(offset + length)
-        if expected != total:
-            raise _fail("corrupt section table (sections do not fill the file)", name)
-        meta = _json_section(sections, b"META", name)
-        rows = _json_section(sections, b"RECS", name)
+        self.digest = sections.digest
+        meta = _json_section(sections, b"META")
+        rows = _json_section(sections, b"RECS")
         if not isinstance(meta, dict) or not isinstance(meta.get("sources"), list):
             raise _fail("corrupt metadata: expected an object with a 'sources' list", name)
         try:
@@ -348,19 +237,10 @@ class Snapshot:
                 what = f"{key} {value!r:.60} is not an ISO date"
                 raise _fail(f"corrupt metadata: {what}", name) from exc
         self.meta = meta
-        self.records = self._decode_records(rows)
-        arrays: dict[bytes, array[int]] = {}
-        for tag, (code, size) in ARRAY_TYPES.items():
-            blob = sections[tag]
-            if len(blob) % size:
-                raise _fail(f"section {tag.decode()} has a partial item", name)
-            arr = array(code)
-            arr.frombytes(blob)
-            if sys.byteorder != "little":
-                arr.byteswap()
-            arrays[tag] = arr
-        v4s, v4i, v4x = arrays[b"V4ST"], arrays[b"V4ID"], arrays[b"V4IX"]
-        v6h, v6l, v6i, v6x = arrays[b"V6HI"], arrays[b"V6LO"], arrays[b"V6ID"], arrays[b"V6IX"]
+        self.records = decode_records(rows, [s.name for s in self.sources], name)
+        columns = {tag: sections.column(tag) for tag in ARRAY_TYPES}
+        v4s, v4i, v4x = columns[b"V4ST"], columns[b"V4ID"], columns[b"V4IX"]
+        v6h, v6l, v6i, v6x = (columns[t] for t in (b"V6HI", b"V6LO", b"V6ID", b"V6IX"))
         if not (len(v4s) == len(v4i) > 0 and len(v6h) == len(v6l) == len(v6i) > 0):
             raise _fail("range sections have inconsistent lengths", name)
         if len(v4x) != 65537 or len(v6x) != 65537:
@@ -370,15 +250,15 @@ class Snapshot:
         problem = table_problem((v4s, v4i, v4x), (v6h, v6l, v6i, v6x), len(self.records))
         if problem is not None:
             raise _fail(f"corrupt tables: {problem}; rebuild the snapshot", name)
-        self._asn = self._asn_table(arrays, bytes(sections[b"ORGS"]))
+        self._asn = self._asn_table(columns, sections.blob(b"ORGS"))
         self._install(v4s, v4i, v4x, v6h, v6l, v6i, v6x)
 
-    def _asn_table(self, arrays: dict[bytes, array[int]], orgs: bytes) -> AsnTable:
+    def _asn_table(self, columns: dict[bytes, Column], orgs: memoryview) -> AsnTable:
         """Check the ASN sections (shaped like the range sections, see the format) and wrap them."""
         name = self.origin
-        a4s, a4i, a4x = arrays[b"A4ST"], arrays[b"A4ID"], arrays[b"A4IX"]
-        a6h, a6l, a6i, a6x = arrays[b"A6HI"], arrays[b"A6LO"], arrays[b"A6ID"], arrays[b"A6IX"]
-        asns, offsets = arrays[b"ASNS"], arrays[b"ORGO"]
+        a4s, a4i, a4x = columns[b"A4ST"], columns[b"A4ID"], columns[b"A4IX"]
+        a6h, a6l, a6i, a6x = (columns[t] for t in (b"A6HI", b"A6LO", b"A6ID", b"A6IX"))
+        asns, offsets = columns[b"ASNS"], columns[b"ORGO"]
         if not (len(a4s) == len(a4i) > 0 and len(a6h) == len(a6l) == len(a6i) > 0):
             raise _fail("ASN range sections have inconsistent lengths", name)
         if len(a4x) != 65537 or len(a6x) != 65537:
@@ -388,7 +268,7 @@ class Snapshot:
         if len(offsets) != len(asns) + 1 or not offsets_ok(offsets, len(orgs)):
             raise _fail("corrupt ASN organisation offsets (ORGO)", name)
         try:
-            orgs.decode()
+            codecs.utf_8_decode(orgs, "strict", True)  # entries decode their own slices
         except UnicodeDecodeError as exc:
             raise _fail(f"corrupt ASN organisation names (ORGS): {exc.reason}", name) from None
         problem = table_problem((a4s, a4i, a4x), (a6h, a6l, a6i, a6x), len(asns), specials=False)
@@ -396,39 +276,15 @@ class Snapshot:
             raise _fail(f"corrupt ASN tables: {problem}; rebuild the snapshot", name)
         return AsnTable(Partitions(a4s, a4i, a4x, a6h, a6l, a6i, a6x), asns, offsets, orgs)
 
-    def _decode_records(self, rows: object) -> tuple[NetworkRecord, ...]:
-        """Check the RECS rows column by column (one predicate per field), then build them."""
-        if not isinstance(rows, list):
-            raise _fail("corrupt records section (not a list)", self.origin)
-        width = len(RECORD_FIELDS)
-        for i, row in enumerate(rows):
-            if type(row) is not list or len(row) != width:
-                raise _fail(f"corrupt record {i}", self.origin)
-        names = tuple(s.name for s in self.sources)
-        # Checked above: every row is a list of ``width`` JSON values.
-        columns: list[Sequence[Any]] = list(zip(*rows, strict=True)) if rows else [()] * width
-        for key, column in zip(RECORD_FIELDS, columns, strict=True):
-            valid = _FIELD_CHECKS.get(key) or functools.partial(_source_list, len(names))
-            if not all(map(valid, column)):
-                i = next(i for i, value in enumerate(column) if not valid(value))
-                raise _fail(f"corrupt record {i} (field {key})", self.origin)
-        at = RECORD_FIELDS.index
-        columns[at("kinds")] = [_kinds(k) for k in columns[at("kinds")]]
-        columns[at("sources")] = [tuple(names[j] for j in js) for js in columns[at("sources")]]
-        return tuple(
-            NetworkRecord(**dict(zip(RECORD_FIELDS, row, strict=True)))
-            for row in zip(*columns, strict=True)
-        )
-
     def _install(
         self,
-        v4s: array[int],
-        v4i: array[int],
-        v4x: array[int],
-        v6h: array[int],
-        v6l: array[int],
-        v6i: array[int],
-        v6x: array[int],
+        v4s: Column,
+        v4i: Column,
+        v4x: Column,
+        v6h: Column,
+        v6l: Column,
+        v6i: Column,
+        v6x: Column,
     ) -> None:
         """Install the tables, re-applying the special ranges if built with another table."""
         if self.meta.get("special_table") != SPECIAL_TABLE:
@@ -622,7 +478,7 @@ class Snapshot:
             (self._v4_starts, self._v4_ids, self._v4_index),
             (self._v6_hi, self._v6_lo, self._v6_ids, self._v6_index),
             len(self.records),
-            vectorised=False,
+            implementation="stdlib",
         )
         if problem is not None:
             raise _fail(problem, self.origin)

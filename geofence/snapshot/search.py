@@ -28,7 +28,7 @@ from typing import Any, Final
 from geofence.addr import ParsedAddress
 from geofence.snapshot.partition import TUNNEL_BY_ID, V4_TOP, V6_TOP, Partitions, segment
 
-__all__ = ["ACTIVE", "PyLookup", "core_info", "make_lookup", "plain_address"]
+__all__ = ["ACTIVE", "PyLookup", "core_function", "core_info", "make_lookup", "plain_address"]
 
 #: Segment ids of tunnel prefixes: their entries are decided by the fallback.
 TUNNEL_LOW: Final = min(TUNNEL_BY_ID)
@@ -198,6 +198,17 @@ def make_lookup(
     if pure or _CORE is None:
         return PyLookup(parts, table, fallback, TUNNEL_LOW, TUNNEL_HIGH, parsed_type)
     return _CORE.Lookup(parts, table, fallback, TUNNEL_LOW, TUNNEL_HIGH, parsed_type)
+
+
+def core_function(name: str) -> Callable[..., Any] | None:
+    """A function of the active compiled core, or ``None`` (pure Python, or an older build).
+
+    For the other users of the extension (the snapshot checks of
+    :mod:`geofence.snapshot.invariants`), so that this module stays the one
+    place that decides whether it is used.
+    """
+    function: Callable[..., Any] | None = getattr(_CORE, name, None)
+    return function
 
 
 def core_info() -> dict[str, str]:

@@ -21,11 +21,12 @@ from geofence.policy import parse_policy
 from geofence.records import NetworkRecord
 from geofence.snapshot.build import build_snapshot
 from geofence.snapshot.format import ARRAY_TYPES
-from geofence.snapshot.invariants import offsets_ok
+from geofence.snapshot.invariants import Implementation, offsets_ok
 from geofence.snapshot.reader import Snapshot
 from geofence.snapshot.search import _CORE, make_lookup
 from geofence.sources.base import RangeEntry, Source
 from tests.snapshot.resum import section_spans, with_section
+from tests.snapshot.test_invariants import IMPLEMENTATIONS
 from tests.strategies import make_source
 
 TODAY = dt.date(2026, 11, 27)
@@ -264,10 +265,13 @@ def test_asn_rules_decide_as_the_filled_records_say(snap: Snapshot) -> None:
                 assert d.action.value == "allow", ip
 
 
-@pytest.mark.parametrize("vectorised", [False, None])
-def test_offset_checks_agree(vectorised: bool | None) -> None:
-    """Both implementations of the ORGO check accept and refuse the same offsets."""
-    assert offsets_ok(array("I", [0, 0, 3, 5]), 5, vectorised=vectorised)
-    assert not offsets_ok(array("I", [0, 4, 3, 5]), 5, vectorised=vectorised)
-    assert not offsets_ok(array("I", [1, 3, 5]), 5, vectorised=vectorised)
-    assert not offsets_ok(array("I", [0, 3, 4]), 5, vectorised=vectorised)
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_offset_checks_agree(implementation: Implementation) -> None:
+    """Every implementation of the ORGO check accepts and refuses the same offsets."""
+    for offsets, size, ok in (([0, 0, 3, 5], 5, True), ([0, 4, 3, 5], 5, False),
+                              ([1, 3, 5], 5, False), ([0, 3, 4], 5, False)):  # fmt: skip
+        column = array("I", offsets)
+        assert offsets_ok(column, size, implementation=implementation) is ok
+        # Opened snapshots hand memoryviews to the same checks.
+        view = memoryview(column.tobytes()).cast("I")
+        assert offsets_ok(view, size, implementation=implementation) is ok

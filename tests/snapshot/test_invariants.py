@@ -1,9 +1,9 @@
-"""Checksum-valid but inconsistent tables are refused at open, by both implementations.
+"""Checksum-valid but inconsistent tables are refused at open, by every implementation.
 
 Every corrupt file here has a correct checksum (recomputed after the edit), so
 only the structural checks of :mod:`geofence.snapshot.invariants` stand between
-it and wrong answers. The numpy and standard-library implementations run over
-the same cases and must agree.
+it and wrong answers. The compiled, numpy and standard-library implementations
+run over the same cases and must agree.
 """
 
 from __future__ import annotations
@@ -22,28 +22,25 @@ from geofence.records import NetworkRecord
 from geofence.snapshot import invariants
 from geofence.snapshot.build import build_snapshot
 from geofence.snapshot.format import ARRAY_TYPES
-from geofence.snapshot.invariants import table_problem
+from geofence.snapshot.invariants import Implementation, table_problem
 from geofence.snapshot.partition import TUNNEL_IDS
 from geofence.snapshot.reader import Snapshot
 from geofence.sources.base import RangeEntry
 from tests.snapshot.resum import section_spans, with_section
 from tests.strategies import make_source
 
-try:
-    import numpy  # noqa: F401  # only to know whether the vectorised checks can run
-except ImportError:  # pragma: no cover - depends on the environment
-    HAVE_NUMPY = False
-else:
-    HAVE_NUMPY = True
-
-#: Both implementations; the numpy one is skipped (with the reason) when numpy is missing.
-VECTORISED = [
-    pytest.param(False, id="stdlib"),
+#: Every implementation; one that cannot run here is skipped with the reason.
+IMPLEMENTATIONS = [
     pytest.param(
-        True,
-        id="numpy",
-        marks=pytest.mark.skipif(not HAVE_NUMPY, reason="numpy is not installed"),
-    ),
+        name,
+        id=name,
+        marks=pytest.mark.skipif(
+            name not in invariants.available(),
+            reason=f"the {name} checks are not available (numpy missing, core not built "
+            "or GEOFENCE_PURE_PYTHON set)",
+        ),
+    )
+    for name in invariants.IMPLEMENTATIONS
 ]
 
 
@@ -164,10 +161,10 @@ def _tables(data: bytes) -> tuple[tuple[array[int], ...], tuple[array[int], ...]
     return v4, v6
 
 
-def _problem(data: bytes, vectorised: bool) -> str | None:
+def _problem(data: bytes, implementation: Implementation) -> str | None:
     v4, v6 = _tables(data)
     records = len(Snapshot.from_bytes(_world()).records)
-    return table_problem(v4, v6, records, vectorised=vectorised)  # type: ignore[arg-type]
+    return table_problem(v4, v6, records, implementation=implementation)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("name", sorted(CORRUPT))
@@ -181,30 +178,35 @@ def test_checksum_valid_corrupt_tables_are_refused_at_open(name: str) -> None:
     assert "edited.gfs" in str(info.value)
 
 
-@pytest.mark.parametrize("vectorised", VECTORISED)
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("name", sorted(CORRUPT))
-def test_each_implementation_names_the_broken_invariant(name: str, vectorised: bool) -> None:
-    """The numpy and standard-library checks give the same verdict on every corruption."""
+def test_each_implementation_names_the_broken_invariant(
+    name: str, implementation: Implementation
+) -> None:
+    """Every implementation gives the same verdict, in the same words, on every corruption."""
     tag, edit, fragment = CORRUPT[name]
-    problem = _problem(_edited(tag, edit()), vectorised)
+    problem = _problem(_edited(tag, edit()), implementation)
     assert problem is not None
     assert fragment in problem
 
 
-@pytest.mark.parametrize("vectorised", VECTORISED)
-def test_consistent_tables_pass(vectorised: bool) -> None:
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_consistent_tables_pass(implementation: Implementation) -> None:
     """The builder's output passes, and verify() (the standard-library path) agrees."""
-    assert _problem(_world(), vectorised) is None
+    assert _problem(_world(), implementation) is None
     Snapshot.from_bytes(_world()).verify()
 
 
-def test_forcing_numpy_without_numpy_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    """vectorised=True with numpy missing raises instead of silently taking the other path."""
-    monkeypatch.setattr(invariants, "_numpy", lambda: None)
+def test_forcing_a_missing_implementation_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forcing numpy or the core where it is missing raises; the default takes the next one."""
+    stdlib = invariants._checker("stdlib")
+    monkeypatch.setattr(invariants, "_checker", lambda name: stdlib if name == "stdlib" else None)
     v4, v6 = _tables(_world())
-    with pytest.raises(ModuleNotFoundError):
-        table_problem(v4, v6, 1, vectorised=True)  # type: ignore[arg-type]
-    assert table_problem(v4, v6, 10, vectorised=None) is None  # type: ignore[arg-type]
+    for name in ("numpy", "compiled"):
+        with pytest.raises(ModuleNotFoundError, match=name):
+            table_problem(v4, v6, 1, implementation=name)  # type: ignore[arg-type]
+    assert invariants.available() == ("stdlib",)
+    assert table_problem(v4, v6, 10) is None  # type: ignore[arg-type]
 
 
 _TAGS = (b"V4ST", b"V4ID", b"V4IX", b"V6HI", b"V6LO", b"V6ID", b"V6IX")
@@ -232,13 +234,13 @@ def test_any_accepted_edit_leaves_every_segment_findable(
         value = min(max(value + column[i], low), high)
     column[i] = value
     edited = with_section(data, tag, column.tobytes())
-    verdicts = {v: _problem(edited, v) for v in (False, *((True,) if HAVE_NUMPY else ()))}
-    assert len({p is None for p in verdicts.values()}) == 1, verdicts
+    verdicts = {name: _problem(edited, name) for name in invariants.available()}
+    assert len(set(verdicts.values())) == 1, verdicts
     try:
         snap = Snapshot.from_bytes(edited)
     except SnapshotError:
         return  # refused: by these checks, or by an earlier one (the start at address 0)
-    assert verdicts[False] is None
+    assert verdicts["stdlib"] is None
     for version in (4, 6):
         for index, (first, _, rid) in enumerate(snap.ranges(version)):
             assert snap.lookup_id(version, first) == (index, rid)
