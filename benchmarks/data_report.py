@@ -5,11 +5,13 @@ Prints:
 * country agreement of the snapshot with DB-IP City Lite and with the
   registry-based iptoasn country file, on a seeded sample of addresses that
   the reference covers (70 % IPv4);
-* how many sampled addresses of UA, RU, GE and MD carry a subdivision;
+* how many sampled addresses of UA, RU, GE and MD carry a subdivision, and the
+  rate at which DB-IP City Lite's region names of those countries map to ISO
+  3166-2 codes (what the build reports, over IPv4 addresses);
 * ASN coverage of the sampled IPv4 and IPv6 addresses;
 * what us-ofac-comprehensive decides, address-weighted, for the IPv4 ranges
   DB-IP City Lite places in Crimea, Sevastopol, Kyiv City, Lviv and Kharkiv;
-* the snapshot's size, open time (median of 5), RSS after open, and the PSS
+* the snapshot's size, open time (median of 5, CPU and wall), RSS after open, and the PSS
   of four worker processes forked after open (``/proc/PID/smaps_rollup``);
 * with ``--build``, the CPU time and peak RSS of ``data/build_default.py``.
 
@@ -39,6 +41,7 @@ from pathlib import Path
 from geofence.engine import Geofence
 from geofence.snapshot.reader import Snapshot, default_snapshot_path
 from geofence.snapshot.territories import mmdb_raw_networks
+from geofence.sources.regions import RegionStats, subdivision_for_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -118,18 +121,48 @@ def subdivisions_and_asn(snap: Snapshot, samples: int, seed: int) -> None:
         print(f"ASN coverage IPv{fam}: {has / max(1, n):.2%} of {n:,} sampled")
 
 
-def territory_outcomes(snap: Snapshot) -> None:
-    """Address-weighted OFAC outcomes for what DB-IP City Lite places in some regions."""
+#: Countries whose subdivision mapping rate is printed (the issue's "Must show").
+MAPPING_COUNTRIES = ("UA", "RU", "GE", "MD")
+
+
+def city_lite_regions(snap: Snapshot) -> None:
+    """One walk of DB-IP City Lite: region-name mapping rates, and OFAC outcomes by region.
+
+    The mapping rate is what the build reports (:class:`RegionStats`): the share
+    of a country's IPv4 addresses whose DB-IP region name maps to an ISO 3166-2
+    code through the reviewed override table and ``pycountry``, whether or not
+    the default snapshot keeps that country's subdivisions. Names the territory
+    table handles (RU / Crimea) count as unmapped here: the table, not the name
+    mapping, gives them their code.
+    """
     fence = Geofence(snap, "us-ofac-comprehensive", max_age=None)  # age is reported elsewhere
     regions = {"Crimea", "Sebastopol City", "Kyiv City", "Lviv", "Kharkiv"}
     weight: dict[str, Counter[str]] = {r: Counter() for r in regions}
+    stats = RegionStats()
+    codes: dict[tuple[str, str], str | None] = {}
     for net in mmdb_raw_networks(_data_file("dbip-city-lite")):
-        if net.version != 4 or net.region not in regions:
+        if net.version != 4:
+            continue
+        size = net.last - net.first + 1
+        if net.country in MAPPING_COUNTRIES and net.region:
+            key = (net.country, net.region)
+            if key not in codes:
+                codes[key] = subdivision_for_name(*key)
+            stats.add(net.country, net.region, codes[key], size)
+        if net.region not in regions:
             continue
         if net.region in ("Kyiv City", "Lviv", "Kharkiv") and net.country != "UA":
             continue
         d = fence.decide(str(ipaddress.IPv4Address(net.first)))
-        weight[net.region][d.action.value] += net.last - net.first + 1
+        weight[net.region][d.action.value] += size
+    for country in MAPPING_COUNTRIES:
+        mapped_ranges, ranges, _mapped, addresses = stats.countries.get(country, [0, 0, 0, 0])
+        unmapped = ", ".join(f"{n!r}" for n, _k in stats.unmapped[country].most_common(3))
+        print(
+            f"subdivision mapping rate, {country}: {stats.rate(country):.1%} of {addresses:,} "
+            f"named IPv4 addresses ({mapped_ranges:,} of {ranges:,} ranges)"
+            + (f"; most unmapped: {unmapped}" if unmapped else "")
+        )
     for region in sorted(regions):
         total = sum(weight[region].values())
         parts = ", ".join(f"{a} {n / total:.1%}" for a, n in weight[region].most_common())
@@ -149,18 +182,20 @@ def memory(path: Path) -> None:
     import os
     import statistics
 
-    times = []
+    times, walls = [], []
     for _ in range(5):
-        t = time.perf_counter()
+        cpu, wall = time.process_time(), time.perf_counter()
         Snapshot.open(path)
-        times.append((time.perf_counter() - t) * 1000)
+        times.append((time.process_time() - cpu) * 1000)
+        walls.append((time.perf_counter() - wall) * 1000)
     before = _kb("/proc/self/status", "VmRSS")
     snap = Snapshot.open(path)
     after = _kb("/proc/self/status", "VmRSS")
     size = path.stat().st_size / 1e6
     print(
-        f"snapshot file {size:.1f} MB; open median {statistics.median(times):.0f} ms "
-        f"(min {min(times):.0f}); RSS after open +{(after - before) / 1024:.1f} MB"
+        f"snapshot file {size:.1f} MB; open median {statistics.median(times):.0f} ms CPU "
+        f"(min {min(times):.0f}; {statistics.median(walls):.0f} ms wall); "
+        f"RSS after open +{(after - before) / 1024:.1f} MB"
     )
     read_end, write_end = os.pipe()
     pids = []
@@ -232,7 +267,7 @@ def main() -> None:
     for name in ("dbip-city-lite", "iptoasn-country"):
         agreement(snap, name, args.samples, args.seed)
     subdivisions_and_asn(snap, args.samples, args.seed)
-    territory_outcomes(snap)
+    city_lite_regions(snap)
     if args.build:
         build_cost(args.full)
 

@@ -66,7 +66,9 @@ def read_file(name: str) -> memoryview:
         SnapshotError: The file is empty, unreadable, or shrank while it was read.
     """
     try:
-        with open(name, "rb", buffering=0) as fh:
+        # Buffered: its readinto reads straight into the buffer and, unlike one raw
+        # read, goes on until the buffer is full or the file ends.
+        with open(name, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
             if not size:
                 raise _fail("file is empty; rebuild it with `geofence data build`", name)
