@@ -12,6 +12,7 @@ import pytest
 
 from geofence.engine import Geofence
 from geofence.errors import SnapshotError
+from geofence.snapshot import sections
 from geofence.snapshot.format import ARRAY_TYPES
 from geofence.snapshot.reader import Snapshot
 from geofence.snapshot.sections import Sections, read_file
@@ -78,6 +79,21 @@ def test_read_file_returns_the_whole_file_read_only(tmp_path: Path) -> None:
     view = read_file(str(path))
     assert view.readonly
     assert bytes(view) == _sample()
+
+
+@pytest.mark.parametrize("huge_pages", [True, False], ids=["huge-pages", "populated"])
+def test_both_kinds_of_buffer_hold_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, huge_pages: bool
+) -> None:
+    """With or without the huge-page advice, the buffer holds the file and opens alike."""
+    if not huge_pages:
+        monkeypatch.setattr(sections, "_HUGE_PAGES", None)
+    elif sections._HUGE_PAGES is None:
+        pytest.skip("this platform has no MADV_HUGEPAGE")
+    path = tmp_path / "s.gfs"
+    path.write_bytes(_sample())
+    assert bytes(read_file(str(path))) == _sample()
+    assert Snapshot.open(path).digest == Snapshot.from_bytes(_sample()).digest
 
 
 def test_a_refused_open_leaves_nothing_exported(tmp_path: Path) -> None:
