@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from geofence.errors import SnapshotError
 from geofence.records import NetworkRecord
-from geofence.snapshot import invariants
+from geofence.snapshot import invariants, search
 from geofence.snapshot.build import build_snapshot
 from geofence.snapshot.format import ARRAY_TYPES
 from geofence.snapshot.invariants import Implementation, table_problem
@@ -244,3 +244,26 @@ def test_any_accepted_edit_leaves_every_segment_findable(
     for version in (4, 6):
         for index, (first, _, rid) in enumerate(snap.ranges(version)):
             assert snap.lookup_id(version, first) == (index, rid)
+
+
+@pytest.mark.skipif(
+    "compiled" not in invariants.available(), reason="the compiled core is not active"
+)
+def test_compiled_checks_refuse_malformed_columns_safely() -> None:
+    """Wrong shapes give a code, wrong item sizes a TypeError: nothing is read out of bounds."""
+    problem = search.core_function("partition_problem")
+    assert problem is not None
+    # Two segments, [0, 9] and [10, top]: every bucket after the first ends in the second.
+    starts, ids, index = array("I", [0, 10]), array("i", [-1, -1]), array("i", [0] + [1] * 65536)
+    assert problem(starts, None, ids, index, 0, 1 << 1, 16) == 0
+    assert problem(starts, None, ids, index[:100], 0, 1 << 1, 16) == 1  # index too short
+    assert problem(starts, None, ids[:1], index, 0, 1 << 1, 16) == 1  # lengths differ
+    assert problem(array("I"), None, array("i"), index, 0, 1 << 1, 16) == 1  # no segment
+    assert problem(starts, array("Q", [0]), ids, index, 0, 1 << 1, 16) == 1  # low too short
+    assert problem(starts, None, array("i", [-1, -(2**31)]), index, 0, 1 << 1, 16) == 4
+    with pytest.raises(TypeError, match="4- or 8-byte"):
+        problem(array("H", [0, 10]), None, ids, index, 0, 1 << 1, 16)
+    with pytest.raises(TypeError, match="4-byte"):
+        problem(starts, None, array("q", [-1, -1]), index, 0, 1 << 1, 16)
+    with pytest.raises(ValueError, match="shift"):
+        problem(starts, None, ids, index, 0, 1 << 1, 64)
