@@ -938,9 +938,86 @@ core_parse(PyObject *module, PyObject *text)
     return Py_BuildValue("(ik)", 4, (unsigned long)v);
 }
 
+/* relabel_runs(ids, relabel) -> (heads, labels): the twin of
+ * geofence.snapshot.partition.relabel_runs, for policy compilation. Every id of the int32
+ * buffer `ids` is replaced by relabel[id] (a negative id counts from the end, as in a
+ * compiled table); `heads` are the positions where the new id differs from the one
+ * before (position 0 always) and `labels` the new id there, both as bytes of native
+ * int32. An id outside relabel is refused, never read. */
+static PyObject *
+core_relabel_runs(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "relabel_runs(ids, relabel) takes 2 arguments");
+        return NULL;
+    }
+    Py_buffer ids, map;
+    if (PyObject_GetBuffer(args[0], &ids, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[1], &map, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyBuffer_Release(&ids);
+        return NULL;
+    }
+    PyObject *result = NULL, *heads = NULL, *labels = NULL;
+    if (ids.itemsize != 4 || map.itemsize != 4 || ids.ndim != 1 || map.ndim != 1) {
+        PyErr_SetString(PyExc_TypeError, "relabel_runs: ids and relabel must hold int32 items");
+        goto done;
+    }
+    Py_ssize_t n = ids.len / 4, size = map.len / 4;
+    if (n > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "relabel_runs: too many ids");
+        goto done;
+    }
+    const int32_t *id = ids.buf, *to = map.buf;
+    Py_ssize_t runs = 0;
+    int32_t prev = 0;
+    /* Two passes: count the runs, then fill buffers of the exact size. */
+    for (int pass = 0; pass < 2; pass++) {
+        int32_t *h = pass ? (int32_t *)PyBytes_AS_STRING(heads) : NULL;
+        int32_t *l = pass ? (int32_t *)PyBytes_AS_STRING(labels) : NULL;
+        runs = 0;
+        for (Py_ssize_t k = 0; k < n; k++) {
+            Py_ssize_t slot = id[k] >= 0 ? (Py_ssize_t)id[k] : size + id[k];
+            if (slot < 0 || slot >= size) {
+                PyErr_Format(PyExc_IndexError, "relabel_runs: id %d at %zd has no label",
+                             (int)id[k], k);
+                goto done;
+            }
+            int32_t label = to[slot];
+            if (k == 0 || label != prev) {
+                if (pass) {
+                    h[runs] = (int32_t)k;
+                    l[runs] = label;
+                }
+                runs++;
+                prev = label;
+            }
+        }
+        if (!pass) {
+            heads = PyBytes_FromStringAndSize(NULL, runs * 4);
+            labels = PyBytes_FromStringAndSize(NULL, runs * 4);
+            if (heads == NULL || labels == NULL) {
+                goto done;
+            }
+        }
+    }
+    result = PyTuple_Pack(2, heads, labels);
+done:
+    Py_XDECREF(heads);
+    Py_XDECREF(labels);
+    PyBuffer_Release(&map);
+    PyBuffer_Release(&ids);
+    return result;
+}
+
 static PyMethodDef core_methods[] = {
     {"parse", core_parse, METH_O,
      "parse(text) -> (version, value) | None: the strict text parsers of the fast path."},
+    {"relabel_runs", (PyCFunction)(void (*)(void))core_relabel_runs, METH_FASTCALL,
+     "relabel_runs(ids, relabel) -> (heads, labels): relabelled runs of an int32 id column, "
+     "as bytes of int32 (see geofence.snapshot.partition.relabel_runs)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -12,8 +12,9 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable
-from itertools import accumulate
-from typing import Final, NamedTuple
+from itertools import accumulate, compress
+from operator import ne
+from typing import Final, NamedTuple, TypeAlias
 
 from geofence.addr import SPECIAL_RANGES, TUNNEL_RANGES, TunnelKind
 from geofence.kinds import SpecialRange
@@ -30,10 +31,12 @@ __all__ = [
     "V6_TOP",
     "Partitions",
     "apply_special_ranges",
+    "coalesce",
     "index16",
     "locate6",
     "locate6_indexed",
     "overlay",
+    "relabel_runs",
     "segment",
 ]
 
@@ -98,6 +101,60 @@ def segment(parts: Partitions, version: int, value: int) -> int:
         p = value >> 16
         return bisect_right(parts.v4_starts, value, index[p], index[p + 1] + 1) - 1
     return locate6_indexed(parts.v6_hi, parts.v6_lo, parts.v6_index, value >> 64, value & MASK64)
+
+
+def coalesce(parts: Partitions, relabel: array[int], runs: Runs | None = None) -> Partitions:
+    """The partitions with every id ``i`` replaced by ``relabel[i]`` and equal neighbours merged.
+
+    A compiled policy's verdict partitions come from here: relabelled by verdict,
+    the data's hundreds of thousands of segments shrink to the few thousand places
+    where the verdict changes, and :func:`segment` (or the compiled core) searches
+    them like any other partitions.
+
+    Args:
+        parts: The partitions to coalesce.
+        relabel: New id per old id (``array('i')``); negative old ids index from the
+            end, as in a compiled policy's table.
+        runs: :func:`relabel_runs` or its compiled twin
+            (:data:`geofence.snapshot.search.relabel_runs`).
+    """
+    runs = runs or relabel_runs
+    heads4, v4_ids = runs(parts.v4_ids, relabel)
+    v4_starts = array("I", map(parts.v4_starts.__getitem__, heads4))
+    heads6, v6_ids = runs(parts.v6_ids, relabel)
+    v6_hi = array("Q", map(parts.v6_hi.__getitem__, heads6))
+    return Partitions(
+        v4_starts=v4_starts,
+        v4_ids=v4_ids,
+        v4_index=index16(v4_starts),
+        v6_hi=v6_hi,
+        v6_lo=array("Q", map(parts.v6_lo.__getitem__, heads6)),
+        v6_ids=v6_ids,
+        v6_index=index16(v6_hi, 48),
+    )
+
+
+#: ``relabel_runs(ids, relabel) -> (heads, labels)``, see :func:`relabel_runs`.
+Runs: TypeAlias = "Callable[[array[int], array[int]], tuple[array[int], array[int]]]"
+
+
+def relabel_runs(ids: array[int], relabel: array[int]) -> tuple[array[int], array[int]]:
+    """Relabel an id column and find its runs.
+
+    Args:
+        ids: Segment ids (``array('i')``).
+        relabel: New id per old id; a negative old id indexes from the end.
+
+    Returns:
+        ``(heads, labels)``: the positions where the new id differs from the one
+        before (position 0 always), and the new id at each of them.
+
+    Raises:
+        IndexError: An id has no entry in ``relabel``.
+    """
+    new = array("i", map(relabel.__getitem__, ids))
+    heads = array("i", [0, *compress(range(1, len(new)), map(ne, new[1:], new))][: len(new)])
+    return heads, array("i", map(new.__getitem__, heads))
 
 
 def overlay(
