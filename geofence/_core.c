@@ -651,30 +651,52 @@ gather_into(Lookup *self, PyObject *out, Py_ssize_t at, const int32_t *sids, Py_
     return 0;
 }
 
+/* The items of one chunk of many(), held (a reference each) while the GIL is released. */
+typedef struct {
+    PyObject *items[CHUNK];
+    Py_ssize_t at; /* index of items[0] in the input */
+} Held;
+
 static PyObject *
-tuple_item(void *ctx, Py_ssize_t k)
+held_item(void *ctx, Py_ssize_t k)
 {
-    return Py_NewRef(PyTuple_GET_ITEM((PyObject *)ctx, k));
+    Held *h = ctx;
+    return Py_NewRef(h->items[k - h->at]);
 }
 
-/* many(items): [self(ip) for ip in items], parsed and searched without the GIL. */
+/* many(items): [self(ip) for ip in items], parsed and searched without the GIL.
+ *
+ * A list or tuple is read in place (any other iterable is made a list first), one
+ * chunk at a time: the chunk's items are held by a reference each while the GIL is
+ * released, so another thread changing the list cannot free them meanwhile, and
+ * each str is touched once, just before it is parsed (copying the whole input into
+ * a tuple first touched every str twice, far apart in time). */
 static PyObject *
 Lookup_many(Lookup *self, PyObject *items)
 {
-    PyObject *seq = PySequence_Tuple(items); /* our own references: safe without the GIL */
+    PyObject *seq = PySequence_Fast(items, "many() takes an iterable");
     if (seq == NULL) {
         return NULL;
     }
-    Py_ssize_t n = PyTuple_GET_SIZE(seq);
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     PyObject *out = PyList_New(n);
+    Held held;
     const unsigned char *text[CHUNK];
     Py_ssize_t size[CHUNK];
     Query q[CHUNK];
     int32_t sids[CHUNK];
     for (Py_ssize_t at = 0; out != NULL && at < n; at += CHUNK) {
+        if (PySequence_Fast_GET_SIZE(seq) != n) {
+            /* The fallback ran Python code between two chunks, and it changed the list. */
+            PyErr_SetString(PyExc_RuntimeError, "many(): the list changed size during the call");
+            Py_CLEAR(out);
+            break;
+        }
         Py_ssize_t m = n - at < CHUNK ? n - at : CHUNK;
+        PyObject **src = PySequence_Fast_ITEMS(seq) + at;
+        held.at = at;
         for (Py_ssize_t k = 0; k < m; k++) {
-            PyObject *ip = PyTuple_GET_ITEM(seq, at + k);
+            PyObject *ip = held.items[k] = Py_NewRef(src[k]);
             text[k] = NULL;
             if (PyUnicode_CheckExact(ip)) {
 #if PY_VERSION_HEX < 0x030C0000
@@ -700,8 +722,11 @@ Lookup_many(Lookup *self, PyObject *items)
         }
         search_batch(&self->cols, q, sids, m);
         Py_END_ALLOW_THREADS
-        if (gather_into(self, out, at, sids, m, tuple_item, seq) < 0) {
+        if (gather_into(self, out, at, sids, m, held_item, &held) < 0) {
             Py_CLEAR(out);
+        }
+        for (Py_ssize_t k = 0; k < m; k++) {
+            Py_DECREF(held.items[k]);
         }
     }
     Py_DECREF(seq);

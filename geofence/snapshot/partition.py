@@ -10,9 +10,8 @@ from __future__ import annotations
 import hashlib
 from array import array
 from bisect import bisect_left, bisect_right
-from collections import Counter
 from collections.abc import Callable
-from itertools import accumulate, compress
+from itertools import compress
 from operator import ne
 from typing import Final, NamedTuple, TypeAlias
 
@@ -227,14 +226,27 @@ def overlay(
 def index16(starts: array[int], shift: int = 16) -> array[int]:
     """The /16 bucket index of a sorted start column (``V4IX``/``V6IX`` in the format).
 
+    Entry ``p`` is the position of the last start below bucket ``p`` (0 when there is
+    none): the bisect for an address in bucket ``p`` starts there. The index is
+    constant between the buckets that hold starts, so it is filled one such bucket
+    at a time (one bisect and one repeated block each), not one entry at a time.
+
     Args:
         starts: IPv4 starts (``shift=16``) or the high halves of IPv6 starts
             (``shift=48``): the bucket of a start is its top 16 bits.
         shift: How far to shift a start to get its bucket.
     """
-    counts = Counter(s >> shift for s in starts)
-    cum = list(accumulate((counts.get(p, 0) for p in range(65536)), initial=0))
-    return array("i", (c - 1 if c else 0 for c in cum))
+    out = array("i")
+    n = len(starts)
+    k = 0  # starts[:k] lie in the buckets filled so far
+    filled = 0  # entries written
+    while k < n:
+        top = starts[k] >> shift
+        out.extend(array("i", [max(k - 1, 0)]) * (top + 1 - filled))
+        filled = top + 1
+        k = bisect_left(starts, filled << shift, k)
+    out.extend(array("i", [max(n - 1, 0)]) * (65537 - filled))
+    return out
 
 
 def locate6_indexed(hi: array[int], lo: array[int], index: array[int], h: int, low: int) -> int:
