@@ -328,7 +328,8 @@ class Geofence:
             context: As for :meth:`decide`.
 
         Returns:
-            The verdict; without context a shared object.
+            The verdict: for a plain address without context, a shared object of
+            :attr:`CompiledPolicy.verdicts <geofence.policy.compile.CompiledPolicy.verdicts>`.
 
         Raises:
             InvalidAddressError: ``ip`` is not an acceptable address.
