@@ -24,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from geofence.addr import parse_address
 from geofence.context import Context
 from geofence.decision import Action, Decision, Verdict
 from geofence.engine import Geofence
@@ -146,6 +147,17 @@ def test_random_addresses(ofac: Geofence, address: tuple[int, int]) -> None:
     want = Verdict.of(ofac.decide(text))
     assert ofac.verdict(text) == want
     assert _twin(ofac)(text) == want
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(addresses(), st.booleans())
+def test_parsed_addresses(ofac: Geofence, address: tuple[int, int], unwrap: bool) -> None:
+    """What the middleware passes: a ParsedAddress, unwrapped or not (tunnel prefixes)."""
+    version, value = address
+    parsed = parse_address(value, version=version, unwrap=unwrap)
+    want = Verdict.of(ofac.decide(parsed))
+    assert ofac.verdict(parsed) == want
+    assert _twin(ofac)(parsed) == want
 
 
 def test_tunnel_forms_take_the_verdict_of_the_ipv4_inside(ofac: Geofence) -> None:
