@@ -11,7 +11,9 @@ with country and subdivision rules) on the bundled snapshot. ``decide()`` is
 timed with the active core (``geofence.core_info()``: the compiled one when it
 is built) and with the pure-Python twin over the same compiled state, and the
 compiled core once more through a Python method in front of it (the design it
-replaced: ``Geofence.decide`` is the C callable itself). Peers answer the
+replaced: ``Geofence.decide`` is the C callable itself). ``verdict()`` (the
+action and rule alone, searched among the compiled policy's own ranges) is
+timed with both cores too, against the same peers. Peers answer the
 same question the way an application would without geofence: look the country
 up, then check it against a dict of embargoed countries. Figures are CPU
 nanoseconds per address (median of the repeats) on one seeded mixed sample;
@@ -87,6 +89,9 @@ GOAL_VS_MAXMINDDB_GET = 30.0  # compiled decide() vs maxminddb's C get() alone
 GOAL_MANY_VS_DECIDE = 1.5  # decide_many(list of str) per address vs decide() in a loop
 #: --check-ratios (CI smoke): compiled decide() vs the pure twin, with a generous margin.
 CHECK_VS_PURE = 2.5
+#: --check-ratios: verdict() vs decide() with the compiled core (the policy's few ranges
+#: against the data's segments; 4-5x measured), with a generous margin.
+CHECK_VERDICT_VS_DECIDE = 2.0
 
 
 def _goal(value: float, goal: float) -> str:
@@ -246,6 +251,20 @@ def main(argv: list[str] | None = None) -> int:
         # The design not taken: a Python method in front of the C callable.
         measure("decide() through a Python method (not used)", partial(Geofence.decide, gf))
     res.data["compiled_vs_pure"] = {k: round(v, 2) for k, v in vs_pure.items()}
+    # The verdict alone: the same search over the policy's ranges instead of the data's.
+    vp = state.compiled.verdict_partitions
+    print(
+        f"    verdict ranges: {len(vp.v4_starts):,} IPv4 + {len(vp.v6_hi):,} IPv6, against "
+        f"{len(state.compiled.v4_starts):,} + {len(state.compiled.v6_hi):,} data segments"
+    )
+    verdict_label = f"verdict(), {gf.policy.id}, {core} core"
+    t_verdict = measure(verdict_label, gf.verdict)
+    verdict_twin = make_lookup(
+        vp, state.compiled.verdicts, partial(gf._verdict_general, state), pure=True
+    )
+    measure(f"verdict(), {gf.policy.id}, pure-Python twin", verdict_twin)
+    print(f"    verdict() vs decide(): {t_decide.median / t_verdict.median:.1f}x faster")
+    res.data["verdict_vs_decide"] = round(t_decide.median / t_verdict.median, 2)
     # What the middleware passes: the client address its resolution parsed.
     parsed = [parse_address(a) for a in ips]
     measure(f"decide(ParsedAddress), {gf.policy.id}", gf.decide, parsed)
@@ -354,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         print_row(label, fmt_ns(t.median), fmt_ns(t.p99), f"{vs:.1f}x" if vs else "-")
         peer_data[label] = {**t.as_dict(), "ratio_vs_decide": vs, "reads": peer.note}
     print(f"\npeers' own lookup call alone (ratio: peer / decide(), {core} core)")
+    peer_families: dict[str, tuple[float, float]] = {}
     print_row("", "median", "v4 only", "v6 only", "ratio", "v4 ratio", "v6 ratio")
     for peer in peers:
         if peer.country is None:
@@ -365,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = [fmt_ns(t.median), fmt_ns(t4.median), fmt_ns(t6.median)]
         print_row(peer.name, *cells, f"{r:.1f}x", f"{r4:.1f}x", f"{r6:.1f}x")
         peer_ns[peer.name] = t.median
+        peer_families[peer.name] = (t4.median, t6.median)
         peer_data[peer.name] = {
             **t.as_dict(),
             "v4_median_ns": round(t4.median, 1),
@@ -380,12 +401,27 @@ def main(argv: list[str] | None = None) -> int:
             f"    vs maxminddb get() alone: {r:.1f}x, goal >= {GOAL_VS_MAXMINDDB_GET:g}x: "
             f"{'met' if r >= GOAL_VS_MAXMINDDB_GET else 'MISSED'}"
         )
+    if get_ns is not None:
+        v4, v6 = families[verdict_label]
+        get4, get6 = peer_families["maxminddb get() (C)"]
+        print(
+            f"    verdict() vs maxminddb get() alone: {get_ns / t_verdict.median:.1f}x "
+            f"(IPv4 {get4 / v4:.1f}x, IPv6 {get6 / v6:.1f}x)"
+        )
     moon = peer_ns.get("iptocc country_code()")
     if moon is not None:
         print(
             f"    moonshot, as fast as iptocc: decide() {fmt_ns(t_decide.median)} ns, "
             f"iptocc {fmt_ns(moon)} ns ({moon / t_decide.median:.2f}x)"
         )
+        print(
+            f"    moonshot with the verdict alone: verdict() {fmt_ns(t_verdict.median)} ns "
+            f"({moon / t_verdict.median:.2f}x iptocc)"
+        )
+        res.data["moonshot"] = {
+            "decide_vs_iptocc": round(moon / t_decide.median, 2),
+            "verdict_vs_iptocc": round(moon / t_verdict.median, 2),
+        }
     for name, goal in (("geoip2", GOAL_VS_GEOIP2), ("maxminddb get() (C)", GOAL_VS_MAXMINDDB)):
         got = next((v for k, v in peer_ns.items() if k.startswith(name)), None)
         if got is not None:
@@ -413,6 +449,13 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"ratio check: compiled decide() is {vs_pure['mixed']:.1f}x faster than the "
                 f"pure twin; need >= {CHECK_VS_PURE:g}x: {'ok' if ok else 'FAILED'}"
+            )
+            status |= 0 if ok else 1
+            gain = t_decide.median / t_verdict.median
+            ok = gain >= CHECK_VERDICT_VS_DECIDE
+            print(
+                f"ratio check: verdict() is {gain:.1f}x faster than decide(); need >= "
+                f"{CHECK_VERDICT_VS_DECIDE:g}x: {'ok' if ok else 'FAILED'}"
             )
             status |= 0 if ok else 1
     res.write(args.json)

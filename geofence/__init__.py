@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from geofence.addr import ParsedAddress, TunnelKind, parse_address
     from geofence.context import Context, Subject
-    from geofence.decision import Action, Decision
+    from geofence.decision import Action, Decision, Verdict
     from geofence.engine import Geofence
     from geofence.errors import (
         AddressNotFoundError,
@@ -69,6 +69,7 @@ _EXPORTS = {
     "Subject": "geofence.context",
     "TrustWarning": "geofence.errors",
     "TunnelKind": "geofence.addr",
+    "Verdict": "geofence.decision",
     "core_info": "geofence.snapshot.search",
     "load_policy": "geofence.policy",
     "parse_address": "geofence.addr",
@@ -102,6 +103,7 @@ __all__ = [
     "Subject",
     "TrustWarning",
     "TunnelKind",
+    "Verdict",
     "__version__",
     "core_info",
     "load_policy",

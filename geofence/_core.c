@@ -653,30 +653,52 @@ gather_into(Lookup *self, PyObject *out, Py_ssize_t at, const int32_t *sids, Py_
     return 0;
 }
 
+/* The items of one chunk of many(), held (a reference each) while the GIL is released. */
+typedef struct {
+    PyObject *items[CHUNK];
+    Py_ssize_t at; /* index of items[0] in the input */
+} Held;
+
 static PyObject *
-tuple_item(void *ctx, Py_ssize_t k)
+held_item(void *ctx, Py_ssize_t k)
 {
-    return Py_NewRef(PyTuple_GET_ITEM((PyObject *)ctx, k));
+    Held *h = ctx;
+    return Py_NewRef(h->items[k - h->at]);
 }
 
-/* many(items): [self(ip) for ip in items], parsed and searched without the GIL. */
+/* many(items): [self(ip) for ip in items], parsed and searched without the GIL.
+ *
+ * A list or tuple is read in place (any other iterable is made a list first), one
+ * chunk at a time: the chunk's items are held by a reference each while the GIL is
+ * released, so another thread changing the list cannot free them meanwhile, and
+ * each str is touched once, just before it is parsed (copying the whole input into
+ * a tuple first touched every str twice, far apart in time). */
 static PyObject *
 Lookup_many(Lookup *self, PyObject *items)
 {
-    PyObject *seq = PySequence_Tuple(items); /* our own references: safe without the GIL */
+    PyObject *seq = PySequence_Fast(items, "many() takes an iterable");
     if (seq == NULL) {
         return NULL;
     }
-    Py_ssize_t n = PyTuple_GET_SIZE(seq);
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     PyObject *out = PyList_New(n);
+    Held held;
     const unsigned char *text[CHUNK];
     Py_ssize_t size[CHUNK];
     Query q[CHUNK];
     int32_t sids[CHUNK];
     for (Py_ssize_t at = 0; out != NULL && at < n; at += CHUNK) {
+        if (PySequence_Fast_GET_SIZE(seq) != n) {
+            /* The fallback ran Python code between two chunks, and it changed the list. */
+            PyErr_SetString(PyExc_RuntimeError, "many(): the list changed size during the call");
+            Py_CLEAR(out);
+            break;
+        }
         Py_ssize_t m = n - at < CHUNK ? n - at : CHUNK;
+        PyObject **src = PySequence_Fast_ITEMS(seq) + at;
+        held.at = at;
         for (Py_ssize_t k = 0; k < m; k++) {
-            PyObject *ip = PyTuple_GET_ITEM(seq, at + k);
+            PyObject *ip = held.items[k] = Py_NewRef(src[k]);
             text[k] = NULL;
             if (PyUnicode_CheckExact(ip)) {
 #if PY_VERSION_HEX < 0x030C0000
@@ -702,8 +724,11 @@ Lookup_many(Lookup *self, PyObject *items)
         }
         search_batch(&self->cols, q, sids, m);
         Py_END_ALLOW_THREADS
-        if (gather_into(self, out, at, sids, m, tuple_item, seq) < 0) {
+        if (gather_into(self, out, at, sids, m, held_item, &held) < 0) {
             Py_CLEAR(out);
+        }
+        for (Py_ssize_t k = 0; k < m; k++) {
+            Py_DECREF(held.items[k]);
         }
     }
     Py_DECREF(seq);
@@ -1097,6 +1122,80 @@ core_non_decreasing(PyObject *module, PyObject *arg)
     return PyBool_FromLong(i >= n);
 }
 
+/* relabel_runs(ids, relabel) -> (heads, labels): the twin of
+ * geofence.snapshot.partition.relabel_runs, for policy compilation. Every id of the int32
+ * buffer `ids` is replaced by relabel[id] (a negative id counts from the end, as in a
+ * compiled table); `heads` are the positions where the new id differs from the one
+ * before (position 0 always) and `labels` the new id there, both as bytes of native
+ * int32. An id outside relabel is refused, never read. */
+static PyObject *
+core_relabel_runs(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "relabel_runs(ids, relabel) takes 2 arguments");
+        return NULL;
+    }
+    Py_buffer ids, map;
+    if (PyObject_GetBuffer(args[0], &ids, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[1], &map, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyBuffer_Release(&ids);
+        return NULL;
+    }
+    PyObject *result = NULL, *heads = NULL, *labels = NULL;
+    if (ids.itemsize != 4 || map.itemsize != 4 || ids.ndim != 1 || map.ndim != 1) {
+        PyErr_SetString(PyExc_TypeError, "relabel_runs: ids and relabel must hold int32 items");
+        goto done;
+    }
+    Py_ssize_t n = ids.len / 4, size = map.len / 4;
+    if (n > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "relabel_runs: too many ids");
+        goto done;
+    }
+    const int32_t *id = ids.buf, *to = map.buf;
+    Py_ssize_t runs = 0;
+    int32_t prev = 0;
+    /* Two passes: count the runs, then fill buffers of the exact size. */
+    for (int pass = 0; pass < 2; pass++) {
+        int32_t *h = pass ? (int32_t *)PyBytes_AS_STRING(heads) : NULL;
+        int32_t *l = pass ? (int32_t *)PyBytes_AS_STRING(labels) : NULL;
+        runs = 0;
+        for (Py_ssize_t k = 0; k < n; k++) {
+            Py_ssize_t slot = id[k] >= 0 ? (Py_ssize_t)id[k] : size + id[k];
+            if (slot < 0 || slot >= size) {
+                PyErr_Format(PyExc_IndexError, "relabel_runs: id %d at %zd has no label",
+                             (int)id[k], k);
+                goto done;
+            }
+            int32_t label = to[slot];
+            if (k == 0 || label != prev) {
+                if (pass) {
+                    h[runs] = (int32_t)k;
+                    l[runs] = label;
+                }
+                runs++;
+                prev = label;
+            }
+        }
+        if (!pass) {
+            heads = PyBytes_FromStringAndSize(NULL, runs * 4);
+            labels = PyBytes_FromStringAndSize(NULL, runs * 4);
+            if (heads == NULL || labels == NULL) {
+                goto done;
+            }
+        }
+    }
+    result = PyTuple_Pack(2, heads, labels);
+done:
+    Py_XDECREF(heads);
+    Py_XDECREF(labels);
+    PyBuffer_Release(&map);
+    PyBuffer_Release(&ids);
+    return result;
+}
+
 static PyMethodDef core_methods[] = {
     {"parse", core_parse, METH_O,
      "parse(text) -> (version, value) | None: the strict text parsers of the fast path."},
@@ -1105,6 +1204,9 @@ static PyMethodDef core_methods[] = {
      "the code of the first broken invariant (geofence.snapshot.invariants)."},
     {"non_decreasing", core_non_decreasing, METH_O,
      "non_decreasing(values) -> bool: whether 4-byte unsigned items never step back."},
+    {"relabel_runs", (PyCFunction)(void (*)(void))core_relabel_runs, METH_FASTCALL,
+     "relabel_runs(ids, relabel) -> (heads, labels): relabelled runs of an int32 id column, "
+     "as bytes of int32 (see geofence.snapshot.partition.relabel_runs)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from geofence.kinds import NetworkKind, kinds_to_names
 
-__all__ = ["Action", "Decision", "parse_action"]
+__all__ = ["Action", "Decision", "Verdict", "parse_action"]
 
 
 class Action(enum.StrEnum):
@@ -266,3 +266,51 @@ class Decision:
             f"@ {self.policy_digest}."
         )
         return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The policy's part of a decision: what to do and which rule said so.
+
+    :meth:`geofence.Geofence.verdict` returns it without the address's record details
+    (country, kinds, ASN, sources), which is what lets it search the compiled policy's
+    own ranges instead of the data's; the edge exports (:mod:`geofence.export`) hold
+    one per range. Equal verdicts compare equal; :meth:`of` reads one off a
+    :class:`Decision`.
+    """
+
+    action: Action
+    """The action to enforce."""
+
+    route: str | None
+    """Route target of a ``route`` action, else ``None``."""
+
+    rule_id: str | None
+    """The rule (or exception) that decided, ``None`` for defaults and fallbacks."""
+
+    outcome: str
+    """How it was reached (``rule``, ``default``, ``unresolved``...; in edge exports,
+    ``stated`` for the verdict stated for tunnel prefixes)."""
+
+    @property
+    def allowed(self) -> bool:
+        """Whether the request may be served as is (allow or review)."""
+        return self.action in (Action.ALLOW, Action.REVIEW)
+
+    @property
+    def blocked(self) -> bool:
+        """Whether the action is ``deny``."""
+        return self.action is Action.DENY
+
+    @property
+    def key(self) -> str:
+        """The value an edge map holds: ``deny``, ``challenge``, ``route:<target>``..."""
+        if self.action is Action.ROUTE:
+            return f"route:{self.route}"
+        name: str = self.action.value
+        return name
+
+    @classmethod
+    def of(cls, decision: Decision) -> Verdict:
+        """The verdict of a decision."""
+        return cls(decision.action, decision.route, decision.rule_id, decision.outcome)

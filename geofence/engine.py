@@ -22,7 +22,7 @@ from typing import Any
 
 from geofence.addr import ParsedAddress, TunnelKind, parse_address
 from geofence.context import Context
-from geofence.decision import Action, Decision
+from geofence.decision import Action, Decision, Verdict
 from geofence.errors import GeofenceError
 from geofence.policy.compile import CompiledPolicy, compile_policy, make_decision
 from geofence.policy.evaluate import evaluate
@@ -71,6 +71,9 @@ class _State:
     decide: Callable[..., Decision] = _unset
     """``decide(ip, context=None)``: ``lookup``, with the per-address cache in front of
     it when the pure-Python core has one; set once, by :meth:`Geofence._build`."""
+    verdict: Any = None
+    """``verdict(ip, context=None)``: the fast path over the compiled policy's verdict
+    partitions (the same search, a far smaller table); set once, by :meth:`Geofence._build`."""
 
 
 class _Cached:
@@ -241,9 +244,16 @@ class Geofence:
         decide = lookup
         if self._cache_size and isinstance(lookup, PyLookup):
             decide = _Cached(lookup, self._cache_size)
-        # The two fields set after construction: the fast path needs the state it falls back to.
+        verdict = make_lookup(
+            compiled.verdict_partitions,
+            compiled.verdicts,
+            partial(self._verdict_general, state),
+            parsed=True,
+        )
+        # The fields set after construction: the fast paths need the state they fall back to.
         object.__setattr__(state, "lookup", lookup)
         object.__setattr__(state, "decide", decide)
+        object.__setattr__(state, "verdict", verdict)
         return state
 
     def _install(self, state: _State) -> None:
@@ -253,6 +263,8 @@ class Geofence:
             # compiled core): no Python frame between the caller and the search.
             # A subclass that overrides decide() keeps its method.
             self.__dict__["decide"] = state.decide
+        if type(self).verdict is Geofence.verdict:
+            self.__dict__["verdict"] = state.verdict
         self._schedule_date_refresh(state.compiled)
 
     @property
@@ -301,6 +313,32 @@ class Geofence:
             InvalidAddressError: ``ip`` is not an acceptable address.
         """
         return self._state.decide(ip, context)
+
+    def verdict(self, ip: Any, context: Context | None = None) -> Verdict:
+        """The policy's verdict for one request, without the address's record details.
+
+        Equal to ``Verdict.of(decide(ip, context))``, but without context it is
+        searched among the compiled policy's own ranges (where its verdict changes),
+        a few thousand instead of the data's hundreds of thousands of segments: for
+        callers that need only the action, route and rule, such as a gate without
+        audit lines. Use :meth:`decide` for country, kinds, ASN, reasons and sources.
+
+        Args:
+            ip: As for :meth:`decide`.
+            context: As for :meth:`decide`.
+
+        Returns:
+            The verdict: for a plain address without context, a shared object of
+            :attr:`CompiledPolicy.verdicts <geofence.policy.compile.CompiledPolicy.verdicts>`.
+
+        Raises:
+            InvalidAddressError: ``ip`` is not an acceptable address.
+        """
+        return self._state.verdict(ip, context)  # type: ignore[no-any-return]
+
+    def _verdict_general(self, state: _State, ip: Any, context: Context | None = None) -> Verdict:
+        """What the verdict fast path hands back (as for :meth:`_decide_general`)."""
+        return Verdict.of(self._decide_general(state, ip, context))
 
     def _decide_general(self, state: _State, ip: Any, context: Context | None = None) -> Decision:
         """What the fast path hands back: context, other types, zone ids, tunnels, invalid text."""

@@ -144,3 +144,28 @@ def test_core_info_names_the_active_core() -> None:
     info = geofence.core_info()
     assert info["core"] == ACTIVE
     assert info["reason"]
+
+
+def test_many_reads_a_list_in_place_and_refuses_one_that_changes_size(gf: Geofence) -> None:
+    """A list is read in place, chunk by chunk, and a list changing size is refused.
+
+    The compiled many() holds each chunk's items, not a copy of the list: a fallback
+    that shrinks the list between two chunks gets a RuntimeError, never a bad read.
+    """
+    c = gf.compiled
+    items = ["8.8.8.8"] * 600 + ["fe80::1%eth0"] + ["8.8.8.8"] * 600  # one zone id: fallback
+
+    def fallback(ip: Any, context: Any = None) -> Any:
+        del items[700:]
+        return None
+
+    lookup = gf._state.lookup
+    want = gf.decide("8.8.8.8")
+    assert lookup.many(items[:1200]) == [want] * 600 + [gf.decide("fe80::1%eth0")] + [want] * 599
+    if ACTIVE != "compiled":
+        return
+    from geofence.snapshot.search import make_lookup
+
+    shrinking = make_lookup(c.partitions, c.table, fallback)
+    with pytest.raises(RuntimeError, match="changed size"):
+        shrinking.many(items)

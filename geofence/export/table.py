@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from geofence.addr import TUNNEL_RANGES, TunnelKind
-from geofence.decision import Action, Decision
+from geofence.decision import Action, Verdict
 from geofence.policy.compile import CompiledPolicy
 from geofence.snapshot.partition import TUNNEL_BY_ID, V4_TOP, V6_TOP, Column
 
@@ -56,37 +56,6 @@ _EMBED_SHIFT: dict[TunnelKind, int] = {
     TunnelKind.SIXTOFOUR: 80,
 }
 _PREFIX: dict[TunnelKind, int] = {kind: first for kind, first, _ in TUNNEL_RANGES}
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """What the edge answers for a range: the IP-only decision's action and rule."""
-
-    action: Action
-    """The action to enforce."""
-
-    route: str | None
-    """Route target of a ``route`` action, else ``None``."""
-
-    rule_id: str | None
-    """The rule (or exception) that decided, ``None`` for defaults and fallbacks."""
-
-    outcome: str
-    """How it was reached (``rule``, ``default``, ``unresolved``...; ``stated`` for the
-    verdict stated for tunnel prefixes)."""
-
-    @property
-    def key(self) -> str:
-        """The value an edge map holds: ``deny``, ``challenge``, ``route:<target>``..."""
-        if self.action is Action.ROUTE:
-            return f"route:{self.route}"
-        name: str = self.action.value
-        return name
-
-    @classmethod
-    def of(cls, decision: Decision) -> Verdict:
-        """The verdict of a precomputed decision."""
-        return cls(decision.action, decision.route, decision.rule_id, decision.outcome)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,16 +5,21 @@ contain the address). CIDR conditions are made record-like by carving the
 snapshot's partition at CIDR boundaries and giving each carved piece a virtual
 id for (record id, CIDR label). Every id then indexes one precomputed
 :class:`~geofence.decision.Decision`, so a request costs parse + bisect + index.
+
+The same partitions relabelled by :class:`~geofence.decision.Verdict` and merged
+where neighbours agree are the *verdict partitions*: the few thousand places where
+the policy's answer changes, searched by :meth:`geofence.Geofence.verdict`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from geofence.decision import Decision
+from geofence.decision import Decision, Verdict
 from geofence.kinds import NetworkKind, SpecialRange
 from geofence.policy.evaluate import Candidate, Outcome, address_candidates, evaluate
 from geofence.policy.model import Policy, Rule
@@ -29,12 +34,14 @@ from geofence.snapshot.partition import (
     V6_TOP,
     Column,
     Partitions,
+    coalesce,
     index16,
     locate6,
     overlay,
     segment,
 )
 from geofence.snapshot.reader import Snapshot
+from geofence.snapshot.search import relabel_runs
 
 __all__ = ["CompiledPolicy", "compile_policy"]
 
@@ -63,6 +70,11 @@ class CompiledPolicy:
     """Record per id (``None`` for gaps and special ranges)."""
     signal_weights: dict[str, float]
     """The policy's signal weight overrides, as a mapping (read per request with context)."""
+    verdict_partitions: Partitions
+    """``partitions`` relabelled by verdict and merged where neighbours agree: ids index
+    :attr:`verdicts`, except tunnel prefixes, which keep their tunnel ids."""
+    verdicts: tuple[Verdict, ...]
+    """The distinct verdicts of :attr:`table`."""
 
     @property
     def v4_starts(self) -> Column:
@@ -271,6 +283,7 @@ def compile_policy(
     for (old, lab), vid in virtual.items():
         fill(vid, old, all_labels[lab >> 32][lab & 0xFFFFFFFF])
     future = [d for d in policy.date_boundaries() if d > day]
+    verdicts, by_slot = _verdict_ids(table)
     return CompiledPolicy(
         policy=policy,
         snapshot=snapshot,
@@ -281,7 +294,27 @@ def compile_policy(
         plans=plans,
         records=recs,
         signal_weights=dict(policy.signal_weights),
+        verdict_partitions=coalesce(parts, by_slot, relabel_runs),
+        verdicts=verdicts,
     )
+
+
+def _verdict_ids(table: list[Decision | None]) -> tuple[tuple[Verdict, ...], array[int]]:
+    """The distinct verdicts of ``table``, and the verdict id of each of its slots.
+
+    Slots without a decision keep their negative id: tunnel prefixes, which a lookup
+    over the verdict partitions hands to the general path as it does over the
+    table, and unused tail slots, which no segment carries.
+    """
+    index: dict[Verdict, int] = {}
+    relabel = array("i")
+    size = len(table)
+    for slot, decision in enumerate(table):
+        if decision is None:
+            relabel.append(slot - size)
+        else:
+            relabel.append(index.setdefault(Verdict.of(decision), len(index)))
+    return tuple(index), relabel
 
 
 def _always(_rule: Rule) -> bool:

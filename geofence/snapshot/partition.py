@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 from array import array
 from bisect import bisect_left, bisect_right
-from collections import Counter
 from collections.abc import Callable
-from itertools import accumulate
+from itertools import compress
+from operator import ne
 from typing import Final, NamedTuple, TypeAlias
 
 from geofence.addr import SPECIAL_RANGES, TUNNEL_RANGES, TunnelKind
@@ -31,10 +31,12 @@ __all__ = [
     "Column",
     "Partitions",
     "apply_special_ranges",
+    "coalesce",
     "index16",
     "locate6",
     "locate6_indexed",
     "overlay",
+    "relabel_runs",
     "segment",
     "typecode",
 ]
@@ -113,6 +115,60 @@ def segment(parts: Partitions, version: int, value: int) -> int:
     return locate6_indexed(parts.v6_hi, parts.v6_lo, parts.v6_index, value >> 64, value & MASK64)
 
 
+def coalesce(parts: Partitions, relabel: array[int], runs: Runs | None = None) -> Partitions:
+    """The partitions with every id ``i`` replaced by ``relabel[i]`` and equal neighbours merged.
+
+    A compiled policy's verdict partitions come from here: relabelled by verdict,
+    the data's hundreds of thousands of segments shrink to the few thousand places
+    where the verdict changes, and :func:`segment` (or the compiled core) searches
+    them like any other partitions.
+
+    Args:
+        parts: The partitions to coalesce.
+        relabel: New id per old id (``array('i')``); negative old ids index from the
+            end, as in a compiled policy's table.
+        runs: :func:`relabel_runs` or its compiled twin
+            (:data:`geofence.snapshot.search.relabel_runs`).
+    """
+    runs = runs or relabel_runs
+    heads4, v4_ids = runs(parts.v4_ids, relabel)
+    v4_starts = array("I", map(parts.v4_starts.__getitem__, heads4))
+    heads6, v6_ids = runs(parts.v6_ids, relabel)
+    v6_hi = array("Q", map(parts.v6_hi.__getitem__, heads6))
+    return Partitions(
+        v4_starts=v4_starts,
+        v4_ids=v4_ids,
+        v4_index=index16(v4_starts),
+        v6_hi=v6_hi,
+        v6_lo=array("Q", map(parts.v6_lo.__getitem__, heads6)),
+        v6_ids=v6_ids,
+        v6_index=index16(v6_hi, 48),
+    )
+
+
+#: ``relabel_runs(ids, relabel) -> (heads, labels)``, see :func:`relabel_runs`.
+Runs: TypeAlias = "Callable[[Column, array[int]], tuple[array[int], array[int]]]"
+
+
+def relabel_runs(ids: Column, relabel: array[int]) -> tuple[array[int], array[int]]:
+    """Relabel an id column and find its runs.
+
+    Args:
+        ids: Segment ids (``array('i')``).
+        relabel: New id per old id; a negative old id indexes from the end.
+
+    Returns:
+        ``(heads, labels)``: the positions where the new id differs from the one
+        before (position 0 always), and the new id at each of them.
+
+    Raises:
+        IndexError: An id has no entry in ``relabel``.
+    """
+    new = array("i", map(relabel.__getitem__, ids))
+    heads = array("i", [0, *compress(range(1, len(new)), map(ne, new[1:], new))][: len(new)])
+    return heads, array("i", map(new.__getitem__, heads))
+
+
 def overlay(
     columns: tuple[Column, ...],
     key_at: Callable[[int], int],
@@ -183,14 +239,27 @@ def overlay(
 def index16(starts: Column, shift: int = 16) -> array[int]:
     """The /16 bucket index of a sorted start column (``V4IX``/``V6IX`` in the format).
 
+    Entry ``p`` is the position of the last start below bucket ``p`` (0 when there is
+    none): the bisect for an address in bucket ``p`` starts there. The index is
+    constant between the buckets that hold starts, so it is filled one such bucket
+    at a time (one bisect and one repeated block each), not one entry at a time.
+
     Args:
         starts: IPv4 starts (``shift=16``) or the high halves of IPv6 starts
             (``shift=48``): the bucket of a start is its top 16 bits.
         shift: How far to shift a start to get its bucket.
     """
-    counts = Counter(s >> shift for s in starts)
-    cum = list(accumulate((counts.get(p, 0) for p in range(65536)), initial=0))
-    return array("i", (c - 1 if c else 0 for c in cum))
+    out = array("i")
+    n = len(starts)
+    k = 0  # starts[:k] lie in the buckets filled so far
+    filled = 0  # entries written
+    while k < n:
+        top = starts[k] >> shift
+        out.extend(array("i", [max(k - 1, 0)]) * (top + 1 - filled))
+        filled = top + 1
+        k = bisect_left(starts, filled << shift, k)
+    out.extend(array("i", [max(n - 1, 0)]) * (65537 - filled))
+    return out
 
 
 def locate6_indexed(hi: Column, lo: Column, index: Column, h: int, low: int) -> int:

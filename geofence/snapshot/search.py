@@ -21,14 +21,32 @@ from __future__ import annotations
 
 import os
 import struct
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 from socket import AF_INET, AF_INET6, inet_pton
 from typing import Any, Final
 
 from geofence.addr import ParsedAddress
-from geofence.snapshot.partition import TUNNEL_BY_ID, V4_TOP, V6_TOP, Partitions, segment
+from geofence.snapshot import partition
+from geofence.snapshot.partition import (
+    TUNNEL_BY_ID,
+    V4_TOP,
+    V6_TOP,
+    Column,
+    Partitions,
+    Runs,
+    segment,
+)
 
-__all__ = ["ACTIVE", "PyLookup", "core_function", "core_info", "make_lookup", "plain_address"]
+__all__ = [
+    "ACTIVE",
+    "PyLookup",
+    "core_function",
+    "core_info",
+    "make_lookup",
+    "plain_address",
+    "relabel_runs",
+]
 
 #: Segment ids of tunnel prefixes: their entries are decided by the fallback.
 TUNNEL_LOW: Final = min(TUNNEL_BY_ID)
@@ -209,6 +227,16 @@ def core_function(name: str) -> Callable[..., Any] | None:
     """
     function: Callable[..., Any] | None = getattr(_CORE, name, None)
     return function
+
+
+def _compiled_relabel_runs(ids: Column, relabel: array[int]) -> tuple[array[int], array[int]]:
+    heads, labels = _CORE.relabel_runs(ids, relabel)
+    return array("i", heads), array("i", labels)
+
+
+#: :func:`geofence.snapshot.partition.relabel_runs` with the active core (policy
+#: compilation relabels every segment of the data once).
+relabel_runs: Final[Runs] = partition.relabel_runs if _CORE is None else _compiled_relabel_runs
 
 
 def core_info() -> dict[str, str]:
