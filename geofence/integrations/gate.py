@@ -323,13 +323,14 @@ class Gate:
         except Exception:
             return None  # the general path logs it and applies the fail mode
         # A client's verdict is the same for the same decision (challenges aside:
-        # they depend on the path), so repeat clients reuse theirs.
+        # they depend on the path), so repeat clients (those the resolver caches)
+        # reuse theirs.
         known = self._verdicts.get(id(client))
         if known is not None and known[0] is decision and known[1].client is client:
             verdict = known[1]
         else:
             verdict = self._verdict(decision, engine, client, None, path, headers)
-            if decision.action is not _CHALLENGE:
+            if decision.action is not _CHALLENGE and self._clients.cached.get(id(client)) is client:
                 self._verdicts.put(id(client), (decision, verdict))
         if self._reporting:
             self._report(verdict, kind, method, path, defer_audit)

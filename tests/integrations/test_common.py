@@ -406,6 +406,24 @@ def test_repeat_clients_reuse_their_verdict(snapshot: Snapshot, audit_caplog: Au
     assert after.route is None
 
 
+def test_one_shot_clients_leave_no_verdict_behind(snapshot: Snapshot) -> None:
+    """Only clients the resolver caches (seen before) have their verdict remembered.
+
+    A crowd of clients seen once each must not fill the gate's verdict memo (nor
+    keep their client objects alive); the second request of a client does.
+    """
+    engine = Geofence(snapshot, parse_policy(POLICY))
+    g = gate(engine, trusted_proxies=["10.0.0.0/8"])
+    for n in range(50):
+        check(g, "10.0.0.1", x_forwarded_for="2.0.1." + str(n))
+    assert len(g._verdicts) == 0
+    first = check(g, "10.0.0.1", x_forwarded_for=ADDR["route"])
+    second = check(g, "10.0.0.1", x_forwarded_for=ADDR["route"])
+    third = check(g, "10.0.0.1", x_forwarded_for=ADDR["route"])
+    assert len(g._verdicts) == 1
+    assert third is second and first is not second
+
+
 # -- audit -------------------------------------------------------------------------------------
 
 
