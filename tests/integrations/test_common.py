@@ -421,7 +421,8 @@ def test_one_shot_clients_leave_no_verdict_behind(snapshot: Snapshot) -> None:
     second = check(g, "10.0.0.1", x_forwarded_for=ADDR["route"])
     third = check(g, "10.0.0.1", x_forwarded_for=ADDR["route"])
     assert len(g._verdicts) == 1
-    assert third is second and first is not second
+    assert third is second
+    assert first is not second
 
 
 # -- audit -------------------------------------------------------------------------------------
