@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from geofence._cache import BoundedCache
 from geofence.addr import ParsedAddress, TunnelKind, parse_address
 from geofence.context import Context
 from geofence.decision import Action, Decision, Verdict
@@ -83,25 +84,18 @@ class _Cached:
     so ``cache_size`` has no effect with it (see :func:`geofence.core_info`).
     """
 
-    __slots__ = ("_cache", "_decide", "_size")
+    __slots__ = ("_cache", "_decide")
 
     def __init__(self, decide: Callable[..., Decision], size: int) -> None:
         self._decide = decide
-        self._size = size
-        self._cache: dict[str, Decision] = {}
+        self._cache: BoundedCache[str, Decision] = BoundedCache(size)
 
     def __call__(self, ip: Any, context: Context | None = None) -> Decision:
         if context is not None or type(ip) is not str:
             return self._decide(ip, context)
-        cache = self._cache
-        hit = cache.get(ip)
+        hit = self._cache.get(ip)
         if hit is None:
-            hit = self._decide(ip)
-            if len(cache) >= self._size:
-                # Start over when full: O(1) and atomic. Evicting the oldest
-                # entry one by one made every miss walk the dict's deleted slots.
-                cache.clear()
-            cache[ip] = hit
+            hit = self._cache.put(ip, self._decide(ip))
         return hit
 
 

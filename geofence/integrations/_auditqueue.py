@@ -19,7 +19,7 @@ from logging.handlers import QueueListener
 from queue import Empty, SimpleQueue
 from typing import Any
 
-__all__ = ["LINGER", "Pending", "flush_audit_queue", "put"]
+__all__ = ["LINGER", "QUEUE", "Pending", "flush_audit_queue", "put"]
 
 log = logging.getLogger("geofence")
 
@@ -126,8 +126,9 @@ class _AuditQueue:
         self.put = self._start_and_put
 
 
-_QUEUE = _AuditQueue()
-os.register_at_fork(after_in_child=_QUEUE.reset_after_fork)
+#: The process-wide queue (``QUEUE.put(item)`` queues one item).
+QUEUE = _AuditQueue()
+os.register_at_fork(after_in_child=QUEUE.reset_after_fork)
 
 
 def flush_audit_queue(timeout: float = 5.0) -> bool:
@@ -136,9 +137,9 @@ def flush_audit_queue(timeout: float = 5.0) -> bool:
     Returns:
         ``False`` if that took longer than ``timeout`` seconds.
     """
-    return _QUEUE.flush(timeout)
+    return QUEUE.flush(timeout)
 
 
 def put(item: Pending) -> None:
     """Queue ``item`` (its first element writes it, on the listener thread)."""
-    _QUEUE.put(item)
+    QUEUE.put(item)

@@ -230,7 +230,7 @@ class AuditLogger:
             now if at is None else at, now, thread, thread_name, fields,
         )  # fmt: skip
         if self._queue:
-            _auditqueue.put(pending)
+            _auditqueue.QUEUE.put(pending)
         else:
             self._write(pending)
 

@@ -33,7 +33,7 @@ class ClientResolver:
         key_max: Largest total length of forwarding header values cached.
     """
 
-    __slots__ = ("_clients", "_key_max", "_seen", "_trusted")
+    __slots__ = ("_clients", "_key_max", "_seen", "_trusted", "cached")
 
     def __init__(
         self, trusted: TrustedProxies, *, size: int = 4096, seen: int = 16384, key_max: int = 512
@@ -42,6 +42,9 @@ class ClientResolver:
         self._clients: BoundedCache[tuple[object, ...], ClientAddress] = BoundedCache(size)
         self._seen: BoundedCache[int, bool] = BoundedCache(seen)
         self._key_max = key_max
+        self.cached: BoundedCache[int, ClientAddress] = BoundedCache(size)
+        """The clients admitted to the cache, by ``id()``: a caller that remembers
+        something per client (the gate's verdicts) remembers it for these only."""
 
     def resolve(self, peer: str | None, headers: HeaderSource) -> ClientAddress:
         """The client address of a request with socket peer ``peer`` and ``headers``."""
@@ -63,6 +66,7 @@ class ClientResolver:
             digest = hash(key)
             if digest in self._seen:
                 self._clients.put(key, client)
+                self.cached.put(id(client), client)
             else:
                 self._seen.put(digest, True)
         return client

@@ -109,6 +109,7 @@ class Gate:
         "_lean",
         "_observers",
         "_replies",
+        "_reporting",
         "_route_engines",
         "_route_header_out",
         "_router",
@@ -116,6 +117,7 @@ class Gate:
         "_safe_routes",
         "_shadowed",
         "_subject",
+        "_verdicts",
     )
 
     def __init__(self, geofence: Geofence, config: GeofenceConfig, *, integration: str) -> None:
@@ -140,7 +142,10 @@ class Gate:
         self._client_signals = config.client_signals
         # Response headers per action, built once (the decision header's value).
         name = config.decision_header
-        self._decision_headers = {a: ((name, a.value),) for a in Action} if name else {}
+        # Keyed by the action's text: an enum member's hash is computed in Python.
+        self._decision_headers: dict[str, tuple[tuple[str, str], ...]] = {
+            a.value: ((name, a.value),) if name else () for a in Action
+        }
         self._route_header_out = config.route_header if config.route_response_header else None
         # Route targets already found header-safe (a policy has few; a router hook may
         # make more, hence the bound).
@@ -152,6 +157,10 @@ class Gate:
             or (config.audit is not None and config.audit.wants_request)
         )
         self._lean = not (self._hooks or self._routes)
+        self._reporting = self._audit is not None or bool(self._observers)
+        # Verdicts of repeat clients by id(client), checked against the client and
+        # the decision (see _fast).
+        self._verdicts: BoundedCache[int, tuple[Decision, Verdict]] = BoundedCache(4096)
         self._shadowed: BoundedCache[int, tuple[Decision, Decision]] | None = (
             BoundedCache(4096) if config.shadow else None
         )
@@ -313,9 +322,19 @@ class Gate:
             decision = engine.decide(address)
         except Exception:
             return None  # the general path logs it and applies the fail mode
-        return self._finish(
-            decision, engine, client, None, kind, method, path, headers, defer_audit
-        )
+        # A client's verdict is the same for the same decision (challenges aside:
+        # they depend on the path), so repeat clients (those the resolver caches)
+        # reuse theirs.
+        known = self._verdicts.get(id(client))
+        if known is not None and known[0] is decision and known[1].client is client:
+            verdict = known[1]
+        else:
+            verdict = self._verdict(decision, engine, client, None, path, headers)
+            if decision.action is not _CHALLENGE and self._clients.cached.get(id(client)) is client:
+                self._verdicts.put(id(client), (decision, verdict))
+        if self._reporting:
+            self._report(verdict, kind, method, path, defer_audit)
+        return verdict
 
     def record(
         self, verdict: Verdict, *, kind: str, method: str, path: str, at: float | None = None
@@ -437,35 +456,66 @@ class Gate:
         headers: HeaderSource,
         defer_audit: bool,
     ) -> Verdict:
-        """Everything after the decision: route, reply, headers, audit, metrics."""
+        """Everything after the decision: the verdict, then audit and metrics."""
+        verdict = self._verdict(decision, engine, client, info, path, headers)
+        if self._reporting:
+            self._report(verdict, kind, method, path, defer_audit)
+        return verdict
+
+    def _verdict(
+        self,
+        decision: Decision,
+        engine: Geofence,
+        client: ClientAddress,
+        info: RequestInfo | None,
+        path: str,
+        headers: HeaderSource,
+    ) -> Verdict:
+        """What to do with a decided request: route, reply and response headers."""
         if self._shadowed is not None and decision.action is not _ALLOW:
             decision = self._shadow(decision)
         action = decision.action
-        route: str | None = decision.route if action is _ROUTE else None
-        if self._router is not None and info is not None:
-            route = self._route(info, decision)
-        if route is not None and route not in self._safe_routes:
-            route = self._checked_route(route)
-
+        extra = self._decision_headers[action._value_]
+        route: str | None = None
         reply: Reply | None = None
-        if action is _DENY:
-            reply = self._replies.for_decision(decision, engine)
-        elif action is _CHALLENGE:
-            reply = self._challenge(decision, engine, info, path, headers)
+        if action is not _ALLOW or self._router is not None:
+            route = decision.route if action is _ROUTE else None
+            if self._router is not None and info is not None:
+                route = self._route(info, decision)
+            if route is not None:
+                route = route if route in self._safe_routes else self._checked_route(route)
+            if action is _DENY:
+                reply = self._replies.for_decision(decision, engine)
+            elif action is _CHALLENGE:
+                reply = self._challenge(decision, engine, info, path, headers)
+            if route is not None and self._route_header_out is not None:
+                extra = (*extra, (self._route_header_out, route))
+            if reply is not None:
+                reply, extra = (reply.with_headers(extra) if extra else reply), ()
+        return Verdict(decision, route, reply, client, False, extra, info)
 
-        extra = self._decision_headers.get(action, ()) if self._decision_headers else ()
-        if route is not None and self._route_header_out is not None:
-            extra = (*extra, (self._route_header_out, route))
-        if reply is not None and extra:
-            reply = reply.with_headers(extra)
-
+    def _report(
+        self, verdict: Verdict, kind: str, method: str, path: str, defer_audit: bool
+    ) -> None:
+        """Audit the verdict (unless deferred) and tell the observers (metrics, tracing)."""
+        decision = verdict.decision
+        if decision is None:  # pragma: no cover - exempt verdicts are never reported
+            return
         audit = self._audit
         if audit is not None and not defer_audit:
-            status = reply.status if reply is not None else None
-            audit.enqueue(decision, client, info, status, self._integration, kind, method, path)
+            reply = verdict.reply
+            audit.enqueue(
+                decision,
+                verdict.client,
+                verdict.request,
+                reply.status if reply is not None else None,
+                self._integration,
+                kind,
+                method,
+                path,
+            )
         for observer in self._observers:
-            observer.observe(decision, route)
-        return Verdict(decision, route, reply, client, False, extra if reply is None else (), info)
+            observer.observe(decision, verdict.route)
 
     def _route(self, info: RequestInfo, decision: Decision) -> str | None:
         """The router hook's target (``None`` when it fails)."""

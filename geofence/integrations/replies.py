@@ -136,13 +136,15 @@ class Replies:
         # Keyed by policy digest, action, reason and rule: as few as the policies' rules.
         # The policy is kept with the reply: a reload may change a rule's citation
         # without changing the digest (which covers what decides, not the prose).
-        self._cache: BoundedCache[tuple[str, Action, str, str | None], tuple[object, Reply]] = (
+        self._cache: BoundedCache[tuple[str, str, str, str | None], tuple[object, Reply]] = (
             BoundedCache(1024)
         )
 
     def for_decision(self, decision: Decision, engine: Geofence) -> Reply:
         """The reply to a ``deny`` or ``challenge`` decision made by ``engine``."""
-        key = (decision.policy_digest, decision.action, reason_code(decision), decision.rule_id)
+        # The action's text, not the member: an enum member's hash is computed in Python.
+        action = decision.action._value_
+        key = (decision.policy_digest, action, reason_code(decision), decision.rule_id)
         policy = _policy(engine)
         cached = self._cache.get(key)
         if cached is None or cached[0] is not policy:

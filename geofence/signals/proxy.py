@@ -737,17 +737,6 @@ def _fast_path(
     """
     if type(peer) is not str or len(peer) > _FAST_MAX:
         return None
-    peer_addr = _PEERS.get(peer)
-    if peer_addr is None:
-        # Peers repeat (the same few proxies, keep-alive clients): remember their
-        # parses. ParsedAddress is immutable, so sharing is safe across threads.
-        try:
-            peer_addr = parse_address(peer)
-        except InvalidAddressError:
-            return None
-        if peer_addr.zone is not None:
-            return None
-        _PEERS.put(peer, peer_addr)
     items: Iterable[tuple[object, object]]
     # A list of pairs is what ASGI, WSGI adapters and the gate pass: skip the
     # (slower) abstract Mapping check for it.
@@ -766,12 +755,18 @@ def _fast_path(
                 return None
             xff = value
     if xff is None:
-        return ClientAddress(peer_addr, peer, _PEER, (peer,))
+        peer_addr = _peer_address(peer)
+        return None if peer_addr is None else ClientAddress(peer_addr, peer, _PEER, (peer,))
     if not trusted._xff_only:
         return None
+    # Whether the peer is trusted, remembered by its text: a proxy's requests
+    # need no parse of the peer at all.
     trust = trusted._peer_trust
     ok = trust.get(peer)
     if ok is None:
+        peer_addr = _peer_address(peer)
+        if peer_addr is None:
+            return None
         ok = trust.put(peer, trusted.is_trusted(peer_addr))
     if not ok:
         return None
@@ -785,6 +780,22 @@ def _fast_path(
     if client is None:
         return None
     return ClientAddress(client, text, _XFF, (text, peer))
+
+
+def _peer_address(peer: str) -> ParsedAddress | None:
+    """The parsed peer address (remembered), or ``None`` for the general path."""
+    peer_addr = _PEERS.get(peer)
+    if peer_addr is None:
+        # Peers repeat (the same few proxies, keep-alive clients): remember their
+        # parses. ParsedAddress is immutable, so sharing is safe across threads.
+        try:
+            peer_addr = parse_address(peer)
+        except InvalidAddressError:
+            return None
+        if peer_addr.zone is not None:
+            return None
+        _PEERS.put(peer, peer_addr)
+    return peer_addr
 
 
 # Enum members as module constants (a class attribute lookup through the enum

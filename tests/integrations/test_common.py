@@ -26,7 +26,7 @@ from geofence.kinds import NetworkKind
 from geofence.policy import parse_policy
 from geofence.signals.proxy import TrustedProxies
 from geofence.snapshot.reader import Snapshot
-from tests.integrations.conftest import ADDR, POLICY, STRICT_POLICY
+from tests.integrations.conftest import ADDR, POLICY, STRICT_POLICY, AuditCapture
 
 
 def gate(engine: Geofence, **options: Any) -> Gate:
@@ -371,6 +371,58 @@ def test_client_resolution_cache(engine: Geofence) -> None:
             check(g, f"2.0.0.{n}")
         assert 1 <= len(resolver._clients) <= 3  # cleared when full, never larger
         assert ("2.0.0." + str(n),) in resolver._clients  # the newest repeat client is kept
+
+
+def test_repeat_clients_reuse_their_verdict(snapshot: Snapshot, audit_caplog: AuditCapture) -> None:
+    """A repeat client's verdict is reused while its decision stays the same.
+
+    Audit lines and metrics still follow every request; a reload that changes
+    the decision gives a new verdict; a challenge (its reply depends on the
+    path: none on the challenge target) is never reused.
+    """
+    engine = Geofence(snapshot, parse_policy(POLICY))
+    registry = CollectorRegistry()
+    g = gate(
+        engine,
+        trusted_proxies=["10.0.0.0/8"],
+        audit=AuditLogger(),
+        metrics=PrometheusMetrics(registry=registry),
+        challenge_redirect="/verify/",
+    )
+    verdicts = [check(g, "10.0.0.1", x_forwarded_for=ADDR["route"]) for _ in range(4)]
+    assert verdicts[3] is verdicts[2]  # the cached client's verdict, reused
+    assert {v.route for v in verdicts} == {"eu-tier"}
+    assert len([r for r in audit_caplog.records if r.event == "route"]) == 4
+    value = registry.get_sample_value
+    assert value("geofence_decisions_total", {"action": "route", "reason": "rule:route-de"}) == 4
+    for _ in range(3):
+        for path, replied in (("/verify/", False), ("/api", True)):
+            seen = check(g, "10.0.0.1", path, x_forwarded_for=ADDR["challenge"])
+            assert (seen.reply is not None) is replied, path
+    engine.reload(policy=parse_policy(STRICT_POLICY))
+    after = check(g, "10.0.0.1", x_forwarded_for=ADDR["route"])
+    assert after.decision is not None
+    assert after.decision.action is Action.ALLOW
+    assert after.route is None
+
+
+def test_one_shot_clients_leave_no_verdict_behind(snapshot: Snapshot) -> None:
+    """Only clients the resolver caches (seen before) have their verdict remembered.
+
+    A crowd of clients seen once each must not fill the gate's verdict memo (nor
+    keep their client objects alive); the second request of a client does.
+    """
+    engine = Geofence(snapshot, parse_policy(POLICY))
+    g = gate(engine, trusted_proxies=["10.0.0.0/8"])
+    for n in range(50):
+        check(g, "10.0.0.1", x_forwarded_for="2.0.1." + str(n))
+    assert len(g._verdicts) == 0
+    first = check(g, "10.0.0.1", x_forwarded_for=ADDR["route"])
+    second = check(g, "10.0.0.1", x_forwarded_for=ADDR["route"])
+    third = check(g, "10.0.0.1", x_forwarded_for=ADDR["route"])
+    assert len(g._verdicts) == 1
+    assert third is second
+    assert first is not second
 
 
 # -- audit -------------------------------------------------------------------------------------
