@@ -20,7 +20,7 @@ from geofence.decision import Action, Decision
 from geofence.engine import Geofence
 from geofence.kinds import kinds_to_names
 
-__all__ = ["Tally"]
+__all__ = ["Tally", "action_name"]
 
 #: Bin widths (seconds) for the timeline, smallest first; the first giving at most
 #: :data:`_MAX_BINS` bins is used.
@@ -48,6 +48,8 @@ class Tally:
         """Decided requests per (minute start, ``id()`` of the decision)."""
         self._decisions: dict[int, Decision] = {}
         """The decisions ``timeline`` counts, by id (keeps them alive, so ids stay unique)."""
+        self.timeline_actions: Counter[tuple[float | None, str]] = Counter()
+        """Decided requests per (minute start, action name), counted already grouped."""
         self.unparsed: Counter[str] = Counter()
         """Unparsed lines per reason."""
         self.unparsed_examples: dict[str, list[str]] = {}
@@ -73,9 +75,18 @@ class Tally:
     def client_signal(self, code: str, where: str, detail: str) -> None:
         """Count one piece of forwarding-header evidence."""
         self.client_signals[code] += 1
+        self.signal_example(code, where, detail)
+
+    def wants_signal_example(self, code: str) -> bool:
+        """Whether fewer than ``examples`` examples of ``code`` are kept."""
+        return len(self.client_signal_examples.get(code, ())) < self.examples
+
+    def signal_example(self, code: str, where: str, detail: str) -> bool:
+        """Keep an example of ``code`` unless enough are kept; returns whether more are wanted."""
         shown = self.client_signal_examples.setdefault(code, [])
         if len(shown) < self.examples:
             shown.append(f"{where}: {detail}")
+        return len(shown) < self.examples
 
     def decided(
         self, clients: list[str], decisions: list[Decision], minutes: Iterable[float | None]
@@ -87,6 +98,12 @@ class Tally:
         ids = list(map(id, decisions))
         self._decisions.update(zip(ids, decisions, strict=True))
         self.timeline.update(zip(minutes, ids, strict=True))
+
+    def timed(self, counts: Iterable[tuple[float | None, str, int]]) -> None:
+        """Count requests already grouped per (minute start, action name): (minute, action, n)."""
+        timeline = self.timeline_actions
+        for minute, action, n in counts:
+            timeline[(minute, action)] += n
 
     # -- at the end ---------------------------------------------------------------------------
 
@@ -120,7 +137,7 @@ class Tally:
             "policy_digest": gf.policy.digest,
             "sources": self.sources,
             "read_problems": self.read_problems,
-            "by_action": _breakdown(groups, lambda d: [_action_name(d)]),
+            "by_action": _breakdown(groups, lambda d: [action_name(d)]),
             "by_rule": _breakdown(groups, lambda d: [d.rule_id or f"({d.outcome})"]),
             "by_country": _breakdown(groups, lambda d: [d.country or "unknown"]),
             "by_subdivision": _breakdown(groups, _subdivision),
@@ -159,7 +176,7 @@ class Tally:
             d = self.decision_of[address]
             if d.action is Action.ALLOW:
                 continue
-            action = _action_name(d)
+            action = action_name(d)
             result = snap.lookup(address)
             record = result.record
             org = (record.as_org or record.provider or "") if record is not None else ""
@@ -193,8 +210,9 @@ class Tally:
 
     def _timeline(self) -> dict[str, Any]:
         """Requests per action in time bins (at most 120 bins)."""
-        names = {k: _action_name(d) for k, d in self._decisions.items()}
+        names = {k: action_name(d) for k, d in self._decisions.items()}
         timed = [(m, names[k], n) for (m, k), n in self.timeline.items() if m is not None]
+        timed += [(m, a, n) for (m, a), n in self.timeline_actions.items() if m is not None]
         if not timed:
             return {"width": 0, "bins": []}
         low = min(m for m, _, _ in timed)
@@ -218,7 +236,8 @@ def _subdivision(d: Decision) -> list[str]:
     return [d.subdivision] if d.subdivision else []
 
 
-def _action_name(d: Decision) -> str:
+def action_name(d: Decision) -> str:
+    """The action as the summary names it (``route:<target>`` for a route)."""
     return f"route:{d.route}" if d.route else d.action.value
 
 
