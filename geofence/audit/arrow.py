@@ -19,7 +19,7 @@ from geofence._batch import INVALID
 from geofence.audit.clients import NOBODY, decide_rows
 from geofence.audit.formats import FieldNames, LineParser
 from geofence.audit.inputs import LogSource
-from geofence.batch_arrow import decision_schema, decisions_to_arrow
+from geofence.batch_arrow import address_asns, decision_schema, decisions_to_arrow
 from geofence.engine import Geofence
 from geofence.signals.proxy import TrustedProxies
 
@@ -81,7 +81,7 @@ def _batch(
     clients, decisions = decide_rows(gf, rows, trusted)
     errors = [INVALID + " address" if d.outcome == INVALID else None for d in decisions]
     failed = [reason for _, reason, _ in rows.failed] + ["header line"] * rows.headers + failed
-    decided = decisions_to_arrow(decisions)
+    decided = decisions_to_arrow(decisions, address_asns(gf, clients, decisions))
     n = len(failed)
     columns = [
         pa.array([*clients, *[None] * n], pa.string()),

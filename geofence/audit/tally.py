@@ -124,6 +124,8 @@ class Tally:
                 entry[1] += n
                 entry[2] += 1
         groups = list(per_decision.values())
+        asn_of: dict[str, str] = {}
+        non_allow = self._non_allow(gf, top, asn_of)
         return {
             "lines": self.lines,
             "decided": self.decided_count,
@@ -145,9 +147,9 @@ class Tally:
             "shadow": _breakdown(
                 groups, lambda d: [d.shadow_action.value] if d.shadow_action else []
             ),
-            "denied": _denied(groups),
+            "denied": _denied(groups, self._denied_asns(asn_of)),
             "map": _map(groups),
-            "non_allow": self._non_allow(gf, top),
+            "non_allow": non_allow,
             "timeline": self._timeline(),
             "unparsed_reasons": [
                 {"reason": r, "lines": n, "examples": self.unparsed_examples.get(r, [])}
@@ -165,8 +167,12 @@ class Tally:
             ],
         }
 
-    def _non_allow(self, gf: Geofence, top: int) -> dict[str, Any]:
-        """Per action other than allow: the top networks and ASNs by requests."""
+    def _non_allow(self, gf: Geofence, top: int, asn_of: dict[str, str]) -> dict[str, Any]:
+        """Per action other than allow: the top networks and ASNs by requests.
+
+        Fills ``asn_of`` with the ASN name (``AS15169``, ``unknown``) of every
+        address it looks up.
+        """
         snap = gf.snapshot
         nets: dict[str, Counter[tuple[str, str]]] = {}
         net_addresses: dict[str, Counter[tuple[str, str]]] = {}
@@ -186,7 +192,7 @@ class Tally:
             # The lookup fills the ASN from the snapshot's ASN table (decisions of
             # policies without ASN rules do not carry it).
             number = d.asn or (record.asn if record is not None else None)
-            asn = f"AS{number}" if number else "unknown"
+            asn = asn_of[address] = f"AS{number}" if number else "unknown"
             asns.setdefault(action, Counter())[asn] += n
             asn_addresses.setdefault(action, Counter())[asn] += 1
         return {
@@ -207,6 +213,16 @@ class Tally:
             }
             for action in sorted(nets)
         }
+
+    def _denied_asns(self, asn_of: dict[str, str]) -> dict[tuple[str, str], Counter[str]]:
+        """Denied requests per place (country, subdivision) and ASN name."""
+        out: dict[tuple[str, str], Counter[str]] = {}
+        for address, n in self.requests.items():
+            d = self.decision_of[address]
+            if d.action is Action.DENY:
+                place = (d.country or "unknown", d.subdivision or "")
+                out.setdefault(place, Counter())[asn_of[address]] += n
+        return out
 
     def _timeline(self) -> dict[str, Any]:
         """Requests per action in time bins (at most 120 bins)."""
@@ -252,8 +268,14 @@ def _breakdown(groups: list[list[Any]], keys: Any) -> list[dict[str, Any]]:
     return [{"key": k, "requests": n, "addresses": addresses[k]} for k, n in requests.most_common()]
 
 
-def _denied(groups: list[list[Any]]) -> list[dict[str, Any]]:
-    """Denied traffic per place (country, subdivision) with its rules and ASNs."""
+def _denied(
+    groups: list[list[Any]], asns: dict[tuple[str, str], Counter[str]]
+) -> list[dict[str, Any]]:
+    """Denied traffic per place (country, subdivision) with its rules and ASNs.
+
+    ``asns``: denied requests per place and ASN name (the addresses' ASNs, which
+    the decisions of a policy without ASN rules do not carry).
+    """
     places: dict[tuple[str, str], dict[str, Any]] = {}
     for d, n, distinct in groups:
         if d.action is not Action.DENY:
@@ -267,13 +289,12 @@ def _denied(groups: list[list[Any]]) -> list[dict[str, Any]]:
                 "requests": 0,
                 "addresses": 0,
                 "rules": Counter(),
-                "asns": Counter(),
+                "asns": asns.get(key, Counter()),
             },
         )
         row["requests"] += n
         row["addresses"] += distinct
         row["rules"][d.rule_id or f"({d.outcome})"] += n
-        row["asns"][f"AS{d.asn}" if d.asn else "unknown"] += n
     out = sorted(places.values(), key=lambda r: -r["requests"])
     for row in out:
         row["rules"] = [k for k, _ in row["rules"].most_common(3)]
