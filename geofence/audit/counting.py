@@ -30,6 +30,7 @@ from geofence._batch import INVALID
 from geofence.audit.clients import decide_texts, resolve_forwarded
 from geofence.audit.columns import Columns
 from geofence.audit.tally import Tally, action_name
+from geofence.decision import Decision
 from geofence.engine import Geofence
 from geofence.signals.proxy import TrustedProxies
 
@@ -43,8 +44,10 @@ HistorySink = Callable[[list[str], list[str | None], list[float | None]], None]
 
 #: Resolved (peer, X-Forwarded-For) pairs kept across blocks before the memo starts over.
 _PAIRS_KEPT = 200_000
-#: Rows of per-block request tables kept before they are merged into one.
+#: Rows of per-block request columns kept before they are merged into one.
 _MERGE_AT = 1_000_000
+#: Decisions whose action names are remembered before the memo starts over.
+_NAMES_KEPT = 100_000
 
 
 class ColumnCounter:
@@ -64,7 +67,8 @@ class ColumnCounter:
         self.tally = tally
         self.trusted = trusted
         self._pairs: dict[str, tuple[str | None, tuple[tuple[str, str], ...]]] = {}
-        self._requests: list[pa.Table] = []
+        self._names: dict[int, tuple[Decision, str]] = {}
+        self._requests: list[tuple[pa.Array, pa.Array]] = []
         self._pending = 0
 
     def count(self, name: str, cols: Columns, history: HistorySink | None = None) -> None:
@@ -81,36 +85,93 @@ class ColumnCounter:
         import pyarrow.compute as pc
 
         encoded = self._clients(name, cols).dictionary_encode()
+        index = encoded.indices
         logged = encoded.dictionary.to_pylist()
         texts, decisions = decide_texts(self.gf, logged)
-        # Decisions are shared objects: a block has few distinct ones ("slots").
+        # Decisions are shared objects: a block has few distinct ones. ``slot``: each
+        # distinct address's position among them.
         ids = list(map(id, decisions))
         slot = pa.array(ids, pa.int64()).dictionary_encode().indices
         distinct = list(dict(zip(ids, decisions, strict=True)).values())
-        lines = _counts(encoded.indices, len(logged))
-        row_slot = slot.take(encoded.indices)
-        minute, user, at = cols.minute, cols.user, cols.at
-        row_text = pa.array(texts, pa.large_string()).take(encoded.indices)
         invalid = pa.array([k for k, d in enumerate(distinct) if d.outcome == INVALID], pa.int32())
-        if len(invalid):
-            valid = pc.invert(pc.is_in(slot, invalid))
+        valid = pc.invert(pc.is_in(slot, invalid)) if len(invalid) else None
+        self._addresses(logged, texts, decisions, _counts(index, len(logged)), valid)
+
+        row_slot, minute = slot.take(index), cols.minute
+        row_valid = valid.take(index) if valid is not None else None
+        if row_valid is not None:
+            row_slot, minute = row_slot.filter(row_valid), minute.filter(row_valid)
+        self.tally.untimed += minute.null_count
+        self._minutes(minute, row_slot, distinct)
+        if history is None:
+            return
+        user = cols.user if row_valid is None else cols.user.filter(row_valid)
+        if user.null_count < len(user):
+            row_text = pa.array(texts, pa.large_string()).take(index)
+            at = cols.at
+            if row_valid is not None:
+                row_text, at = row_text.filter(row_valid), at.filter(row_valid)
+            history(row_text.to_pylist(), user.to_pylist(), at.to_pylist())
+
+    def flush(self) -> None:
+        """Hand the requests per address counted so far to the tally."""
+        if not self._requests:
+            return
+        addresses, lines = self._merged()
+        self._requests, self._pending = [], 0
+        self.tally.requests.update(dict(zip(addresses.to_pylist(), lines.to_pylist(), strict=True)))
+
+    def _addresses(
+        self,
+        logged: list[str],
+        texts: list[str],
+        decisions: list[Decision],
+        lines: pa.Array,
+        valid: pa.Array | None,
+    ) -> None:
+        """Count a block's distinct clients: requests and decision per address, or invalid texts."""
+        import pyarrow as pa
+
+        if valid is not None:
             keep = valid.to_pylist()
             dropped = [not k for k in keep]
             for raw, n in compress(zip(logged, lines.to_pylist(), strict=True), dropped):
                 self.tally.invalid[raw[:200]] += n
             texts, decisions = list(compress(texts, keep)), list(compress(decisions, keep))
             lines = lines.filter(valid)
-            row_valid = pc.invert(pc.is_in(row_slot, invalid))
-            row_slot, row_text, minute, user, at = (
-                c.filter(row_valid) for c in (row_slot, row_text, minute, user, at)
-            )
         self.tally.decision_of.update(zip(texts, decisions, strict=True))
-        self._add(pa.table({"address": pa.array(texts, pa.large_string()), "n": lines}))
+        self._requests.append((pa.array(texts, pa.large_string()), lines))
+        self._pending += len(texts)
+        if self._pending > _MERGE_AT:
+            self._requests = [self._merged()]
+            self._pending = len(self._requests[0][0])
 
-        # Requests per (minute, action): the rows' (minute, action) pairs as one integer each.
-        names = sorted({action_name(d) for d in distinct})
-        action = pa.array([names.index(action_name(d)) for d in distinct], pa.int64())
-        self.tally.untimed += minute.null_count
+    def _merged(self) -> tuple[pa.Array, pa.Array]:
+        """The kept requests as (address, requests) columns, one row per address.
+
+        Addresses keep the order in which they first appeared (as the tally's
+        counter would have them).
+        """
+        import numpy as np
+        import pyarrow as pa
+
+        addresses = pa.concat_arrays([a for a, _ in self._requests]).dictionary_encode()
+        lines = pa.concat_arrays([n for _, n in self._requests])
+        summed = np.bincount(
+            addresses.indices.to_numpy(),
+            weights=lines.to_numpy(),
+            minlength=len(addresses.dictionary),
+        )  # float64 sums: exact below 2**53 requests
+        return addresses.dictionary, pa.array(summed.astype(np.int64))
+
+    def _minutes(self, minute: pa.Array, row_slot: pa.Array, distinct: list[Decision]) -> None:
+        """Count decided rows per (minute, action) (one integer key per row, one count)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        action_of = [self._action_name(d) for d in distinct]
+        names = sorted(set(action_of))
+        action = pa.array([names.index(a) for a in action_of], pa.int64())
         minutes = minute.dictionary_encode()
         key = pc.add(
             pc.multiply(minutes.indices.cast(pa.int64()), len(names)), action.take(row_slot)
@@ -123,35 +184,15 @@ class ColumnCounter:
                 found.field("values").to_pylist(), found.field("counts").to_pylist(), strict=True
             )
         )
-        if history is not None and user.null_count < len(user):
-            history(row_text.to_pylist(), user.to_pylist(), at.to_pylist())
 
-    def flush(self) -> None:
-        """Hand the requests per address counted so far to the tally."""
-        if not self._requests:
-            return
-        merged = self._merged()
-        self._requests, self._pending = [], 0
-        counts = dict(
-            zip(merged.column("address").to_pylist(), merged.column("n").to_pylist(), strict=True)
-        )
-        self.tally.requests.update(counts)
-
-    def _add(self, requests: pa.Table) -> None:
-        """Keep a block's requests per address; merge the kept tables when they grow."""
-        self._requests.append(requests)
-        self._pending += len(requests)
-        if self._pending > _MERGE_AT:
-            merged = self._merged()
-            self._requests, self._pending = [merged], len(merged)
-
-    def _merged(self) -> pa.Table:
-        """The kept tables as one, one row per address in order of first appearance."""
-        import pyarrow as pa
-
-        table = pa.concat_tables(self._requests)
-        summed = table.group_by("address", use_threads=False).aggregate([("n", "sum")])
-        return summed.rename_columns(["n" if c == "n_sum" else c for c in summed.column_names])
+    def _action_name(self, d: Decision) -> str:
+        """:func:`~geofence.audit.tally.action_name`, remembered per decision object."""
+        known = self._names.get(id(d))
+        if known is None or known[0] is not d:
+            if len(self._names) >= _NAMES_KEPT:
+                self._names.clear()
+            known = self._names[id(d)] = (d, action_name(d))
+        return known[1]
 
     def _clients(self, name: str, cols: Columns) -> pa.Array:
         """Each row's client text: the peer, or whom a trusted proxy's header names."""
