@@ -27,6 +27,7 @@ audit runs the reference path (:func:`available`).
 
 from __future__ import annotations
 
+import importlib.util
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -58,13 +59,8 @@ _SPLIT_AT = 20_000
 
 
 def available() -> bool:
-    """Whether the vectorised path can run (``pyarrow`` and ``numpy`` importable)."""
-    try:
-        import numpy  # noqa: F401
-        import pyarrow.compute  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether the vectorised path can run (``pyarrow`` and ``numpy`` installed; not imported)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("pyarrow", "numpy"))
 
 
 @dataclass(slots=True)

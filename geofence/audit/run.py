@@ -31,11 +31,14 @@ from geofence.engine import Geofence
 from geofence.signals.history import HistoryConfig
 from geofence.signals.proxy import TrustedProxies
 
-__all__ = ["VECTOR_BLOCK", "AuditOptions", "Auditor", "collect_less", "run_audit"]
+__all__ = ["COLUMNS_FROM", "VECTOR_BLOCK", "AuditOptions", "Auditor", "collect_less", "run_audit"]
 
 #: Bytes per block on the vectorised path: large enough that a block's clients,
 #: proxy pairs and minutes repeat, small enough to keep memory flat.
 VECTOR_BLOCK = 8 << 20
+#: Smaller blocks (a small log, the tail of one) are read line by line unless the
+#: options ask for columns: importing and starting Arrow would cost more than it saves.
+COLUMNS_FROM = 256 << 10
 
 #: Called after each block with (lines so far, bytes of the current source read, its size).
 Progress = Callable[[int, int, int | None], None]
@@ -67,8 +70,9 @@ class AuditOptions:
     """Longest line parsed, in bytes."""
 
     vectorised: bool | None = None
-    """Parse and count blocks as Arrow columns: ``None`` when pyarrow and numpy are
-    installed, ``False`` for the per-line reference path."""
+    """Parse and count blocks as Arrow columns: ``None`` for blocks of at least
+    :data:`COLUMNS_FROM` bytes when pyarrow and numpy are installed, ``True`` for
+    every block, ``False`` for none (the per-line reference path)."""
 
 
 class Auditor:
@@ -91,7 +95,8 @@ class Auditor:
         self._started = time.perf_counter()
         vectorised = self.options.vectorised
         self.vectorised = columns.available() if vectorised is None else vectorised
-        """Whether blocks go through the vectorised path."""
+        """Whether (big enough) blocks go through the vectorised path."""
+        self._columns_from = 0 if vectorised else COLUMNS_FROM
         self._counter = ColumnCounter(gf, self.tally, self.options.trusted)
 
     @property
@@ -106,13 +111,18 @@ class Auditor:
         lines = 0
         if self.vectorised:
             vector = columns.ColumnParser(parser)
-            parsed = ((b, vector.parse(b.text, b.first_line)) for b in source.blocks())
-            for block, cols in read_ahead(parsed):
-                lines += self._columns(source.name, block, cols)
+            parsed = ((b, self._parse(vector, b)) for b in source.blocks())
+            for block, found in read_ahead(parsed):
+                if isinstance(found, Rows):
+                    # Counted at once: requests counted as columns so far go first.
+                    self._counter.flush()
+                    lines += self._rows(source.name, block, found)
+                else:
+                    lines += self._columns(source.name, block, found)
                 self._report(source)
         else:
             for block in source.blocks():
-                lines += self._block(source.name, parser, block)
+                lines += self._rows(source.name, block, parser.parse(block.text, block.first_line))
                 self._report(source)
         tally.unknown_fields.update(parser.unknown_fields)
         if source.problem is not None:
@@ -124,11 +134,17 @@ class Auditor:
             {"source": source.name, "lines": lines, "compression": source.compression}
         )
 
-    def _block(self, name: str, parser: LineParser, block: Block) -> int:
+    def _parse(self, vector: columns.ColumnParser, block: Block) -> columns.Columns | Rows:
+        """A block parsed as columns, or as rows when it is small (in the read-ahead thread)."""
+        if len(block.text) >= self._columns_from:
+            return vector.parse(block.text, block.first_line)
+        return vector.parser.parse(block.text, block.first_line)
+
+    def _rows(self, name: str, block: Block, rows: Rows) -> int:
+        """Count a block parsed as rows: the per-line reference path."""
         tally = self.tally
         for number in block.oversized:
             tally.fail(f"line longer than {self.options.max_line} bytes", f"{name}:{number}", "")
-        rows = parser.parse(block.text, block.first_line)
         for number, reason, text in rows.failed:
             tally.fail(reason, f"{name}:{number}", text)
         count = len(rows) + len(rows.failed) + rows.headers + len(block.oversized)
@@ -143,7 +159,7 @@ class Auditor:
             self._progress(self.tally.lines, source.consumed(), source.size)
 
     def _columns(self, name: str, block: Block, cols: columns.Columns) -> int:
-        """The vectorised twin of :meth:`_block` (``cols``: the block parsed)."""
+        """The vectorised twin of :meth:`_rows`."""
         tally = self.tally
         for number in block.oversized:
             tally.fail(f"line longer than {self.options.max_line} bytes", f"{name}:{number}", "")

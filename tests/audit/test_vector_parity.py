@@ -32,6 +32,7 @@ pytest.importorskip("numpy", reason="the audit extra (numpy) is not installed")
 from geofence.audit import AuditOptions, Auditor, columns, run_audit
 from geofence.audit.formats import FORMATS
 from geofence.audit.inputs import BLOCK, LogSource
+from geofence.audit.run import COLUMNS_FROM
 from geofence.engine import Geofence
 from geofence.signals.proxy import TrustedProxies
 from tests.audit.helpers import accounted
@@ -215,3 +216,40 @@ def test_default_blocks_and_run_audit(engine: Geofence, tmp_path: Path) -> None:
         del fast[key], slow[key]
     assert fast == slow
     assert fast["workarounds"] is not None
+
+
+def test_auto_mixes_columns_and_rows(engine: Geofence, tmp_path: Path) -> None:
+    """By default big blocks go as columns, small ones (a tail, a small log) as rows: equal."""
+    r = random.Random(8)
+    big, small = tmp_path / "big.log", tmp_path / "small.log"
+    for path, n in ((big, 9_000), (small, 50)):
+        path.write_text(
+            "".join(
+                f"{r.choice(LOG_CLIENTS)} - - [01/Mar/2026:10:{i // 60 % 60:02d}:{i % 60:02d} "
+                f'+0000] "GET / HTTP/1.1" 200 1 "-" "a" "{r.choice(["-", "5.1.2.3"])}"\n'
+                + ("junk\n" if i % 500 == 7 else "")
+                for i in range(n)
+            )
+        )
+    parsed: list[int] = []
+    original = columns.ColumnParser.parse
+
+    def spy(self: columns.ColumnParser, text: str, first_line: int) -> columns.Columns:
+        parsed.append(first_line)
+        return original(self, text, first_line)
+
+    block = COLUMNS_FROM + 50_000
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(columns.ColumnParser, "parse", spy)
+        auto = Auditor(engine, AuditOptions(trusted=_TRUSTED))
+        for path in (big, small, big):
+            auto.feed(LogSource(str(path), block_size=block))
+        got = auto.summary()
+    reference = Auditor(engine, AuditOptions(vectorised=False, trusted=_TRUSTED))
+    for path in (big, small, big):
+        reference.feed(LogSource(str(path), block_size=block))
+    want = reference.summary()
+    for key in _TIMING:
+        del got[key], want[key]
+    assert got == want
+    assert len(parsed) == 4  # two big blocks per pass over big.log; its tails and small.log as rows
