@@ -13,7 +13,7 @@ value:
 * distinct client texts are decided with one ``decide_many`` call
   (:func:`~geofence.audit.clients.decide_texts`);
 * requests per address come from the dictionary's counts, and requests per
-  (minute, decision) from one Arrow group-by.
+  (minute, action) from one ``value_counts`` of an integer key per row.
 
 The counts, the examples and the order in which keys first appear equal the
 reference's, which the parity tests in ``tests/audit/test_vector_parity.py``
@@ -44,17 +44,12 @@ HistorySink = Callable[[list[str], list[str | None], list[float | None]], None]
 
 #: Resolved (peer, X-Forwarded-For) pairs kept across blocks before the memo starts over.
 _PAIRS_KEPT = 200_000
-#: Rows of per-block request columns kept before they are merged into one.
-_MERGE_AT = 1_000_000
 #: Decisions whose action names are remembered before the memo starts over.
 _NAMES_KEPT = 100_000
 
 
 class ColumnCounter:
     """Decides and counts the columns of one audit's blocks into its :class:`Tally`.
-
-    Requests per address are kept as Arrow tables while reading (merged with a
-    group-by now and then) and handed to the tally by :meth:`flush`.
 
     Args:
         gf: The engine.
@@ -68,8 +63,6 @@ class ColumnCounter:
         self.trusted = trusted
         self._pairs: dict[str, tuple[str | None, tuple[tuple[str, str], ...]]] = {}
         self._names: dict[int, tuple[Decision, str]] = {}
-        self._requests: list[tuple[pa.Array, pa.Array]] = []
-        self._pending = 0
 
     def count(self, name: str, cols: Columns, history: HistorySink | None = None) -> None:
         """Decide and count the rows of ``cols`` (read from the source ``name``).
@@ -113,14 +106,6 @@ class ColumnCounter:
                 row_text, at = row_text.filter(row_valid), at.filter(row_valid)
             history(row_text.to_pylist(), user.to_pylist(), at.to_pylist())
 
-    def flush(self) -> None:
-        """Hand the requests per address counted so far to the tally."""
-        if not self._requests:
-            return
-        addresses, lines = self._merged()
-        self._requests, self._pending = [], 0
-        self.tally.requests.update(dict(zip(addresses.to_pylist(), lines.to_pylist(), strict=True)))
-
     def _addresses(
         self,
         logged: list[str],
@@ -130,8 +115,6 @@ class ColumnCounter:
         valid: pa.Array | None,
     ) -> None:
         """Count a block's distinct clients: requests and decision per address, or invalid texts."""
-        import pyarrow as pa
-
         if valid is not None:
             keep = valid.to_pylist()
             dropped = [not k for k in keep]
@@ -140,29 +123,10 @@ class ColumnCounter:
             texts, decisions = list(compress(texts, keep)), list(compress(decisions, keep))
             lines = lines.filter(valid)
         self.tally.decision_of.update(zip(texts, decisions, strict=True))
-        self._requests.append((pa.array(texts, pa.large_string()), lines))
-        self._pending += len(texts)
-        if self._pending > _MERGE_AT:
-            self._requests = [self._merged()]
-            self._pending = len(self._requests[0][0])
-
-    def _merged(self) -> tuple[pa.Array, pa.Array]:
-        """The kept requests as (address, requests) columns, one row per address.
-
-        Addresses keep the order in which they first appeared (as the tally's
-        counter would have them).
-        """
-        import numpy as np
-        import pyarrow as pa
-
-        addresses = pa.concat_arrays([a for a, _ in self._requests]).dictionary_encode()
-        lines = pa.concat_arrays([n for _, n in self._requests])
-        summed = np.bincount(
-            addresses.indices.to_numpy(),
-            weights=lines.to_numpy(),
-            minlength=len(addresses.dictionary),
-        )  # float64 sums: exact below 2**53 requests
-        return addresses.dictionary, pa.array(summed.astype(np.int64))
+        requests = self.tally.requests
+        get = requests.get
+        for text, n in zip(texts, lines.to_pylist(), strict=True):
+            requests[text] = get(text, 0) + n  # texts may repeat: "[::1]:80" and "::1"
 
     def _minutes(self, minute: pa.Array, row_slot: pa.Array, distinct: list[Decision]) -> None:
         """Count decided rows per (minute, action) (one integer key per row, one count)."""

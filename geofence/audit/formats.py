@@ -381,7 +381,10 @@ class LineParser:
     def _header(self, line: str) -> tuple[str, list[str]] | None:
         """(delimiter, column names) when ``line`` is a CSV header naming an address column."""
         delimiter = max(",\t;|", key=line.count)
-        cells = next(csv.reader([line], delimiter=delimiter))
+        try:
+            cells = next(csv.reader([line], delimiter=delimiter))
+        except csv.Error:  # a stray carriage return, a NUL...: not a header
+            return None
         names = [n.strip().strip('"').strip() for n in cells]
         if any(n in self.fields.ip for n in names):
             return delimiter, names

@@ -35,7 +35,7 @@ __all__ = ["COLUMNS_FROM", "VECTOR_BLOCK", "AuditOptions", "Auditor", "collect_l
 
 #: Bytes per block on the vectorised path: large enough that a block's clients,
 #: proxy pairs and minutes repeat, small enough to keep memory flat.
-VECTOR_BLOCK = 8 << 20
+VECTOR_BLOCK = 4 << 20
 #: Smaller blocks (a small log, the tail of one) are read line by line unless the
 #: options ask for columns: importing and starting Arrow would cost more than it saves.
 COLUMNS_FROM = 256 << 10
@@ -111,11 +111,13 @@ class Auditor:
         lines = 0
         if self.vectorised:
             vector = columns.ColumnParser(parser)
-            parsed = ((b, self._parse(vector, b)) for b in source.blocks())
+            # The text stays behind in the read-ahead thread: only the parse travels.
+            parsed = (
+                (Block("", b.first_line, b.oversized), self._parse(vector, b))
+                for b in source.blocks()
+            )
             for block, found in read_ahead(parsed):
                 if isinstance(found, Rows):
-                    # Counted at once: requests counted as columns so far go first.
-                    self._counter.flush()
                     lines += self._rows(source.name, block, found)
                 else:
                     lines += self._columns(source.name, block, found)
@@ -214,7 +216,6 @@ class Auditor:
 
     def summary(self) -> dict[str, Any]:
         """The audit's JSON-ready summary (see ``docs/audit.md`` for its keys)."""
-        self._counter.flush()
         out = self.tally.summary(self.gf)
         out["workarounds"] = self.workaround.as_dict() if self.workaround is not None else None
         elapsed = time.perf_counter() - self._started

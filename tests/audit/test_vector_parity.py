@@ -200,7 +200,7 @@ def test_generated_mixes(
 
 
 def test_default_blocks_and_run_audit(engine: Geofence, tmp_path: Path) -> None:
-    """run_audit's own block sizes (8 MiB vectorised, 1 MiB reference) give equal summaries."""
+    """run_audit's own block sizes (4 MiB vectorised, 1 MiB reference) give equal summaries."""
     r = random.Random(5)
     path = tmp_path / "big.log"
     with path.open("w") as fh:
