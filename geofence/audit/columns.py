@@ -118,17 +118,40 @@ class ColumnParser:
             cols = _from_rows(rows)
             cols.failed, cols.headers = rows.failed, headers
             return cols
-        if not text:
-            cols = _from_rows(Rows())
-            cols.headers = headers
-            return cols
+        cols = self._columns(_lines(text), first_line, newlines=True)
+        cols.headers = headers
+        return cols
 
-        lines = _lines(text)
+    def parse_array(self, lines: pa.Array, first_line: int) -> Columns:
+        """Parse lines given as an Arrow string array, without their newlines.
+
+        Args:
+            lines: The lines (no nulls; no element holds a newline).
+            first_line: Line number of the first line (from 1).
+        """
+        import pyarrow as pa
+
+        parser = self.parser
+        lines = lines.cast(pa.large_string())
+        headers = 0
+        if len(lines):
+            _, _, headers = parser.start(f"{lines[0].as_py()}\n", first_line)
+            lines, first_line = lines.slice(headers), first_line + headers
+        if not parser.reads_combined:
+            cols = self.parse("".join(f"{t}\n" for t in lines.to_pylist()), first_line)
+        else:
+            cols = self._columns(lines, first_line, newlines=False)
+        cols.headers = headers
+        return cols
+
+    def _columns(self, lines: pa.Array, first_line: int, *, newlines: bool) -> Columns:
+        """Columns of nginx/combined ``lines`` (each ending with its newline when ``newlines``)."""
+        if not len(lines):
+            return _from_rows(Rows())
         found = _extract(lines)
         cols = self._matched(found.filter(found.is_valid()) if found.null_count else found)
-        cols.headers = headers
         if found.null_count:
-            self._rest(cols, lines, found, first_line)
+            self._rest(cols, lines, found, first_line, newlines)
         return cols
 
     def _matched(self, found: pa.StructArray) -> Columns:
@@ -202,14 +225,18 @@ class ColumnParser:
         minute = pa.concat_arrays([minute_usual, pa.array([s[1] for s in others], pa.float64())])
         return at.take(order), minute.take(order)
 
-    def _rest(self, cols: Columns, lines: pa.Array, found: pa.StructArray, first_line: int) -> None:
+    def _rest(
+        self, cols: Columns, lines: pa.Array, found: pa.StructArray, first_line: int, newlines: bool
+    ) -> None:
         """Hand the lines the pattern did not match to the reference, and merge its rows in."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
         missed = pc.indices_nonzero(found.is_null())
         numbers = [first_line + k for k in missed.to_pylist()]
-        texts = [t[:-1] for t in lines.take(missed).to_pylist()]
+        texts = lines.take(missed).to_pylist()
+        if newlines:
+            texts = [t[:-1] for t in texts]
         rows = Rows()
         taken = self.parser.parse_lines(rows, list(zip(numbers, texts, strict=True)))
         cols.failed = rows.failed

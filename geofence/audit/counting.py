@@ -77,7 +77,7 @@ class ColumnCounter:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        encoded = self._clients(name, cols).dictionary_encode()
+        encoded = self.clients(name, cols).dictionary_encode()
         index = encoded.indices
         logged = encoded.dictionary.to_pylist()
         texts, decisions = decide_texts(self.gf, logged)
@@ -158,7 +158,7 @@ class ColumnCounter:
             known = self._names[id(d)] = (d, action_name(d))
         return known[1]
 
-    def _clients(self, name: str, cols: Columns) -> pa.Array:
+    def clients(self, name: str, cols: Columns) -> pa.Array:
         """Each row's client text: the peer, or whom a trusted proxy's header names."""
         import pyarrow as pa
         import pyarrow.compute as pc

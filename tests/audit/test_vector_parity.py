@@ -29,7 +29,10 @@ from hypothesis import strategies as st
 pytest.importorskip("pyarrow", reason="the audit extra (pyarrow) is not installed")
 pytest.importorskip("numpy", reason="the audit extra (numpy) is not installed")
 
+import pyarrow as pa
+
 from geofence.audit import AuditOptions, Auditor, columns, run_audit
+from geofence.audit.arrow import audit_lines, log_batches
 from geofence.audit.formats import FORMATS
 from geofence.audit.inputs import BLOCK, LogSource
 from geofence.audit.run import COLUMNS_FROM
@@ -253,3 +256,41 @@ def test_auto_mixes_columns_and_rows(engine: Geofence, tmp_path: Path) -> None:
         del got[key], want[key]
     assert got == want
     assert len(parsed) == 4  # two big blocks per pass over big.log; its tails and small.log as rows
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lines=st.lists(access_log_lines(), max_size=60),
+    fmt=st.sampled_from(FORMATS),
+    nulls=st.integers(0, 2),
+)
+def test_audit_lines_both_ways(engine: Geofence, lines: list[bytes], fmt: str, nulls: int) -> None:
+    """The engines' batch function gives the same rows parsed as columns or line by line."""
+    texts: list[str | None] = [b.decode("utf-8", "replace") for b in lines]
+    texts[len(texts) // 2 : len(texts) // 2] = [None] * nulls
+    array = pa.array(texts, pa.string())
+    fast = audit_lines(engine, array, fmt=fmt, trusted=_TRUSTED, vectorised=True)
+    slow = audit_lines(engine, array, fmt=fmt, trusted=_TRUSTED, vectorised=False)
+    assert fast.to_pylist() == slow.to_pylist()
+    assert fast.num_rows == len(texts) + sum(t.count("\n") for t in texts if t)
+
+
+def test_log_batches_both_ways(engine: Geofence, tmp_path: Path) -> None:
+    """log_batches streams equal batches either way, oversized lines and read errors included."""
+    r = random.Random(4)
+    text = "".join(
+        f'{r.choice(LOG_CLIENTS)} - - [01/Mar/2026:10:00:{i % 60:02d} +0000] "GET / HTTP/1.1" '
+        f'200 1 "-" "a" "{r.choice(["-", "5.1.2.3, 10.0.0.1"])}"\n'
+        + ('{"remote_addr": "46.1.1.1"}\n' if i % 100 == 3 else "")
+        + ("z" * 70_000 + "\n" if i == 500 else "")
+        for i in range(3_000)
+    )
+    path = tmp_path / "cut.log.gz"
+    blob = gzip.compress(text.encode())
+    path.write_bytes(blob[: len(blob) * 3 // 4])
+    fast = log_batches(engine, str(path), trusted=_TRUSTED, vectorised=True).read_all()
+    slow = log_batches(engine, str(path), trusted=_TRUSTED, vectorised=False).read_all()
+    assert fast.equals(slow)
+    errors = fast.column("error").to_pylist()
+    assert "line too long" in errors
+    assert errors[-1].startswith("read error")
