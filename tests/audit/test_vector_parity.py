@@ -35,7 +35,7 @@ from geofence.audit import AuditOptions, Auditor, columns, run_audit
 from geofence.audit.arrow import audit_lines, log_batches
 from geofence.audit.formats import FORMATS
 from geofence.audit.inputs import BLOCK, LogSource
-from geofence.audit.run import COLUMNS_FROM
+from geofence.audit.run import ARROW_FROM
 from geofence.engine import Geofence
 from geofence.signals.proxy import TrustedProxies
 from tests.audit.helpers import accounted
@@ -222,11 +222,11 @@ def test_default_blocks_and_run_audit(engine: Geofence, tmp_path: Path) -> None:
 
 
 def test_auto_mixes_columns_and_rows(engine: Geofence, tmp_path: Path) -> None:
-    """By default big blocks go as columns, small ones (a tail, a small log) as rows: equal."""
+    """By default Arrow starts on a big block; then blocks go as columns, small ones as rows."""
     r = random.Random(8)
-    big, small = tmp_path / "big.log", tmp_path / "small.log"
-    for path, n in ((big, 9_000), (small, 50)):
-        path.write_text(
+    logs = {"big": 60_000, "medium": 11_000, "small": 50}  # 5.7 MB, 1 MB, 5 kB
+    for name, n in logs.items():
+        (tmp_path / name).write_text(
             "".join(
                 f"{r.choice(LOG_CLIENTS)} - - [01/Mar/2026:10:{i // 60 % 60:02d}:{i % 60:02d} "
                 f'+0000] "GET / HTTP/1.1" 200 1 "-" "a" "{r.choice(["-", "5.1.2.3"])}"\n'
@@ -238,24 +238,28 @@ def test_auto_mixes_columns_and_rows(engine: Geofence, tmp_path: Path) -> None:
     original = columns.ColumnParser.parse
 
     def spy(self: columns.ColumnParser, text: str, first_line: int) -> columns.Columns:
-        parsed.append(first_line)
+        parsed.append(len(text))
         return original(self, text, first_line)
 
-    block = COLUMNS_FROM + 50_000
+    order = ["medium", "big", "small", "medium"]
+    block = ARROW_FROM + 50_000
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(columns.ColumnParser, "parse", spy)
         auto = Auditor(engine, AuditOptions(trusted=_TRUSTED))
-        for path in (big, small, big):
-            auto.feed(LogSource(str(path), block_size=block))
+        for name in order:
+            auto.feed(LogSource(str(tmp_path / name), block_size=block))
         got = auto.summary()
     reference = Auditor(engine, AuditOptions(vectorised=False, trusted=_TRUSTED))
-    for path in (big, small, big):
-        reference.feed(LogSource(str(path), block_size=block))
+    for name in order:
+        reference.feed(LogSource(str(tmp_path / name), block_size=block))
     want = reference.summary()
     for key in _TIMING:
         del got[key], want[key]
     assert got == want
-    assert len(parsed) == 4  # two big blocks per pass over big.log; its tails and small.log as rows
+    # medium.log before Arrow started and small.log: rows; big.log's three blocks and
+    # medium.log after them: columns.
+    assert len(parsed) == 4
+    assert parsed[-1] == (tmp_path / "medium").stat().st_size
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
