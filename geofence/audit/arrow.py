@@ -20,7 +20,7 @@ from geofence.audit import columns
 from geofence.audit.clients import NOBODY, decide_rows, decide_texts
 from geofence.audit.counting import ColumnCounter
 from geofence.audit.formats import FieldNames, LineParser
-from geofence.audit.inputs import LogSource
+from geofence.audit.inputs import BLOCK, LogSource
 from geofence.audit.tally import Tally
 from geofence.batch_arrow import address_asns, decision_schema, decisions_to_arrow
 from geofence.engine import Geofence
@@ -162,7 +162,7 @@ def log_batches(
     vector = columns.available() if vectorised is None else vectorised
 
     def batches() -> Iterator[pa.RecordBatch]:
-        source = LogSource(path)
+        source = LogSource(path, block_size=columns.VECTOR_BLOCK if vector else BLOCK)
         parser = LineParser(fmt, fields)  # one per file: a CSV header holds for all its lines
         as_columns = columns.ColumnParser(parser)
         for block in source.blocks():

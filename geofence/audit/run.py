@@ -22,6 +22,7 @@ from geofence._batch import INVALID
 from geofence.audit import columns
 from geofence.audit.ahead import read_ahead
 from geofence.audit.clients import NOBODY, decide_rows
+from geofence.audit.columns import VECTOR_BLOCK
 from geofence.audit.counting import ColumnCounter
 from geofence.audit.formats import FieldNames, LineParser, Rows
 from geofence.audit.inputs import BLOCK, MAX_LINE, Block, LogSource
@@ -41,9 +42,6 @@ __all__ = [
     "run_audit",
 ]
 
-#: Bytes per block on the vectorised path: large enough that a block's clients,
-#: proxy pairs and minutes repeat, small enough to keep memory flat.
-VECTOR_BLOCK = 4 << 20
 #: Smaller blocks (a small log, the tail of one) are read line by line unless the
 #: options ask for columns, and Arrow is started only for a block of ARROW_FROM bytes
 #: (a log of a few megabytes): importing and starting it costs about 0.3 s of CPU and
