@@ -18,6 +18,9 @@ __all__ = ["read_ahead"]
 T = TypeVar("T")
 
 _POLL = 0.1  # seconds between checks of a stop request while the queue is full
+#: Seconds the consumer waits for a stopped worker. A worker blocked in a read (stdin
+#: after Ctrl-C) is left to end on its own: it is a daemon thread and holds no lock.
+_JOIN_WAIT = 5.0
 
 
 class _End(Generic[T]):
@@ -34,7 +37,7 @@ def read_ahead(items: Iterator[T], depth: int = 1) -> Generator[T, None, None]:
 
     Exceptions raised by ``items`` are raised here, in order. Closing the
     returned generator early (``break``, an exception in the caller) stops the
-    worker after its current item and joins it.
+    worker after its current item and joins it (waiting a few seconds at most).
 
     Args:
         items: The iterator to run in the worker thread (it must not share
@@ -83,4 +86,4 @@ def read_ahead(items: Iterator[T], depth: int = 1) -> Generator[T, None, None]:
             yield item
     finally:
         stop.set()
-        worker.join()
+        worker.join(_JOIN_WAIT)

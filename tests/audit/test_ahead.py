@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -90,3 +91,25 @@ def test_has_longer_equals_the_longest_line(lengths: list[int], limit: int) -> N
     """The stepping check agrees with measuring every line."""
     body = b"".join(b"x" * n + b"\n" for n in lengths)
     assert _has_longer(body, limit) == (max(lengths) > limit)
+
+
+def test_a_worker_blocked_in_a_read_does_not_hold_the_consumer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Stopping while the worker waits in a read (stdin after Ctrl-C) returns after the wait."""
+    from geofence.audit import ahead
+
+    monkeypatch.setattr(ahead, "_JOIN_WAIT", 0.2)
+    release = threading.Event()
+
+    def blocking() -> Iterator[int]:
+        yield 1
+        release.wait(30)  # a read that does not return
+        yield 2
+
+    stream = read_ahead(blocking())
+    assert next(stream) == 1
+    started = time.monotonic()
+    stream.close()
+    assert time.monotonic() - started < 5
+    release.set()  # let the daemon thread end
