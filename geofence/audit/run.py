@@ -29,6 +29,7 @@ from geofence.audit.inputs import BLOCK, MAX_LINE, Block, LogSource
 from geofence.audit.tally import Tally
 from geofence.audit.workaround import WorkaroundView
 from geofence.engine import Geofence
+from geofence.errors import GeofenceError
 from geofence.signals.history import HistoryConfig
 from geofence.signals.proxy import TrustedProxies
 
@@ -92,6 +93,9 @@ class Auditor:
         gf: The engine (policy and snapshot) to judge the traffic by.
         options: Reading and judging options.
         progress: Called after each block (for a progress bar).
+
+    Raises:
+        GeofenceError: ``options.vectorised`` is ``True`` and pyarrow or numpy is missing.
     """
 
     def __init__(
@@ -104,6 +108,11 @@ class Auditor:
         self._progress = progress
         self._started = time.perf_counter()
         vectorised = self.options.vectorised
+        if vectorised and not columns.available():
+            raise GeofenceError(
+                "AuditOptions(vectorised=True) needs pyarrow and numpy "
+                "(pip install 'geofence[audit]'); None picks the per-line path without them"
+            )
         self.vectorised = columns.available() if vectorised is None else vectorised
         """Whether (big enough) blocks go through the vectorised path."""
         self._columns_from = 0 if vectorised else COLUMNS_FROM

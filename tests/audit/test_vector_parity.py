@@ -37,6 +37,7 @@ from geofence.audit.formats import FORMATS
 from geofence.audit.inputs import BLOCK, LogSource
 from geofence.audit.run import ARROW_FROM
 from geofence.engine import Geofence
+from geofence.errors import GeofenceError
 from geofence.signals.proxy import TrustedProxies
 from tests.audit.helpers import accounted
 from tests.audit.nginx_logs import Request, write_nginx_logs
@@ -88,6 +89,8 @@ def test_without_pyarrow_the_reference_runs(
     monkeypatch.setattr(columns, "available", lambda: False)
     assert not Auditor(engine).vectorised
     assert Auditor(engine).block_size == BLOCK
+    with pytest.raises(GeofenceError, match="needs pyarrow and numpy"):
+        Auditor(engine, AuditOptions(vectorised=True))
 
 
 @pytest.fixture(scope="module")
