@@ -7,7 +7,10 @@ clients, a tenth of the lines behind a trusted proxy that sets
 X-Forwarded-For), then times:
 
 * ``geofence audit`` as a user runs it (a child process, ``--json -q``): wall
-  time, lines/s and the child's peak RSS;
+  time, lines/s and the child's peak RSS (medians of ``--repeats`` runs), with
+  the compiled core, with the pure-Python core (``GEOFENCE_PURE_PYTHON=1``)
+  and with ``--per-line`` (the per-line reference path, compiled core), so
+  the vectorised path's gain is a ratio taken in the same run;
 * the same audit through DuckDB (Arrow scan of ``log_batches``), Polars
   (``map_batches`` over the raw lines), Dask (``map_partitions`` on a
   ``LocalCluster`` of 2 worker processes) and Spark (``mapInArrow`` in
@@ -25,6 +28,7 @@ import os
 import random
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -85,24 +89,57 @@ def cpu_now() -> float:
 # Linux carries a process's ru_maxrss across exec, so a child forked from this large
 # process starts at this process's size.)
 _CLI = (
-    "import sys; from geofence.cli import main; status = main(sys.argv[1:]); "
+    "import sys; from geofence.cli import main; from geofence import core_info; "
+    "status = main(sys.argv[1:]); "
     "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]; "
+    "print('core', core_info()['core'], file=sys.stderr); "
     "print('peak-rss-kib', hwm.split()[1], file=sys.stderr); sys.exit(status)"
 )
 
 
-def run_cli(log: Path) -> tuple[float, float, dict[str, Any], int]:
-    """``geofence audit`` in a child process: (seconds, CPU seconds, summary, peak RSS bytes)."""
+def run_cli(
+    log: Path, *more: str, pure: bool = False
+) -> tuple[float, float, dict[str, Any], int, str]:
+    """``geofence audit`` in a child process.
+
+    Returns:
+        (seconds, CPU seconds, summary, peak RSS bytes, the core it ran on).
+    """
     command = [
         sys.executable, "-c", _CLI, "audit", str(log), "--policy", POLICY,
-        "--trusted-proxies", TRUSTED, "--json", "-q",
+        "--trusted-proxies", TRUSTED, "--json", "-q", *more,
     ]  # fmt: skip
+    env = dict(os.environ)
+    env.pop("GEOFENCE_PURE_PYTHON", None)
+    if pure:
+        env["GEOFENCE_PURE_PYTHON"] = "1"
     started, cpu = time.perf_counter(), _children_cpu()
-    run = subprocess.run(command, capture_output=True, text=True, check=True)
+    run = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
     seconds = time.perf_counter() - started
     cpu = _children_cpu() - cpu
     peak = int(run.stderr.rsplit("peak-rss-kib", 1)[1].split()[0]) * 1024
-    return seconds, cpu, json.loads(run.stdout), peak
+    core = run.stderr.rsplit("core ", 1)[1].split()[0]
+    return seconds, cpu, json.loads(run.stdout), peak, core
+
+
+def cli_runs(
+    log: Path, lines: int, repeats: int, label: str, *more: str, pure: bool = False
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Median of ``repeats`` CLI runs, printed; returns (summary, figures)."""
+    runs = [run_cli(log, *more, pure=pure) for _ in range(repeats)]
+    seconds = statistics.median(r[0] for r in runs)
+    cpu = statistics.median(r[1] for r in runs)
+    peak = max(r[3] for r in runs)
+    summary, core = runs[0][2], runs[0][4]
+    assert summary["lines"] == lines, summary["lines"]
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(
+        f"geofence audit {label} ({core} core): {seconds:6.2f} s  {lines / seconds:>10,.0f} "
+        f"lines/s  CPU {cpu:6.2f} s = {lines / cpu:,.0f} lines/CPU-s  peak RSS "
+        f"{peak / 2**20:,.0f} MiB  (median of {repeats}; load {load})"
+    )
+    figures = {"seconds": seconds, "cpu": cpu, "lines_per_second": lines / seconds}
+    return summary, {**figures, "peak_rss": peak}
 
 
 def distinct_clients(directory: Path, lines: int, seed: int) -> None:
@@ -118,7 +155,7 @@ def distinct_clients(directory: Path, lines: int, seed: int) -> None:
                 f"{ip} - - [01/Mar/2026:10:{i // 10000 % 60:02d}:{i % 60:02d} +0000] "
                 f'"GET / HTTP/1.1" 200 1 "-" "a" "-"\n'
             )
-    _, cpu, summary, peak = run_cli(log)
+    _, cpu, summary, peak, _ = run_cli(log)
     distinct = summary["distinct_addresses"]
     print(
         f"distinct clients: {lines:,} lines, {distinct:,} addresses: peak RSS "
@@ -248,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lines", type=int, default=1_000_000, help="log lines (default 1M)")
     parser.add_argument("--smoke", action="store_true", help="20k lines; engines without Spark")
     parser.add_argument("--seed", type=int, default=12)
+    parser.add_argument("--repeats", type=int, default=3, help="CLI runs per figure (median)")
     parser.add_argument(
         "--engines", default=None, help="comma-separated subset of: " + ", ".join(ENGINES)
     )
@@ -275,20 +313,27 @@ def main(argv: list[str] | None = None) -> int:
             f"generated in {time.perf_counter() - started:.1f} s; policy {POLICY}"
         )
 
-        seconds, cpu, summary, peak = run_cli(log)
+        repeats = 1 if args.smoke else args.repeats
+        summary, compiled = cli_runs(log, lines, repeats, "(CLI)")
+        seconds = compiled["seconds"]
         cli_counts = {r["key"].split(":")[0]: r["requests"] for r in summary["by_action"]}
-        assert summary["lines"] == lines, summary["lines"]
-        from geofence import core_info
-
-        print(
-            f"geofence audit (CLI, {core_info()['core']} core): {seconds:6.2f} s  "
-            f"{lines / seconds:>10,.0f} lines/s  CPU {cpu:6.2f} s = {lines / cpu:,.0f} lines/CPU-s"
-            f"  peak RSS {peak / 2**20:,.0f} MiB"
-        )
+        pure_summary, pure = cli_runs(log, lines, repeats, "(CLI)", pure=True)
+        reference_summary, per_line = cli_runs(log, lines, repeats, "--per-line", "--per-line")
+        for other in (pure_summary, reference_summary):
+            for key in ("seconds", "lines_per_second"):
+                other.pop(key)
+        same = {k: v for k, v in summary.items() if k not in ("seconds", "lines_per_second")}
         print(
             "  goals: >= 150,000 lines/s (pure Python), >= 500,000 (compiled core); "
             "peak RSS <= 500 MiB"
         )
+        equal = same == reference_summary == pure_summary
+        print(
+            f"  vectorised / per-line: {per_line['seconds'] / seconds:.2f}x faster; summaries "
+            f"{'equal' if equal else 'DIFFER'} (compiled, pure, per-line)"
+        )
+        if not equal:
+            return 1
         print(
             f"  in-process figure it printed: {summary['lines_per_second']:,} lines/s; "
             f"{summary['decided']:,} decided, {summary['distinct_addresses']:,} addresses"
@@ -297,12 +342,9 @@ def main(argv: list[str] | None = None) -> int:
             "environment": env,
             "lines": lines,
             "bytes": size,
-            "cli": {
-                "seconds": seconds,
-                "cpu": cpu,
-                "lines_per_second": lines / seconds,
-                "peak_rss": peak,
-            },
+            "cli": compiled,
+            "cli_pure": pure,
+            "cli_per_line": per_line,
             "engines": {},
         }
         decide_json(Path(tmp), 100_000 if not args.smoke else 5_000, args.seed)

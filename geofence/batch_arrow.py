@@ -7,18 +7,28 @@ Polars ``map_batches``, Dask ``map_partitions``, Spark ``mapInArrow``); a
 :class:`~geofence.Geofence` pickles by reference, so the same engine object can
 be shipped to every worker.
 
-Rows are built per distinct decision, not per address: the decisions of an
-IP-only policy are shared objects, so a batch of a million addresses usually
-holds a few hundred distinct ones. Those few become a small table and each
-output column is that table's column taken by the rows' indices.
+Work is done per distinct address and rows are built per distinct decision:
+the addresses are dictionary-encoded and only the distinct ones decided, and
+the decisions of an IP-only policy are shared objects, so a batch of a
+million addresses usually holds a few hundred distinct ones. Those few
+become a small table and each output column is that table's column taken by
+the rows' indices.
+
+The ``asn`` column is the address's AS number whenever the data has one: the
+decision's own (a policy with ASN rules), else what the snapshot's ASN table
+says for the address (:meth:`geofence.snapshot.reader.Snapshot.get`, as
+``geofence explain`` and the audit's top ASNs read it).
 
 Requires the ``audit`` extra (``pyarrow``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from geofence._batch import INVALID
+from geofence.errors import InvalidAddressError
 from geofence.kinds import kinds_to_names
 
 if TYPE_CHECKING:
@@ -27,7 +37,13 @@ if TYPE_CHECKING:
     from geofence.decision import Decision
     from geofence.engine import Geofence
 
-__all__ = ["DECISION_FIELDS", "decide_arrow", "decision_schema", "decisions_to_arrow"]
+__all__ = [
+    "DECISION_FIELDS",
+    "address_asns",
+    "decide_arrow",
+    "decision_schema",
+    "decisions_to_arrow",
+]
 
 #: Output columns, in order, with their Arrow types (as text; see :func:`decision_schema`).
 DECISION_FIELDS: tuple[tuple[str, str], ...] = (
@@ -64,7 +80,8 @@ def decide_arrow(gf: Geofence, addresses: pa.Array | pa.ChunkedArray) -> pa.Reco
         One row per address, in order, with the columns of
         :data:`DECISION_FIELDS`: the action (``allow``, ``deny``, ...), the
         route target, the deciding rule id, the outcome, country, subdivision,
-        ASN and the network kinds' names.
+        the address's ASN (from the snapshot's ASN table when the decision
+        does not carry one) and the network kinds' names.
 
     Raises:
         TypeError: ``addresses`` is not an Arrow array of strings.
@@ -82,11 +99,57 @@ def decide_arrow(gf: Geofence, addresses: pa.Array | pa.ChunkedArray) -> pa.Reco
             f"decide_arrow needs an Arrow array of address strings, got {type(addresses).__name__}"
             + (f" of {addresses.type}" if isinstance(addresses, pa.Array) else "")
         )
-    return decisions_to_arrow(gf.decide_many(addresses.to_pylist(), errors="mark"))
+    encoded = addresses.dictionary_encode()
+    distinct: list[str | None] = encoded.dictionary.to_pylist()
+    index = encoded.indices
+    if index.null_count:  # nulls become one more distinct item, decided as invalid
+        index = index.fill_null(len(distinct))
+        distinct.append(None)
+    decisions = gf.decide_many(distinct, errors="mark")
+    batch = decisions_to_arrow(decisions, address_asns(gf, distinct, decisions))
+    return batch.take(index)
 
 
-def decisions_to_arrow(decisions: list[Decision]) -> pa.RecordBatch:
-    """Decisions as a record batch with the columns of :data:`DECISION_FIELDS`."""
+def address_asns(
+    gf: Geofence, addresses: Sequence[str | None], decisions: Sequence[Decision]
+) -> list[int | None]:
+    """The AS number of each decided address: the decision's, else the snapshot's ASN table's.
+
+    Args:
+        gf: The engine that made the decisions.
+        addresses: The address texts decided (``None`` for a null item).
+        decisions: Their decisions, in the same order.
+
+    Returns:
+        One AS number or ``None`` (no ASN data, or an invalid item) per address.
+    """
+    snapshot = gf.snapshot
+    found: dict[str, int | None] = {}
+    out: list[int | None] = []
+    for address, d in zip(addresses, decisions, strict=True):
+        if d.asn is not None or address is None or d.outcome == INVALID:
+            out.append(d.asn)
+            continue
+        if address not in found:
+            try:
+                record = snapshot.get(address)
+            except InvalidAddressError:  # decided by another reading (a port, brackets)
+                record = None
+            found[address] = record.asn if record is not None else None
+        out.append(found[address])
+    return out
+
+
+def decisions_to_arrow(
+    decisions: list[Decision], asns: Sequence[int | None] | None = None
+) -> pa.RecordBatch:
+    """Decisions as a record batch with the columns of :data:`DECISION_FIELDS`.
+
+    Args:
+        decisions: One per row.
+        asns: The rows' AS numbers (:func:`address_asns`); the decisions' own
+            when not given.
+    """
     import pyarrow as pa
 
     slot: dict[int, int] = {}
@@ -101,7 +164,11 @@ def decisions_to_arrow(decisions: list[Decision]) -> pa.RecordBatch:
         append(k)
     schema = decision_schema()
     table = pa.RecordBatch.from_pylist([_row(d) for d in distinct], schema=schema)
-    return table.take(pa.array(rows, type=pa.int32()))
+    batch = table.take(pa.array(rows, type=pa.int32()))
+    if asns is None:
+        return batch
+    at = schema.get_field_index("asn")
+    return batch.set_column(at, schema.field(at), pa.array(asns, pa.int64()))
 
 
 def _row(d: Decision) -> dict[str, Any]:

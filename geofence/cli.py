@@ -230,6 +230,7 @@ def cmd_audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         trusted=TrustedProxies(cidrs=args.trusted_proxies or (), hops=args.trusted_hops),
         history=not args.no_history,
         examples=args.examples,
+        vectorised=False if args.per_line else None,
     )
     bar = ProgressBar(err, enabled=not args.quiet)
     started = time.perf_counter()
@@ -607,6 +608,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--trusted-hops", type=int, default=0, help="right-most hops always trusted")
     q.add_argument("--no-history", action="store_true", help="skip the workaround signals")
+    q.add_argument(
+        "--per-line",
+        action="store_true",
+        help="parse and count line by line (the reference path; slower than the Arrow one)",
+    )
     q.add_argument("--report", help="write a self-contained HTML report here")
     q.add_argument("--json", action="store_true", help="print the summary as JSON")
     q.add_argument("--top", type=int, default=10, help="rows per table in the text summary")

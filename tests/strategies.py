@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 from collections.abc import Sequence
 from typing import Final
 
@@ -24,9 +25,11 @@ from geofence.sources.base import RangeEntry, Source, SourceInfo
 
 __all__ = [
     "COUNTRIES",
+    "LOG_CLIENTS",
     "SUBDIVISIONS",
     "V4_EDGES",
     "V6_EDGES",
+    "access_log_lines",
     "address_texts",
     "addresses",
     "entries_of_source",
@@ -291,3 +294,116 @@ def address_texts(draw: st.DrawFn) -> str:
         else:
             chars[min(at, len(chars) - 1)] = draw(st.sampled_from(_TEXT_ALPHABET))
     return "".join(chars)
+
+
+#: Peers and forwarded clients of generated access-log lines: decided ones, ports and
+#: brackets, a zone, invalid text, and the trusted proxy (10.0.0.7).
+LOG_CLIENTS: Final = (
+    "5.1.2.3",
+    "31.0.0.9",
+    "41.2.3.4",
+    "8.8.8.8",
+    "46.1.1.1",
+    "185.0.2.2",
+    "2a00::1",
+    "10.0.0.7",
+    "8.8.8.8:8080",
+    "[2a00::1]:443",
+    "[2001:4860::8]",
+    "fe80::1%eth0",
+    "::ffff:5.1.2.3",
+    "999.1.1.1",
+    "not-an-ip",
+)
+_LOG_XFF: Final = (
+    "-",
+    "",
+    "5.1.2.3",
+    "46.1.1.1",
+    "8.8.8.8, 10.1.2.3",
+    "spoofed, 41.2.3.4",
+    "unknown",
+    "[2001:4860::1]:443",
+    "185.0.2.2,2a00::1",
+    "1.2.3.4.5",
+)
+_LOG_USERS: Final = ("-", "-", "alice", "bob", "b\u00f8b", "carol\u00a0x")
+_LOG_FIELDS: Final = (
+    "GET /v1/models HTTP/1.1",
+    "POST /v1/chat?q=a b HTTP/2.0",
+    "-",
+    "",
+    "Mozilla/5.0 (X11; \u00dcnic\u00f6de)",
+    'GET /\\"quoted\\" HTTP/1.1',
+    "curl/8.5.0",
+)
+_LOG_JUNK: Final = (
+    b"",
+    b"   ",
+    b"\x00\x01\x02 binary",
+    b"\xff\xfe\xfd not utf-8",
+    b"\x0c\x1c separators \xe2\x80\xa8",
+    b"[1, 2, 3]",
+    b"{not json",
+    b"garbage",
+)
+
+
+@st.composite
+def _log_times(draw: st.DrawFn) -> str:
+    """An nginx time text: mostly the usual form, sometimes one the converters must reject or bend."""
+    minute, second = draw(st.integers(0, 59)), draw(st.integers(0, 60))
+    usual = f"01/Mar/2026:10:{minute:02d}:{second:02d} +0000"
+    return draw(
+        st.sampled_from(
+            [
+                usual,
+                usual,
+                usual.replace("+0000", "-0700"),
+                f"1/Mar/2026:10:{minute:02d}:00 +0000",
+                "31/Feb/2026:10:00:00 +0000",
+                "01/mar/2026:10:00:00 +0000",
+                "01/Mar/2026:10:00:0\u0663 +0000",
+                "not a time",
+                "01/Mar/2026:10:00:00+0000 ",
+            ]
+        )
+    )
+
+
+@st.composite
+def access_log_lines(draw: st.DrawFn) -> bytes:
+    r"""One access-log line (without its newline) of any format a mixed log may hold.
+
+    nginx ``main`` and ``combined`` lines (peers with ports, brackets, zones or
+    junk; forwarded chains, obfuscated and malformed ``X-Forwarded-For``;
+    non-ASCII users and agents; Apache ``\"`` escapes; unusual times), JSON
+    lines, and junk (empty, binary, not UTF-8). Lines may end in ``\r``.
+    """
+    kind = draw(st.sampled_from(["nginx", "nginx", "nginx", "combined", "json", "junk"]))
+    if kind == "junk":
+        line = draw(st.sampled_from(_LOG_JUNK) | st.binary(max_size=40))
+        return line.replace(b"\n", b"")
+    peer = draw(st.sampled_from(LOG_CLIENTS))
+    user = draw(st.sampled_from(_LOG_USERS))
+    when = draw(_log_times())
+    xff = draw(st.sampled_from(_LOG_XFF))
+    if kind == "json":
+        record: dict[str, object] = {"remote_addr": peer, "time": when, "user": user}
+        if draw(st.booleans()):
+            record["http_x_forwarded_for"] = xff
+        if draw(st.booleans()):
+            record["extra"] = 1
+        return json.dumps(record).encode()
+    request, referrer, agent = (draw(st.sampled_from(_LOG_FIELDS)) for _ in range(3))
+    text = (
+        f'{peer} - {user} [{when}] "{request}" {draw(st.sampled_from(["200", "451"]))} 12 '
+        f'"{referrer}" "{agent}"'
+    )
+    if kind == "nginx":
+        text += f' "{xff}"'
+    if draw(st.integers(0, 9)) == 0:
+        text += draw(st.sampled_from([' "extra"', " trailing", "\r"]))
+    if draw(st.integers(0, 19)) == 0:
+        text = text.replace(" ", "\t", 1)
+    return text.encode()

@@ -20,13 +20,47 @@ from geofence.decision import Decision
 from geofence.engine import Geofence
 from geofence.signals.proxy import TrustedProxies, resolve_client
 
-__all__ = ["NOBODY", "decide_rows"]
+__all__ = ["NOBODY", "decide_rows", "decide_texts", "resolve_forwarded"]
 
 #: The default trusted-proxy setup: nobody may speak for the client.
 NOBODY = TrustedProxies()
 
 #: Receives forwarding-header evidence: (signal code, detail).
 SignalSink = Callable[[str, str], None]
+
+
+def resolve_forwarded(
+    peer: str, xff: str, trusted: TrustedProxies
+) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+    """The client a logged peer and ``X-Forwarded-For`` value name, as the middleware finds it.
+
+    Returns:
+        ``(client, signals)``: the client address text (``None`` when the peer
+        stays the client because the header named no usable address) and the
+        forwarding-header evidence as ``(code, detail)`` pairs, in order.
+    """
+    client = resolve_client(peer, [("x-forwarded-for", xff)], trusted)
+    signals = tuple((s.code, s.detail) for s in client.signals)
+    return (client.address.original_text if client.address is not None else None), signals
+
+
+def decide_texts(gf: Geofence, texts: list[str]) -> tuple[list[str], list[Decision]]:
+    """Decide client address texts, reading a port or brackets as the middleware reads a peer's.
+
+    Returns:
+        ``(texts, decisions)``: each text as counted (``[2001:db8::1]:443``
+        becomes ``2001:db8::1``) and its decision; an unusable text is kept as
+        logged, with a decision whose ``outcome == "invalid"``.
+    """
+    texts = list(texts)
+    decisions = gf.decide_many(texts, errors="mark")
+    for i, d in enumerate(decisions):
+        if d.outcome == INVALID:
+            client = resolve_client(texts[i], (), NOBODY)
+            if client.address is not None:
+                texts[i] = client.address.original_text
+                decisions[i] = gf.decide(client.address)
+    return texts, decisions
 
 
 def decide_rows(
@@ -52,18 +86,10 @@ def decide_rows(
         for i, xff in enumerate(rows.xff):
             if xff is None:
                 continue
-            client = resolve_client(clients[i], [("x-forwarded-for", xff)], trusted)
+            client, signals = resolve_forwarded(clients[i], xff, trusted)
             if on_signal is not None:
-                for s in client.signals:
-                    on_signal(s.code, s.detail)
-            if client.address is not None:
-                clients[i] = client.address.original_text
-    decisions = gf.decide_many(clients, errors="mark")
-    for i, d in enumerate(decisions):
-        if d.outcome == INVALID:
-            # A peer with a port or in brackets: read it as the middleware reads a peer.
-            client = resolve_client(clients[i], (), NOBODY)
-            if client.address is not None:
-                clients[i] = client.address.original_text
-                decisions[i] = gf.decide(client.address)
-    return clients, decisions
+                for code, detail in signals:
+                    on_signal(code, detail)
+            if client is not None:
+                clients[i] = client
+    return decide_texts(gf, clients)

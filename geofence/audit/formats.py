@@ -7,7 +7,11 @@ dropped: every line of a block ends up in ``Rows`` or in its ``failed`` list.
 
 nginx and combined lines are matched a block at a time (one ``findall`` over
 the block, with no Python code per line); only a block where some line does
-not match is gone through line by line to find and name the failures.
+not match is gone through line by line to find and name the failures. This
+module is the reference: :mod:`geofence.audit.vector` reads the same lines as
+Arrow columns and hands every line it cannot vouch for to
+:meth:`LineParser.parse_lines`, which reads it exactly as :meth:`LineParser.parse`
+would.
 """
 
 from __future__ import annotations
@@ -37,14 +41,8 @@ FORMATS: Final = ("auto", "nginx", "combined", "jsonl", "csv")
 # "$http_x_forwarded_for" (the ``main`` format of the stock nginx.conf) and by any
 # further fields. Groups: peer, user, time, XFF.
 _HEAD = r"(\S+) \S+ (\S+) \[([^\]\n]+)\] "
-#: The fast block pattern: the head, then anything up to the line's last quoted field.
-#: It checks little by itself; :meth:`LineParser.parse` takes its matches only when
-#: they are one per line and the block's quotes are exactly 6 (combined) or 8 (nginx
-#: main) per line, which nginx guarantees (it writes '"' inside a field as \x22). A
-#: match may start after a prefix (a syslog header), never across lines.
-_FAST = re.compile(_HEAD + r'[^\n]*"([^"\n]*)"\n')
-#: The strict pattern, for blocks the fast one cannot vouch for. Each match takes a
-#: whole line and starts only at a line's start (the look-behind).
+#: The block pattern. Each match takes a whole line and starts only at a line's
+#: start (the look-behind), so a block's lines are read alike wherever they stand.
 _COMBINED = re.compile(
     r"(?<![^\n])" + _HEAD + r'"[^"\n]*+" \S+ \S+ "[^"\n]*+" "[^"\n]*+"(?: "([^"\n]*+)")?[^\n]*+\n'
 )
@@ -293,18 +291,9 @@ class LineParser:
             first_line: Line number of the block's first line in its source (from 1).
         """
         rows = Rows()
-        if self._first:
-            self._first = False
-            text, first_line = self._start(text, first_line)
-            rows.headers = self._header_lines
-        if self.format in ("nginx", "combined", "auto") and self._csv is None:
+        text, first_line, rows.headers = self.start(text, first_line)
+        if self.reads_combined:
             lines = text.count("\n")
-            quotes = text.count('"')
-            if quotes in (6 * lines, 8 * lines):
-                found = _FAST.findall(text)
-                if len(found) == lines:
-                    self._take_combined(rows, found, xff=quotes == 8 * lines)
-                    return rows
             found = _COMBINED.findall(text)
             if len(found) == lines:
                 self._take_combined(rows, found)
@@ -322,6 +311,46 @@ class LineParser:
             return rows
         self._lines(rows, text, first_line)
         return rows
+
+    @property
+    def reads_combined(self) -> bool:
+        """Whether blocks are matched as nginx/combined lines (not JSON or CSV only)."""
+        return self.format in ("nginx", "combined", "auto") and self._csv is None
+
+    def start(self, text: str, first_line: int) -> tuple[str, int, int]:
+        """Take a source's first block: ``(text, first line, header lines)`` after any header.
+
+        :meth:`parse` calls this itself; a caller parsing the lines some other way
+        (:mod:`geofence.audit.vector`) calls it once, before its first block.
+        """
+        if not self._first:
+            return text, first_line, 0
+        self._first = False
+        text, first_line = self._start(text, first_line)
+        return text, first_line, self._header_lines
+
+    def parse_lines(self, rows: Rows, lines: Sequence[tuple[int, str]]) -> list[int]:
+        """Parse lines of a block one by one, each exactly as :meth:`parse` reads it there.
+
+        Args:
+            rows: Receives the parsed lines and the failures.
+            lines: ``(line number, text without its newline)`` pairs, in order.
+
+        Returns:
+            The numbers of the lines that became rows (the others failed), in order.
+        """
+        combined = self.reads_combined
+        taken: list[int] = []
+        for number, line in lines:
+            before = len(rows)
+            m = _COMBINED.match(line + "\n") if combined else None
+            if m is not None:
+                self._take_combined(rows, [m.groups()])
+            else:
+                self._line(rows, line[:-1] if line.endswith("\r") else line, number)
+            if len(rows) > before:
+                taken.append(number)
+        return taken
 
     def _lines(self, rows: Rows, text: str, number: int) -> int:
         """Parse ``text`` line by line from line ``number``; returns the next line's number."""
@@ -352,7 +381,10 @@ class LineParser:
     def _header(self, line: str) -> tuple[str, list[str]] | None:
         """(delimiter, column names) when ``line`` is a CSV header naming an address column."""
         delimiter = max(",\t;|", key=line.count)
-        cells = next(csv.reader([line], delimiter=delimiter))
+        try:
+            cells = next(csv.reader([line], delimiter=delimiter))
+        except csv.Error:  # a stray carriage return, a NUL...: not a header
+            return None
         names = [n.strip().strip('"').strip() for n in cells]
         if any(n in self.fields.ip for n in names):
             return delimiter, names
@@ -384,14 +416,16 @@ class LineParser:
         if failure:
             rows.failed.append((number, failure, _show(line)))
 
-    def _take_combined(
-        self, rows: Rows, found: Sequence[tuple[str, ...]], *, xff: bool = True
-    ) -> None:
-        """Append (peer, user, time, XFF) tuples as columns (C-level passes, no per-line code).
+    def minute_start(self, text: str) -> float | None:
+        """Unix time of nginx/Apache time text with ``00`` seconds (as :meth:`stamps` reads it)."""
+        return _clf_time(text)
 
-        ``xff=False``: the last group is not an X-Forwarded-For value (a fast match of
-        combined lines, whose last quoted field is the user agent).
-        """
+    def stamps(self, texts: Sequence[str]) -> list[tuple[float | None, float | None]]:
+        """(Unix time, start of its minute) of nginx/Apache time texts (cached per text)."""
+        return list(map(self._stamps.__getitem__, texts))
+
+    def _take_combined(self, rows: Rows, found: Sequence[tuple[str, ...]]) -> None:
+        """Append (peer, user, time, XFF) tuples as columns (C-level passes, no per-line code)."""
         if not found:
             return
         peers, users, stamps, xffs = zip(*found, strict=True)
@@ -400,7 +434,7 @@ class LineParser:
         rows.at.extend(at)
         rows.minute.extend(minute)
         rows.user.extend([None if u == "-" else u for u in users])
-        if self.format == "combined" or not xff:
+        if self.format == "combined":
             rows.xff.extend([None] * len(peers))
         else:
             rows.xff.extend([None if x in ("-", "") else x for x in xffs])

@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import IO, Any, Final, cast
 
-__all__ = ["MAX_LINE", "Block", "LogSource", "ReadProblem"]
+__all__ = ["BLOCK", "MAX_LINE", "Block", "LogSource", "ReadProblem"]
 
 #: Longest line parsed, in bytes; longer lines are counted as oversized.
 MAX_LINE: Final = 64 * 1024
 
-_BLOCK: Final = 1 << 20
+#: Bytes per block by default.
+BLOCK: Final = 1 << 20
 _GZIP_MAGIC: Final = b"\x1f\x8b"
 _ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
 
@@ -65,11 +66,13 @@ class LogSource:
     Args:
         name: The path or ``-``.
         max_line: Longest line parsed, in bytes.
+        block_size: About how many bytes a block holds.
     """
 
-    def __init__(self, name: str, *, max_line: int = MAX_LINE) -> None:
+    def __init__(self, name: str, *, max_line: int = MAX_LINE, block_size: int = BLOCK) -> None:
         self.name = name
         self.max_line = max_line
+        self.block_size = block_size
         self.size: int | None = None
         """Bytes in the file as stored (``None`` for stdin): the progress bar's total."""
         self.problem: ReadProblem | None = None
@@ -132,7 +135,7 @@ class LogSource:
         skipping = False  # inside an oversized line: drop bytes up to its newline
         line = 1  # number of the next line
         pending: list[int] = []  # oversized lines not yet reported
-        read = _reader(stream)
+        read = _reader(stream, self.block_size)
         while True:
             data = read()  # a read error ends the source (see blocks()); a partial
             if not data:  # last line of a truncated stream is not a line
@@ -167,7 +170,7 @@ class LogSource:
         every block's lines keep their true numbers.
         """
         limit = self.max_line
-        if len(body) <= limit or _longest(body) <= limit:
+        if len(body) <= limit or not _has_longer(body, limit):
             yield Block(body.decode("utf-8", "replace"), line, tuple(oversized))
             return line + body.count(b"\n")
         parts = body.split(b"\n")[:-1]
@@ -248,7 +251,7 @@ class _Frames:
         self._raw.close()
 
 
-def _reader(stream: IO[bytes]) -> Callable[[], bytes]:
+def _reader(stream: IO[bytes], block: int) -> Callable[[], bytes]:
     """Read about a block of data.
 
     Compressed streams are read with ``read1`` (one read of the file per call),
@@ -259,14 +262,14 @@ def _reader(stream: IO[bytes]) -> Callable[[], bytes]:
     """
     read1 = getattr(stream, "read1", None)
     if read1 is None:
-        return partial(stream.read, _BLOCK)
+        return partial(stream.read, block)
 
     def gather() -> bytes:
         parts: list[bytes] = []
         size = 0
         try:
-            while size < _BLOCK:
-                part = read1(_BLOCK - size)
+            while size < block:
+                part = read1(block - size)
                 if not part:
                     break
                 parts.append(part)
@@ -290,8 +293,19 @@ def _reader(stream: IO[bytes]) -> Callable[[], bytes]:
     return read
 
 
-def _longest(body: bytes) -> int:
-    return max(map(len, body.split(b"\n")))
+def _has_longer(body: bytes, limit: int) -> bool:
+    """Whether a line of ``body`` (lines ending with newlines) is longer than ``limit`` bytes.
+
+    Steps from line start to line start by the last newline within ``limit`` bytes,
+    so it reads the block with a few ``rfind`` calls, not a split into lines.
+    """
+    start, end = 0, len(body)
+    while start < end:
+        newline = body.rfind(b"\n", start, start + limit + 1)
+        if newline < 0:
+            return True
+        start = newline + 1
+    return False
 
 
 def _peek(raw: Any) -> bytes:

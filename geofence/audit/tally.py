@@ -20,7 +20,7 @@ from geofence.decision import Action, Decision
 from geofence.engine import Geofence
 from geofence.kinds import kinds_to_names
 
-__all__ = ["Tally"]
+__all__ = ["Tally", "action_name"]
 
 #: Bin widths (seconds) for the timeline, smallest first; the first giving at most
 #: :data:`_MAX_BINS` bins is used.
@@ -48,6 +48,8 @@ class Tally:
         """Decided requests per (minute start, ``id()`` of the decision)."""
         self._decisions: dict[int, Decision] = {}
         """The decisions ``timeline`` counts, by id (keeps them alive, so ids stay unique)."""
+        self.timeline_actions: Counter[tuple[float | None, str]] = Counter()
+        """Decided requests per (minute start, action name), counted already grouped."""
         self.unparsed: Counter[str] = Counter()
         """Unparsed lines per reason."""
         self.unparsed_examples: dict[str, list[str]] = {}
@@ -73,9 +75,18 @@ class Tally:
     def client_signal(self, code: str, where: str, detail: str) -> None:
         """Count one piece of forwarding-header evidence."""
         self.client_signals[code] += 1
+        self.signal_example(code, where, detail)
+
+    def wants_signal_example(self, code: str) -> bool:
+        """Whether fewer than ``examples`` examples of ``code`` are kept."""
+        return len(self.client_signal_examples.get(code, ())) < self.examples
+
+    def signal_example(self, code: str, where: str, detail: str) -> bool:
+        """Keep an example of ``code`` unless enough are kept; returns whether more are wanted."""
         shown = self.client_signal_examples.setdefault(code, [])
         if len(shown) < self.examples:
             shown.append(f"{where}: {detail}")
+        return len(shown) < self.examples
 
     def decided(
         self, clients: list[str], decisions: list[Decision], minutes: Iterable[float | None]
@@ -87,6 +98,12 @@ class Tally:
         ids = list(map(id, decisions))
         self._decisions.update(zip(ids, decisions, strict=True))
         self.timeline.update(zip(minutes, ids, strict=True))
+
+    def timed(self, counts: Iterable[tuple[float | None, str, int]]) -> None:
+        """Count requests already grouped per (minute start, action name): (minute, action, n)."""
+        timeline = self.timeline_actions
+        for minute, action, n in counts:
+            timeline[(minute, action)] += n
 
     # -- at the end ---------------------------------------------------------------------------
 
@@ -107,6 +124,8 @@ class Tally:
                 entry[1] += n
                 entry[2] += 1
         groups = list(per_decision.values())
+        asn_of: dict[str, str] = {}
+        non_allow = self._non_allow(gf, top, asn_of)
         return {
             "lines": self.lines,
             "decided": self.decided_count,
@@ -120,7 +139,7 @@ class Tally:
             "policy_digest": gf.policy.digest,
             "sources": self.sources,
             "read_problems": self.read_problems,
-            "by_action": _breakdown(groups, lambda d: [_action_name(d)]),
+            "by_action": _breakdown(groups, lambda d: [action_name(d)]),
             "by_rule": _breakdown(groups, lambda d: [d.rule_id or f"({d.outcome})"]),
             "by_country": _breakdown(groups, lambda d: [d.country or "unknown"]),
             "by_subdivision": _breakdown(groups, _subdivision),
@@ -128,9 +147,9 @@ class Tally:
             "shadow": _breakdown(
                 groups, lambda d: [d.shadow_action.value] if d.shadow_action else []
             ),
-            "denied": _denied(groups),
+            "denied": _denied(groups, self._denied_asns(asn_of)),
             "map": _map(groups),
-            "non_allow": self._non_allow(gf, top),
+            "non_allow": non_allow,
             "timeline": self._timeline(),
             "unparsed_reasons": [
                 {"reason": r, "lines": n, "examples": self.unparsed_examples.get(r, [])}
@@ -148,8 +167,12 @@ class Tally:
             ],
         }
 
-    def _non_allow(self, gf: Geofence, top: int) -> dict[str, Any]:
-        """Per action other than allow: the top networks and ASNs by requests."""
+    def _non_allow(self, gf: Geofence, top: int, asn_of: dict[str, str]) -> dict[str, Any]:
+        """Per action other than allow: the top networks and ASNs by requests.
+
+        Fills ``asn_of`` with the ASN name (``AS15169``, ``unknown``) of every
+        address it looks up.
+        """
         snap = gf.snapshot
         nets: dict[str, Counter[tuple[str, str]]] = {}
         net_addresses: dict[str, Counter[tuple[str, str]]] = {}
@@ -159,7 +182,7 @@ class Tally:
             d = self.decision_of[address]
             if d.action is Action.ALLOW:
                 continue
-            action = _action_name(d)
+            action = action_name(d)
             result = snap.lookup(address)
             record = result.record
             org = (record.as_org or record.provider or "") if record is not None else ""
@@ -169,7 +192,7 @@ class Tally:
             # The lookup fills the ASN from the snapshot's ASN table (decisions of
             # policies without ASN rules do not carry it).
             number = d.asn or (record.asn if record is not None else None)
-            asn = f"AS{number}" if number else "unknown"
+            asn = asn_of[address] = f"AS{number}" if number else "unknown"
             asns.setdefault(action, Counter())[asn] += n
             asn_addresses.setdefault(action, Counter())[asn] += 1
         return {
@@ -191,10 +214,21 @@ class Tally:
             for action in sorted(nets)
         }
 
+    def _denied_asns(self, asn_of: dict[str, str]) -> dict[tuple[str, str], Counter[str]]:
+        """Denied requests per place (country, subdivision) and ASN name."""
+        out: dict[tuple[str, str], Counter[str]] = {}
+        for address, n in self.requests.items():
+            d = self.decision_of[address]
+            if d.action is Action.DENY:
+                place = (d.country or "unknown", d.subdivision or "")
+                out.setdefault(place, Counter())[asn_of[address]] += n
+        return out
+
     def _timeline(self) -> dict[str, Any]:
         """Requests per action in time bins (at most 120 bins)."""
-        names = {k: _action_name(d) for k, d in self._decisions.items()}
+        names = {k: action_name(d) for k, d in self._decisions.items()}
         timed = [(m, names[k], n) for (m, k), n in self.timeline.items() if m is not None]
+        timed += [(m, a, n) for (m, a), n in self.timeline_actions.items() if m is not None]
         if not timed:
             return {"width": 0, "bins": []}
         low = min(m for m, _, _ in timed)
@@ -218,7 +252,8 @@ def _subdivision(d: Decision) -> list[str]:
     return [d.subdivision] if d.subdivision else []
 
 
-def _action_name(d: Decision) -> str:
+def action_name(d: Decision) -> str:
+    """The action as the summary names it (``route:<target>`` for a route)."""
     return f"route:{d.route}" if d.route else d.action.value
 
 
@@ -233,8 +268,14 @@ def _breakdown(groups: list[list[Any]], keys: Any) -> list[dict[str, Any]]:
     return [{"key": k, "requests": n, "addresses": addresses[k]} for k, n in requests.most_common()]
 
 
-def _denied(groups: list[list[Any]]) -> list[dict[str, Any]]:
-    """Denied traffic per place (country, subdivision) with its rules and ASNs."""
+def _denied(
+    groups: list[list[Any]], asns: dict[tuple[str, str], Counter[str]]
+) -> list[dict[str, Any]]:
+    """Denied traffic per place (country, subdivision) with its rules and ASNs.
+
+    ``asns``: denied requests per place and ASN name (the addresses' ASNs, which
+    the decisions of a policy without ASN rules do not carry).
+    """
     places: dict[tuple[str, str], dict[str, Any]] = {}
     for d, n, distinct in groups:
         if d.action is not Action.DENY:
@@ -248,13 +289,12 @@ def _denied(groups: list[list[Any]]) -> list[dict[str, Any]]:
                 "requests": 0,
                 "addresses": 0,
                 "rules": Counter(),
-                "asns": Counter(),
+                "asns": asns.get(key, Counter()),
             },
         )
         row["requests"] += n
         row["addresses"] += distinct
         row["rules"][d.rule_id or f"({d.outcome})"] += n
-        row["asns"][f"AS{d.asn}" if d.asn else "unknown"] += n
     out = sorted(places.values(), key=lambda r: -r["requests"])
     for row in out:
         row["rules"] = [k for k, _ in row["rules"].most_common(3)]

@@ -153,6 +153,16 @@ def test_mixed_formats_ports_brackets_unknown_fields(engine: Geofence, tmp_path:
     }
 
 
+@pytest.mark.parametrize("fmt", ["auto", "csv"])
+def test_first_line_that_breaks_the_csv_reader(engine: Geofence, tmp_path: Path, fmt: str) -> None:
+    """A first line with a bare carriage return is no CSV header: counted, not a crash."""
+    path = tmp_path / "cr.log"
+    path.write_bytes(b"\r\x00\n" + _line("5.1.2.3").encode())
+    s = run_audit(engine, [str(path)], AuditOptions(format=fmt))
+    assert s["lines"] == 2 == accounted(s)
+    assert s["decided"] == (1 if fmt == "auto" else 0)
+
+
 def test_strict_format_rejects_other_lines(engine: Geofence, tmp_path: Path) -> None:
     """--format nginx counts JSON lines as unparsed (auto would decide them)."""
     path = tmp_path / "m.log"

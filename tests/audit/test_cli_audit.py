@@ -81,6 +81,23 @@ def test_json_and_report(
     assert summary["policy_digest"] in page
 
 
+def test_per_line_flag_gives_the_same_summary(
+    tmp_path: Path, snapshot_file: Path, policy_file: Path
+) -> None:
+    """--per-line runs the reference path; its JSON summary equals the default one's."""
+    path, _ = _log(tmp_path)
+    summaries = []
+    for more in ((), ("--per-line",)):
+        out = io.StringIO()
+        args = _args(path, snapshot_file, policy_file, "--json", "-q", *more)
+        assert main(args, out=out, err=io.StringIO()) == 0
+        summary = json.loads(out.getvalue())
+        del summary["seconds"], summary["lines_per_second"]
+        summaries.append(summary)
+    assert summaries[0] == summaries[1]
+    assert summaries[0]["unparsed"] == 1
+
+
 def test_progress_bar_drawing() -> None:
     """On a terminal the bar is drawn in place, and cleared by close()."""
     bar_stream = _Terminal()

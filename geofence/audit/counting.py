@@ -1,0 +1,222 @@
+"""Deciding and counting Arrow columns: work per distinct value, not per line.
+
+The reference (:meth:`geofence.audit.run.Auditor` on
+:class:`~geofence.audit.formats.Rows`) resolves, decides and counts every
+line. A block of a busy log repeats itself: the same clients, the same
+proxy and ``X-Forwarded-For`` pairs, the same minutes. Here each block's
+columns are dictionary-encoded and the Python work is done once per distinct
+value:
+
+* ``(peer, X-Forwarded-For)`` pairs go through
+  :func:`~geofence.audit.clients.resolve_forwarded` (the middleware's
+  trusted-proxy resolution) once each, remembered across blocks;
+* distinct client texts are decided with one ``decide_many`` call
+  (:func:`~geofence.audit.clients.decide_texts`);
+* requests per address come from the dictionary's counts, and requests per
+  (minute, action) from one ``value_counts`` of an integer key per row.
+
+The counts, the examples and the order in which keys first appear equal the
+reference's, which the parity tests in ``tests/audit/test_vector_parity.py``
+hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from itertools import compress
+from typing import TYPE_CHECKING
+
+from geofence._batch import INVALID
+from geofence.audit.clients import decide_texts, resolve_forwarded
+from geofence.audit.columns import Columns
+from geofence.audit.tally import Tally, action_name
+from geofence.decision import Decision
+from geofence.engine import Geofence
+from geofence.signals.proxy import TrustedProxies
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__all__ = ["ColumnCounter"]
+
+#: Receives the decided lines that name a user: (client, user, Unix time) lists.
+HistorySink = Callable[[list[str], list[str | None], list[float | None]], None]
+
+#: Resolved (peer, X-Forwarded-For) pairs kept across blocks before the memo starts over.
+_PAIRS_KEPT = 200_000
+#: Decisions whose action names are remembered before the memo starts over.
+_NAMES_KEPT = 100_000
+
+
+class ColumnCounter:
+    """Decides and counts the columns of one audit's blocks into its :class:`Tally`.
+
+    Args:
+        gf: The engine.
+        tally: The audit's counts.
+        trusted: Who may speak for the client in ``X-Forwarded-For``.
+    """
+
+    def __init__(self, gf: Geofence, tally: Tally, trusted: TrustedProxies) -> None:
+        self.gf = gf
+        self.tally = tally
+        self.trusted = trusted
+        self._pairs: dict[str, tuple[str | None, tuple[tuple[str, str], ...]]] = {}
+        self._names: dict[int, tuple[Decision, str]] = {}
+
+    def count(self, name: str, cols: Columns, history: HistorySink | None = None) -> None:
+        """Decide and count the rows of ``cols`` (read from the source ``name``).
+
+        Args:
+            name: The source, for the examples of forwarding-header evidence.
+            cols: One block's parsed lines.
+            history: Given the decided lines with a user, in line order, when any.
+        """
+        if not len(cols):
+            return
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        encoded = self.clients(name, cols).dictionary_encode()
+        index = encoded.indices
+        logged = encoded.dictionary.to_pylist()
+        texts, decisions = decide_texts(self.gf, logged)
+        # Decisions are shared objects: a block has few distinct ones. ``slot``: each
+        # distinct address's position among them.
+        ids = list(map(id, decisions))
+        slot = pa.array(ids, pa.int64()).dictionary_encode().indices
+        distinct = list(dict(zip(ids, decisions, strict=True)).values())
+        invalid = pa.array([k for k, d in enumerate(distinct) if d.outcome == INVALID], pa.int32())
+        valid = pc.invert(pc.is_in(slot, invalid)) if len(invalid) else None
+        self._addresses(logged, texts, decisions, _counts(index, len(logged)), valid)
+
+        row_slot, minute = slot.take(index), cols.minute
+        row_valid = valid.take(index) if valid is not None else None
+        if row_valid is not None:
+            row_slot, minute = row_slot.filter(row_valid), minute.filter(row_valid)
+        self.tally.untimed += minute.null_count
+        self._minutes(minute, row_slot, distinct)
+        if history is None:
+            return
+        user = cols.user if row_valid is None else cols.user.filter(row_valid)
+        if user.null_count < len(user):
+            row_text = pa.array(texts, pa.large_string()).take(index)
+            at = cols.at
+            if row_valid is not None:
+                row_text, at = row_text.filter(row_valid), at.filter(row_valid)
+            history(row_text.to_pylist(), user.to_pylist(), at.to_pylist())
+
+    def _addresses(
+        self,
+        logged: list[str],
+        texts: list[str],
+        decisions: list[Decision],
+        lines: pa.Array,
+        valid: pa.Array | None,
+    ) -> None:
+        """Count a block's distinct clients: requests and decision per address, or invalid texts."""
+        if valid is not None:
+            keep = valid.to_pylist()
+            dropped = [not k for k in keep]
+            for raw, n in compress(zip(logged, lines.to_pylist(), strict=True), dropped):
+                self.tally.invalid[raw[:200]] += n
+            texts, decisions = list(compress(texts, keep)), list(compress(decisions, keep))
+            lines = lines.filter(valid)
+        self.tally.decision_of.update(zip(texts, decisions, strict=True))
+        requests = self.tally.requests
+        get = requests.get
+        for text, n in zip(texts, lines.to_pylist(), strict=True):
+            requests[text] = get(text, 0) + n  # texts may repeat: "[::1]:80" and "::1"
+
+    def _minutes(self, minute: pa.Array, row_slot: pa.Array, distinct: list[Decision]) -> None:
+        """Count decided rows per (minute, action) (one integer key per row, one count)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        action_of = [self._action_name(d) for d in distinct]
+        names = sorted(set(action_of))
+        action = pa.array([names.index(a) for a in action_of], pa.int64())
+        minutes = minute.dictionary_encode()
+        key = pc.add(
+            pc.multiply(minutes.indices.cast(pa.int64()), len(names)), action.take(row_slot)
+        )
+        found = pc.value_counts(key.drop_null())
+        starts = minutes.dictionary.to_pylist()
+        self.tally.timed(
+            (starts[k // len(names)], names[k % len(names)], n)
+            for k, n in zip(
+                found.field("values").to_pylist(), found.field("counts").to_pylist(), strict=True
+            )
+        )
+
+    def _action_name(self, d: Decision) -> str:
+        """:func:`~geofence.audit.tally.action_name`, remembered per decision object."""
+        known = self._names.get(id(d))
+        if known is None or known[0] is not d:
+            if len(self._names) >= _NAMES_KEPT:
+                self._names.clear()
+            known = self._names[id(d)] = (d, action_name(d))
+        return known[1]
+
+    def clients(self, name: str, cols: Columns) -> pa.Array:
+        """Each row's client text: the peer, or whom a trusted proxy's header names."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if cols.xff.null_count == len(cols.xff):
+            return cols.peer
+        newline = pa.scalar("\n", pa.large_string())
+        pairs = pc.binary_join_element_wise(cols.peer, cols.xff, newline).dictionary_encode()
+        resolved = [self._resolve(key) for key in pairs.dictionary.to_pylist()]
+        named = pa.array([client for client, _ in resolved], pa.large_string())
+        if any(signals for _, signals in resolved):
+            self._signals(name, pairs.indices, [signals for _, signals in resolved])
+        return pc.coalesce(named.take(pairs.indices), cols.peer)
+
+    def _resolve(self, key: str) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+        """How a ``peer``, newline, ``xff`` key resolves; memoised (it depends on nothing else)."""
+        found = self._pairs.get(key)
+        if found is None:
+            if len(self._pairs) >= _PAIRS_KEPT:
+                self._pairs.clear()
+            peer, _, xff = key.partition("\n")
+            found = self._pairs[key] = resolve_forwarded(peer, xff, self.trusted)
+        return found
+
+    def _signals(
+        self, name: str, index: pa.Array, signals: list[tuple[tuple[str, str], ...]]
+    ) -> None:
+        """Count forwarding-header evidence per line, and keep the first lines' as examples."""
+        tally = self.tally
+        rows = index.drop_null()
+        lines = _counts(rows, len(signals)).to_pylist()
+        for pair, found in enumerate(signals):
+            for code, _ in found:
+                tally.client_signals[code] += lines[pair]
+        # Examples: the first lines (in line order) that gave each code.
+        wanted = {code for found in signals for code, _ in found}
+        wanted = {code for code in wanted if tally.wants_signal_example(code)}
+        if not wanted:
+            return
+        for pair in rows.to_pylist():
+            for code, detail in signals[pair]:
+                if code in wanted and not tally.signal_example(code, name, detail):
+                    wanted.discard(code)
+            if not wanted:
+                break
+
+
+def _counts(index: pa.Array, size: int) -> pa.Array:
+    """Occurrences (``int64``) of each value ``0 .. size-1`` in a dictionary's index array."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    found = pc.value_counts(index.drop_null())
+    values, counts = found.field("values"), found.field("counts")
+    if len(values) == size and values.equals(pa.array(np.arange(size, dtype=np.int32))):
+        return counts  # dictionary_encode numbers values in order of first appearance
+    out = [0] * size
+    for value, n in zip(values.to_pylist(), counts.to_pylist(), strict=True):
+        out[value] = n
+    return pa.array(out, pa.int64())
