@@ -805,7 +805,11 @@ class BuildReport:
 
 
 def default_sources(
-    recipe: Recipe | None = None, report: BuildReport | None = None, *, full: bool = False
+    recipe: Recipe | None = None,
+    report: BuildReport | None = None,
+    *,
+    full: bool = False,
+    subdivision_countries: frozenset[str] | None = None,
 ) -> list[Source]:
     """The sources of the bundled snapshot, in priority order, from verified inputs.
 
@@ -814,6 +818,9 @@ def default_sources(
         report: Filled with the derived steps' counts while the build reads them.
         full: Merge the ASN sources into the records (the ``full`` profile, for
             comparison) instead of the snapshot's ASN table.
+        subdivision_countries: Countries whose DB-IP City Lite subdivisions to keep (default:
+            ``SUBDIVISION_COUNTRIES``, the countries the bundled presets name). The
+            territories are kept under any country whatever this says.
 
     Returns:
         ``[territories, dbip-city-lite, dbip-country-lite, iptoasn-country,
@@ -856,7 +863,8 @@ def default_sources(
         check_mmdb_epoch(paths[name], recipe.source(name).published)
     table = TerritoryTable.load(HERE / "territories.toml")
     city = recipe.source("dbip-city-lite")
-    scan = CityScan(paths[city.name], table, SUBDIVISION_COUNTRIES)
+    countries = subdivision_countries or SUBDIVISION_COUNTRIES
+    scan = CityScan(paths[city.name], table, countries)
     territories = territories_of(
         scan,
         of=city.name,
@@ -870,10 +878,12 @@ def default_sources(
         counts=report.territories,
     )
     # The subdivisions depend on the name table as much as on the data: record both.
+    names = _sha256_file(ROOT / "geofence" / "_data" / "subdivision-names.toml")[:16]
+    kept = ""
+    if countries != SUBDIVISION_COUNTRIES:
+        kept = f"; subdivisions of {','.join(sorted(countries))}"
     city_info = dataclasses.replace(
-        city.info(),
-        version=f"{city.info().version}; subdivision-names.toml "
-        f"{_sha256_file(ROOT / 'geofence' / '_data' / 'subdivision-names.toml')[:16]}",
+        city.info(), version=f"{city.info().version}; subdivision-names.toml {names}{kept}"
     )
     dbip = dbip_country_source(
         paths["dbip-country-lite"], info=recipe.source("dbip-country-lite").info()
@@ -940,6 +950,7 @@ def build_default(
     force: bool = False,
     progress: Callable[[str], None] | None = None,
     full: bool = False,
+    subdivisions: frozenset[str] | None = None,
 ) -> bytes:
     """Build the default snapshot's bytes from the installed, verified packages.
 
@@ -949,6 +960,7 @@ def build_default(
         force: Passed to the builder (accept an empty or sharply shrunk build).
         progress: Called with progress messages.
         full: Build the ``full`` profile (ASNs merged into the records, for comparison).
+        subdivisions: Countries whose subdivisions to keep (see :func:`default_sources`).
 
     Returns:
         The snapshot file's bytes.
@@ -962,13 +974,16 @@ def build_default(
     say = progress or (lambda _msg: None)
     tally: dict[str, dict[int, int]] = {}
     report = BuildReport()
-    sources = [_counting(s, tally) for s in default_sources(recipe, report, full=full)]
+    sources = [
+        _counting(s, tally)
+        for s in default_sources(recipe, report, full=full, subdivision_countries=subdivisions)
+    ]
     data = build_snapshot(
         sources,
         previous=previous,
         force=force,
         progress=progress,
-        name=f"{recipe.name}-full" if full else recipe.name,
+        name=recipe.name + ("-full" if full else "") + ("-subdivisions" if subdivisions else ""),
         built_at=recipe.built_at,
     )
     for name, counts in tally.items():
@@ -1029,6 +1044,23 @@ def check_pins(recipe: Recipe, output: Path) -> list[str]:
     return problems
 
 
+def country_list(text: str) -> frozenset[str]:
+    """Parse ``--subdivisions``: ISO 3166-1 alpha-2 codes separated by commas.
+
+    Raises:
+        argparse.ArgumentTypeError: Empty, or a code that is not an ISO 3166-1 country.
+    """
+    import pycountry
+
+    codes = [part.strip().upper() for part in text.split(",") if part.strip()]
+    if not codes:
+        raise argparse.ArgumentTypeError("expected country codes such as UA,RU,GE,MD")
+    for code in codes:
+        if len(code) != 2 or pycountry.countries.get(alpha_2=code) is None:
+            raise argparse.ArgumentTypeError(f"{code!r} is not an ISO 3166-1 alpha-2 country code")
+    return frozenset(codes)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status.
 
@@ -1065,6 +1097,14 @@ def main(argv: list[str] | None = None) -> int:
         help="build the full profile (ASNs in the records, not the ASN table; use with --output)",
     )
     parser.add_argument(
+        "--subdivisions",
+        type=country_list,
+        default=None,
+        metavar="CC,CC",
+        help="keep DB-IP City Lite subdivisions of these countries (default: those the "
+        "bundled presets name, UA); needs --output",
+    )
+    parser.add_argument(
         "--wheels",
         type=Path,
         default=None,
@@ -1097,9 +1137,15 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             print(f"ok: {output.name} records exactly the recipe's pinned sources")
             return 0
+        if args.subdivisions is not None and args.output is None:
+            raise RecipeError("--subdivisions builds another snapshot: name it with --output")
         committed = committed_snapshot(output) if args.rebuild_check else None
         data = build_default(
-            recipe, force=args.force or args.rebuild_check, progress=say, full=args.full
+            recipe,
+            force=args.force or args.rebuild_check,
+            progress=say,
+            full=args.full,
+            subdivisions=args.subdivisions,
         )
     except (RecipeError, GeofenceError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -88,7 +88,7 @@ def subdivision_source(
     info: SourceInfo,
     counts: Counter[tuple[str, bool]],
 ) -> Source:
-    """Country and subdivision of the scan's networks in :data:`SUBDIVISION_COUNTRIES`.
+    """Country and subdivision of the scan's networks in the scan's ``countries``.
 
     Region names are mapped by :func:`geofence.sources.regions.subdivision_for_name`
     (pycountry and the reviewed table ``geofence/_data/subdivision-names.toml``).
@@ -108,7 +108,7 @@ def subdivision_source(
         made: dict[tuple[str, str | None], NetworkRecord] = {}
         for net in scan.networks():
             country = net.country
-            if country is None or country not in SUBDIVISION_COUNTRIES:
+            if country is None or country not in scan.countries:
                 continue
             if scan.table.match(net.region, net.subdivision) is not None:
                 continue

@@ -86,3 +86,32 @@ def test_scan_and_subdivisions_from_a_city_file(tmp_path: Path) -> None:
         scan, of="dbip-city-lite", info=SourceInfo(name="t", format="t"), counts=Counter()
     )
     assert {e.record.subdivision for e in terr.entries()} == {"UA-43", "UA-14"}
+
+
+def test_scan_keeps_the_subdivisions_of_the_countries_asked_for(tmp_path: Path) -> None:
+    """``--subdivisions UA,RU``: RU networks keep their codes; territories stay UA."""
+    path = write_mmdb(
+        tmp_path / "city.mmdb",
+        [
+            ("91.200.0.0/24", _city("UA", "Kyiv City")),
+            ("91.217.78.0/24", _city("RU", "Crimea")),
+            ("5.105.1.0/24", _city("RU", "Moscow")),
+            ("5.105.3.0/24", _city("RU", "Altai")),
+            ("5.105.4.0/24", _city("GE", "Tbilisi")),
+        ],
+        database_type="DBIP-City-Lite",
+    )
+    scan = ds.CityScan(path, TABLE, frozenset({"UA", "RU"}))
+    assert ("GE", "Tbilisi") not in {(n.country, n.region) for n in scan.networks()}
+    counts: Counter[tuple[str, bool]] = Counter()
+    src = ds.subdivision_source(
+        scan, info=SourceInfo(name="dbip-city-lite", format="t"), counts=counts
+    )
+    records = {e.first: e.record for e in src.entries()}
+    assert records[(5 << 24) | (105 << 16) | (1 << 8)] == NetworkRecord(
+        country="RU", subdivision="RU-MOW"
+    )
+    # "Altai" could be RU-AL or RU-ALT: left without a code, never guessed.
+    assert records[(5 << 24) | (105 << 16) | (3 << 8)] == NetworkRecord(country="RU")
+    assert (91 << 24) | (217 << 16) | (78 << 8) not in records  # the territory source's
+    assert counts == Counter({("UA", True): 1, ("RU", True): 1, ("RU", False): 1})

