@@ -197,6 +197,7 @@ class Auditor:
 
     def _decide(self, name: str, rows: Rows) -> None:
         tally = self.tally
+        self._counter.flush()  # addresses enter the tally in the order they came
 
         def signal(code: str, detail: str) -> None:
             tally.client_signal(code, name, detail)
@@ -238,6 +239,7 @@ class Auditor:
 
     def summary(self) -> dict[str, Any]:
         """The audit's JSON-ready summary (see ``docs/audit.md`` for its keys)."""
+        self._counter.flush()
         out = self.tally.summary(self.gf)
         out["workarounds"] = self.workaround.as_dict() if self.workaround is not None else None
         elapsed = time.perf_counter() - self._started
