@@ -42,6 +42,8 @@ from geofence.engine import Geofence
 from geofence.signals.proxy import TrustedProxies
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
     import pyarrow as pa
 
 __all__ = ["ColumnCounter"]
@@ -304,7 +306,7 @@ class _PendingAddresses:
         decision = np.empty(size, np.int64)
         decision[index] = table.column("decision").to_numpy()
         return pa.record_batch(
-            [encoded.dictionary, pa.array(requests), pa.array(decision)],
+            [encoded.dictionary, _int64(requests), _int64(decision)],
             names=["address", "requests", "decision"],
         )
 
@@ -312,14 +314,17 @@ class _PendingAddresses:
 def _counts(index: pa.Array, size: int) -> pa.Array:
     """Occurrences (``int64``) of each value ``0 .. size-1`` in a dictionary's index array."""
     import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
-    found = pc.value_counts(index.drop_null())
-    values, counts = found.field("values"), found.field("counts")
-    if len(values) == size and values.equals(pa.array(np.arange(size, dtype=np.int32))):
-        return counts  # dictionary_encode numbers values in order of first appearance
-    out = [0] * size
-    for value, n in zip(values.to_pylist(), counts.to_pylist(), strict=True):
-        out[value] = n
-    return pa.array(out, pa.int64())
+    counts = np.bincount(index.drop_null().to_numpy(), minlength=size)
+    return _int64(counts.astype(np.int64, copy=False))
+
+
+def _int64(values: npt.NDArray[np.int64]) -> pa.Array:
+    """A numpy ``int64`` array as an Arrow array over the same memory.
+
+    ``pa.array(ndarray)`` would first import ``numpy.ma`` to ask whether the
+    array is a masked one (tens of milliseconds of an audit's start-up).
+    """
+    import pyarrow as pa
+
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])

@@ -98,3 +98,16 @@ def test_summing_while_reading_keeps_the_summary(
         summaries.append(summary)
     assert summaries[0] == summaries[1]
     assert summaries[0]["distinct_addresses"] > 1_000
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    index=st.lists(st.one_of(st.none(), st.integers(0, 9)), max_size=60), extra=st.integers(0, 3)
+)
+def test_counts_of_a_dictionary_index(index: list[int | None], extra: int) -> None:
+    """Occurrences of each value equal a Counter of the index (nulls left out, unused values 0)."""
+    size = max([k for k in index if k is not None], default=-1) + 1 + extra
+    found = counting._counts(pa.array(index, pa.int32()), size)
+    assert found.type == pa.int64()
+    seen = Counter(k for k in index if k is not None)
+    assert found.to_pylist() == [seen[k] for k in range(size)]
