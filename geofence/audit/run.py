@@ -136,9 +136,9 @@ class Auditor:
         lines = 0
         if self.vectorised:
             vector = columns.ColumnParser(parser)
-            # The text stays behind in the read-ahead thread: only the parse travels.
+            # The data stays behind in the read-ahead thread: only the parse travels.
             parsed = (
-                (Block("", b.first_line, b.oversized), self._parse(vector, b))
+                (Block(b"", b.first_line, b.oversized), self._parse(vector, b))
                 for b in source.blocks()
             )
             for block, found in read_ahead(parsed):
@@ -163,10 +163,10 @@ class Auditor:
 
     def _parse(self, vector: columns.ColumnParser, block: Block) -> columns.Columns | Rows:
         """A block parsed as columns, or as rows when it is small (in the read-ahead thread)."""
-        size = len(block.text)
+        size = len(block.data)
         if size >= self._columns_from and size >= self._arrow_from:
             self._arrow_from = 0
-            return vector.parse(block.text, block.first_line)
+            return vector.parse(block.data, block.first_line)
         return vector.parser.parse(block.text, block.first_line)
 
     def _rows(self, name: str, block: Block, rows: Rows) -> int:
