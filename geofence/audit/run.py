@@ -295,8 +295,8 @@ def without_pandas() -> Iterator[None]:
     pyarrow imports pandas, when it is installed, the first time it converts
     Python objects (``pa.array`` of a list, ``pa.scalar``), only to ask whether
     they are pandas objects. An audit never hands it any, and that import was
-    the largest single part of the command's start-up (about 0.17 s of CPU and
-    30 MiB). Inside the block importing pandas fails, which pyarrow takes as
+    the largest single part of the command's start-up (about 0.2 s of CPU and
+    40 MiB). Inside the block importing pandas fails, which pyarrow takes as
     "not installed"; it tries again when asked for pandas itself
     (``to_pandas()``). Imports are process-wide, which is why the library
     leaves them alone and only the command line, which owns its process, uses
