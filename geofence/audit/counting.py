@@ -20,8 +20,8 @@ block: a busy log's clients come back in every block, and hashing their
 texts into Python dictionaries again each time was the largest Python cost
 of a block. Each block's (address, requests, decision) columns wait as an
 Arrow batch instead; the batches are summed per address by Arrow and
-numpy (dictionary encoding, ``bincount``) when they grow large, and folded into the tally
-once, when it is read (:meth:`ColumnCounter.flush`).
+numpy (dictionary encoding, ``bincount``) when they grow large, and folded
+into the tally once, when it is read (:meth:`ColumnCounter.flush`).
 
 The counts, the examples and the order in which keys first appear equal the
 reference's, which the parity tests in ``tests/audit/test_vector_parity.py``
@@ -153,6 +153,8 @@ class ColumnCounter:
                 self.tally.invalid[logged[k][:200]] += n
             counted, slot, lines = counted.filter(valid), slot.filter(valid), lines.filter(valid)
         self._pending.add(counted, lines, slot, distinct)
+        if self._pending.decisions > _NAMES_KEPT:
+            self.flush()  # an engine whose decisions are not shared: do not let them pile up
 
     def _minutes(self, minute: pa.Array, row_slot: pa.Array, distinct: list[Decision]) -> None:
         """Count decided rows per (minute, action) (one integer key per row, one count)."""
@@ -265,6 +267,11 @@ class _PendingAddresses:
             summed = self._summed()
             self._batches, self._rows = [summed], len(summed)
             self._limit = max(self._limit, 2 * len(summed))
+
+    @property
+    def decisions(self) -> int:
+        """Distinct decision objects the waiting batches refer to."""
+        return len(self._decisions)
 
     def fold_into(self, tally: Tally) -> None:
         """Add the requests per address into ``tally`` and start over."""

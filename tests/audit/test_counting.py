@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 from collections import Counter
 from pathlib import Path
@@ -111,3 +112,43 @@ def test_counts_of_a_dictionary_index(index: list[int | None], extra: int) -> No
     assert found.type == pa.int64()
     seen = Counter(k for k in index if k is not None)
     assert found.to_pylist() == [seen[k] for k in range(size)]
+
+
+def test_decisions_that_are_not_shared_are_folded_early(
+    engine: Geofence, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An engine returning a new decision object per address makes the counter fold early."""
+    from geofence.audit.columns import Columns
+    from geofence.audit.counting import ColumnCounter
+    from geofence.signals.proxy import TrustedProxies
+
+    def fresh(texts: list[str], errors: str = "raise") -> list[Decision]:
+        return [copy.copy(d) for d in Geofence.decide_many(engine, texts, errors=errors)]
+
+    monkeypatch.setattr(counting, "_NAMES_KEPT", 3)
+    monkeypatch.setattr(engine, "decide_many", fresh)
+    tally = Tally()
+    counter = ColumnCounter(engine, tally, TrustedProxies())
+    folds: list[int] = []
+
+    def flush() -> None:
+        folds.append(counter._pending.decisions)
+        ColumnCounter.flush(counter)
+
+    monkeypatch.setattr(counter, "flush", flush)
+    text, floats = pa.large_string(), pa.float64()
+    for block in (_ADDRESSES[:6], _ADDRESSES[4:]):
+        n = len(block)
+        counter.count(
+            "x",
+            Columns(
+                peer=pa.array(block, text),
+                xff=pa.nulls(n, text),
+                at=pa.nulls(n, floats),
+                minute=pa.nulls(n, floats),
+                user=pa.nulls(n, text),
+            ),
+        )
+    assert folds == [6, 8]  # each block's new decisions passed the bound of three
+    assert tally.requests == Counter(_ADDRESSES[:6]) + Counter(_ADDRESSES[4:])
+    assert counter._pending.decisions == 0
