@@ -56,6 +56,10 @@ _PAIRS_KEPT = 200_000
 #: Waiting (address, requests) rows that trigger summing them per address (a few tens
 #: of MiB); the bound doubles with the distinct addresses left after each sum.
 _PENDING_ROWS = 500_000
+#: Distinct decision objects the waiting rows may refer to before they are folded into
+#: the tally: an engine's decisions are shared objects, a few hundred; one whose
+#: decisions were not would otherwise keep one alive per row.
+_PENDING_DECISIONS = 100_000
 #: Decisions whose action names are remembered before the memo starts over.
 _NAMES_KEPT = 100_000
 
@@ -153,8 +157,8 @@ class ColumnCounter:
                 self.tally.invalid[logged[k][:200]] += n
             counted, slot, lines = counted.filter(valid), slot.filter(valid), lines.filter(valid)
         self._pending.add(counted, lines, slot, distinct)
-        if self._pending.decisions > _NAMES_KEPT:
-            self.flush()  # an engine whose decisions are not shared: do not let them pile up
+        if self._pending.decisions > _PENDING_DECISIONS:
+            self.flush()
 
     def _minutes(self, minute: pa.Array, row_slot: pa.Array, distinct: list[Decision]) -> None:
         """Count decided rows per (minute, action) (one integer key per row, one count)."""

@@ -125,7 +125,7 @@ def test_decisions_that_are_not_shared_are_folded_early(
     def fresh(texts: list[str], errors: str = "raise") -> list[Decision]:
         return [copy.copy(d) for d in Geofence.decide_many(engine, texts, errors=errors)]
 
-    monkeypatch.setattr(counting, "_NAMES_KEPT", 3)
+    monkeypatch.setattr(counting, "_PENDING_DECISIONS", 3)
     monkeypatch.setattr(engine, "decide_many", fresh)
     tally = Tally()
     counter = ColumnCounter(engine, tally, TrustedProxies())
