@@ -6,11 +6,16 @@ from the bundled snapshot's ranges (a Zipf-like popularity over 50k distinct
 clients, a tenth of the lines behind a trusted proxy that sets
 X-Forwarded-For), then times:
 
-* ``geofence audit`` as a user runs it (a child process, ``--json -q``): wall
-  time, lines/s and the child's peak RSS (medians of ``--repeats`` runs), with
-  the compiled core, with the pure-Python core (``GEOFENCE_PURE_PYTHON=1``)
-  and with ``--per-line`` (the per-line reference path, compiled core), so
-  the vectorised path's gain is a ratio taken in the same run;
+* ``geofence audit`` as a user runs it (a child process, ``--json -q``): the
+  whole process's wall time and lines/s (interpreter start-up, imports and the
+  engine included: what the throughput goal is judged on), the figure the CLI
+  prints itself (the audit alone), CPU and the child's peak RSS (medians of
+  ``--repeats`` runs), with the compiled core, with the pure-Python core
+  (``GEOFENCE_PURE_PYTHON=1``) and with ``--per-line`` (the per-line reference
+  path, compiled core), so the vectorised path's gain is a ratio taken in the
+  same run. The children read compiled bytecode, as an installed package does
+  (a warm-up run writes it to a temporary ``PYTHONPYCACHEPREFIX``, also when
+  the environment sets ``PYTHONDONTWRITEBYTECODE``);
 * the same audit through DuckDB (Arrow scan of ``log_batches``), Polars
   (``map_batches`` over the raw lines), Dask (``map_partitions`` on a
   ``LocalCluster`` of 2 worker processes) and Spark (``mapInArrow`` in
@@ -97,6 +102,12 @@ _CLI = (
 )
 
 
+#: Where the children keep their compiled bytecode (set by :func:`main`): a package
+#: installed by pip has it, a checkout run with ``PYTHONDONTWRITEBYTECODE`` would
+#: compile every module's source again in each run (about 0.15 s of start-up).
+BYTECODE: dict[str, str] = {}
+
+
 def run_cli(
     log: Path, *more: str, pure: bool = False
 ) -> tuple[float, float, dict[str, Any], int, str]:
@@ -111,6 +122,9 @@ def run_cli(
     ]  # fmt: skip
     env = dict(os.environ)
     env.pop("GEOFENCE_PURE_PYTHON", None)
+    if BYTECODE:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env.update(BYTECODE)
     if pure:
         env["GEOFENCE_PURE_PYTHON"] = "1"
     started, cpu = time.perf_counter(), _children_cpu()
@@ -130,16 +144,30 @@ def cli_runs(
     seconds = statistics.median(r[0] for r in runs)
     cpu = statistics.median(r[1] for r in runs)
     peak = max(r[3] for r in runs)
+    inside = statistics.median(r[2]["lines_per_second"] for r in runs)
+    outside = statistics.median(r[0] - r[2]["seconds"] for r in runs)  # start-up and exit
     summary, core = runs[0][2], runs[0][4]
     assert summary["lines"] == lines, summary["lines"]
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
-        f"geofence audit {label} ({core} core): {seconds:6.2f} s  {lines / seconds:>10,.0f} "
-        f"lines/s  CPU {cpu:6.2f} s = {lines / cpu:,.0f} lines/CPU-s  peak RSS "
-        f"{peak / 2**20:,.0f} MiB  (median of {repeats}; load {load})"
+        f"geofence audit {label} ({core} core): whole process {seconds:5.2f} s "
+        f"{lines / seconds:>9,.0f} lines/s; in process {inside:>9,.0f} lines/s "
+        f"(start-up and exit {outside:.2f} s); "
+        f"CPU {cpu:5.2f} s = {lines / cpu:,.0f} lines/CPU-s; peak RSS {peak / 2**20:,.0f} MiB "
+        f"(median of {repeats}; load {load})"
     )
-    figures = {"seconds": seconds, "cpu": cpu, "lines_per_second": lines / seconds}
+    figures = {
+        "seconds": seconds,
+        "cpu": cpu,
+        "lines_per_second": lines / seconds,
+        "in_process_lines_per_second": inside,
+        "startup_and_exit": outside,
+    }
     return summary, {**figures, "peak_rss": peak}
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "missed"
 
 
 def distinct_clients(directory: Path, lines: int, seed: int) -> None:
@@ -287,14 +315,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=3, help="CLI runs per figure (median)")
     parser.add_argument(
-        "--engines", default=None, help="comma-separated subset of: " + ", ".join(ENGINES)
+        "--engines",
+        default=None,
+        help="comma-separated subset of: " + ", ".join(ENGINES) + " ('' for none)",
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the results as JSON")
     args = parser.parse_args(argv)
     lines = 20_000 if args.smoke else args.lines
     wanted = (
-        args.engines.split(",")
-        if args.engines
+        [e for e in args.engines.split(",") if e]
+        if args.engines is not None
         else [e for e in ENGINES if not (args.smoke and e == "spark")]
     )
     if "spark" in wanted and shutil.which("java") is None:
@@ -314,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         repeats = 1 if args.smoke else args.repeats
+        BYTECODE["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "bytecode")
+        for core in ("compiled", "pure"):  # writes the bytecode; the log into the page cache
+            run_cli(log, pure=core == "pure")
         summary, compiled = cli_runs(log, lines, repeats, "(CLI)")
         seconds = compiled["seconds"]
         cli_counts = {r["key"].split(":")[0]: r["requests"] for r in summary["by_action"]}
@@ -323,9 +356,16 @@ def main(argv: list[str] | None = None) -> int:
             for key in ("seconds", "lines_per_second"):
                 other.pop(key)
         same = {k: v for k, v in summary.items() if k not in ("seconds", "lines_per_second")}
+        verdicts = (
+            f": {_met(pure['lines_per_second'] >= 150_000)}, "
+            f"{_met(compiled['lines_per_second'] >= 500_000)}, "
+            f"{_met(compiled['peak_rss'] <= 500 * 2**20)}"
+            if lines >= 1_000_000
+            else " (judged on 1M lines)"
+        )
         print(
-            "  goals: >= 150,000 lines/s (pure Python), >= 500,000 (compiled core); "
-            "peak RSS <= 500 MiB"
+            "  goals (whole process): >= 150,000 lines/s (pure Python), >= 500,000 (compiled "
+            f"core); peak RSS <= 500 MiB{verdicts}"
         )
         equal = same == reference_summary == pure_summary
         print(
@@ -334,10 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if not equal:
             return 1
-        print(
-            f"  in-process figure it printed: {summary['lines_per_second']:,} lines/s; "
-            f"{summary['decided']:,} decided, {summary['distinct_addresses']:,} addresses"
-        )
+        print(f"  {summary['decided']:,} decided, {summary['distinct_addresses']:,} addresses")
         results: dict[str, Any] = {
             "environment": env,
             "lines": lines,

@@ -215,7 +215,7 @@ def cmd_audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``geofence audit LOG... --policy P``: decide every line of access logs, summarise."""
     from geofence.audit import AuditOptions, FieldNames, run_audit
     from geofence.audit.progress import ProgressBar, throughput_line
-    from geofence.audit.run import collect_less
+    from geofence.audit.run import collect_less, without_pandas
     from geofence.audit.text import render_text
     from geofence.engine import Geofence
     from geofence.signals.proxy import TrustedProxies
@@ -235,7 +235,7 @@ def cmd_audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     bar = ProgressBar(err, enabled=not args.quiet)
     started = time.perf_counter()
     try:
-        with collect_less():
+        with collect_less(), without_pandas():
             summary = run_audit(gf, args.logs, options, progress=bar)
     finally:
         bar.close()

@@ -168,7 +168,7 @@ def log_batches(
         for block in source.blocks():
             too_long = ["line too long"] * len(block.oversized)
             if vector:
-                cols = as_columns.parse(block.text, block.first_line)
+                cols = as_columns.parse(block.data, block.first_line)
                 yield _columns_batch(gf, cols, trusted, too_long)
             else:
                 yield _batch(gf, parser, block.text, trusted, too_long)

@@ -107,22 +107,36 @@ class ColumnParser:
     def __init__(self, parser: LineParser) -> None:
         self.parser = parser
         self._minutes: dict[str, float | None] = {}
+        self._started = False
 
-    def parse(self, text: str, first_line: int) -> Columns:
+    def parse(self, text: str | bytes, first_line: int) -> Columns:
         """Parse a block of complete lines (each ending with a newline).
 
         Args:
-            text: The lines.
+            text: The lines, or their bytes as read (decoded from UTF-8 as
+                :attr:`geofence.audit.inputs.Block.text` decodes them).
             first_line: Line number of the block's first line in its source (from 1).
         """
         parser = self.parser
+        if isinstance(text, bytes):
+            # An ASCII block of nginx/combined lines after the source's first block
+            # (which may start with a header) needs no decoding: its bytes are the
+            # text's UTF-8. Anything else is decoded as Block.text decodes it.
+            if self._started and parser.reads_combined and text.isascii():
+                return self._combined(text, first_line, 0)
+            text = text.decode("utf-8", "replace")
+        self._started = True
         text, first_line, headers = parser.start(text, first_line)
         if not parser.reads_combined:  # JSON and CSV logs: the reference, as columns
             rows = parser.parse(text, first_line)
             cols = _from_rows(rows)
             cols.failed, cols.headers = rows.failed, headers
             return cols
-        cols = self._columns(_lines(text), first_line, newlines=True)
+        return self._combined(text.encode(), first_line, headers)
+
+    def _combined(self, data: bytes, first_line: int, headers: int) -> Columns:
+        """Columns of a block of nginx/combined lines given as UTF-8 bytes."""
+        cols = self._columns(_lines(data), first_line, newlines=True)
         cols.headers = headers
         return cols
 
@@ -278,15 +292,15 @@ def _extract(lines: pa.Array) -> pa.StructArray:
         return pa.concat_arrays([first, second.result()])
 
 
-def _lines(text: str) -> pa.Array:
-    """The block's lines as one ``large_string`` array over its UTF-8 bytes (each with its newline).
+def _lines(data: bytes) -> pa.Array:
+    """The block's lines as one ``large_string`` array over its bytes (each with its newline).
 
-    The text was decoded with replacement characters, so its encoding is valid UTF-8.
+    ``data`` is valid UTF-8: ASCII, or the encoding of a text decoded with
+    replacement characters.
     """
     import numpy as np
     import pyarrow as pa
 
-    data = text.encode()
     ends = np.flatnonzero(np.frombuffer(data, np.uint8) == 0x0A)
     offsets = np.empty(len(ends) + 1, np.int64)
     offsets[0] = 0

@@ -34,16 +34,21 @@ _ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
 
 @dataclass(frozen=True, slots=True)
 class Block:
-    """Complete lines of one source, decoded (undecodable bytes become U+FFFD)."""
+    """Complete lines of one source, as read."""
 
-    text: str
-    """The lines, each ending with ``\\n``."""
+    data: bytes
+    """The lines' bytes, each line ending with ``\\n``."""
 
     first_line: int
     """Line number of the first line in its source (from 1)."""
 
     oversized: tuple[int, ...] = ()
-    """Line numbers of lines longer than ``max_line`` left out of ``text`` (before it)."""
+    """Line numbers of lines longer than ``max_line`` left out of ``data`` (before it)."""
+
+    @property
+    def text(self) -> str:
+        """The lines decoded from UTF-8 (undecodable bytes become U+FFFD)."""
+        return self.data.decode("utf-8", "replace")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +101,7 @@ class LogSource:
         try:
             with self._open() as stream:
                 for block in self._split(stream):
-                    line = block.first_line + block.text.count("\n")
+                    line = block.first_line + block.data.count(b"\n")
                     yield block
         except (OSError, EOFError, zlib.error, ValueError, RuntimeError) as exc:
             # gzip: EOFError (truncated), BadGzipFile (an OSError), zlib.error;
@@ -161,7 +166,7 @@ class LogSource:
             line = yield from self._emit(carry + b"\n", line, pending)
             pending = []
         if pending:
-            yield Block("", line, tuple(pending))
+            yield Block(b"", line, tuple(pending))
 
     def _emit(self, body: bytes, line: int, oversized: list[int]) -> Generator[Block, None, int]:
         """Blocks for ``body`` (lines numbered from ``line``); returns the next line number.
@@ -171,7 +176,7 @@ class LogSource:
         """
         limit = self.max_line
         if len(body) <= limit or not _has_longer(body, limit):
-            yield Block(body.decode("utf-8", "replace"), line, tuple(oversized))
+            yield Block(body, line, tuple(oversized))
             return line + body.count(b"\n")
         parts = body.split(b"\n")[:-1]
         kept: list[bytes] = []
@@ -184,18 +189,18 @@ class LogSource:
                 kept.append(part)
                 continue
             if kept:
-                yield Block(_decode(kept), first, tuple(before))
+                yield Block(_joined(kept), first, tuple(before))
                 kept, before = [], []
             before.append(number)
         if kept:
-            yield Block(_decode(kept), first, tuple(before))
+            yield Block(_joined(kept), first, tuple(before))
         elif before:
-            yield Block("", line + len(parts), tuple(before))
+            yield Block(b"", line + len(parts), tuple(before))
         return line + len(parts)
 
 
-def _decode(lines: list[bytes]) -> str:
-    return (b"\n".join(lines) + b"\n").decode("utf-8", "replace")
+def _joined(lines: list[bytes]) -> bytes:
+    return b"\n".join(lines) + b"\n"
 
 
 class _Frames:

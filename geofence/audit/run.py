@@ -12,10 +12,14 @@ count into one :class:`~.tally.Tally`.
 from __future__ import annotations
 
 import gc
+import importlib.abc
+import importlib.machinery
+import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 from geofence._batch import INVALID
@@ -41,6 +45,7 @@ __all__ = [
     "Auditor",
     "collect_less",
     "run_audit",
+    "without_pandas",
 ]
 
 #: Smaller blocks (a small log, the tail of one) are read line by line unless the
@@ -131,9 +136,9 @@ class Auditor:
         lines = 0
         if self.vectorised:
             vector = columns.ColumnParser(parser)
-            # The text stays behind in the read-ahead thread: only the parse travels.
+            # The data stays behind in the read-ahead thread: only the parse travels.
             parsed = (
-                (Block("", b.first_line, b.oversized), self._parse(vector, b))
+                (Block(b"", b.first_line, b.oversized), self._parse(vector, b))
                 for b in source.blocks()
             )
             for block, found in read_ahead(parsed):
@@ -158,10 +163,10 @@ class Auditor:
 
     def _parse(self, vector: columns.ColumnParser, block: Block) -> columns.Columns | Rows:
         """A block parsed as columns, or as rows when it is small (in the read-ahead thread)."""
-        size = len(block.text)
+        size = len(block.data)
         if size >= self._columns_from and size >= self._arrow_from:
             self._arrow_from = 0
-            return vector.parse(block.text, block.first_line)
+            return vector.parse(block.data, block.first_line)
         return vector.parser.parse(block.text, block.first_line)
 
     def _rows(self, name: str, block: Block, rows: Rows) -> int:
@@ -197,6 +202,7 @@ class Auditor:
 
     def _decide(self, name: str, rows: Rows) -> None:
         tally = self.tally
+        self._counter.flush()  # addresses enter the tally in the order they came
 
         def signal(code: str, detail: str) -> None:
             tally.client_signal(code, name, detail)
@@ -238,6 +244,7 @@ class Auditor:
 
     def summary(self) -> dict[str, Any]:
         """The audit's JSON-ready summary (see ``docs/audit.md`` for its keys)."""
+        self._counter.flush()
         out = self.tally.summary(self.gf)
         out["workarounds"] = self.workaround.as_dict() if self.workaround is not None else None
         elapsed = time.perf_counter() - self._started
@@ -268,6 +275,42 @@ def run_audit(
     for name in sources:
         auditor.feed(LogSource(name, max_line=options.max_line, block_size=auditor.block_size))
     return auditor.summary()
+
+
+class _NoPandas(importlib.abc.MetaPathFinder):
+    """An import finder that answers "not installed" for pandas (see :func:`without_pandas`)."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname == "pandas" or fullname.startswith("pandas."):
+            raise ImportError(f"{fullname} is not imported during `geofence audit`")
+        return None
+
+
+@contextmanager
+def without_pandas() -> Iterator[None]:
+    """Keep pyarrow from importing pandas inside the block (the CLI's audits).
+
+    pyarrow imports pandas, when it is installed, the first time it converts
+    Python objects (``pa.array`` of a list, ``pa.scalar``), only to ask whether
+    they are pandas objects. An audit never hands it any, and that import was
+    the largest single part of the command's start-up (about 0.2 s of CPU and
+    40 MiB). Inside the block importing pandas fails, which pyarrow takes as
+    "not installed"; it tries again when asked for pandas itself
+    (``to_pandas()``). Imports are process-wide, which is why the library
+    leaves them alone and only the command line, which owns its process, uses
+    this; a process that has imported pandas already is left as it is.
+    """
+    if "pandas" in sys.modules:
+        yield
+        return
+    finder = _NoPandas()
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
 
 
 @contextmanager

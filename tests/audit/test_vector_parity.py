@@ -301,3 +301,35 @@ def test_log_batches_both_ways(engine: Geofence, tmp_path: Path) -> None:
     errors = fast.column("error").to_pylist()
     assert "line too long" in errors
     assert errors[-1].startswith("read error")
+
+
+def _as_lists(cols: columns.Columns) -> dict[str, Any]:
+    fields = ("peer", "xff", "at", "minute", "user")
+    return {
+        **{name: getattr(cols, name).to_pylist() for name in fields},
+        "failed": cols.failed,
+        "headers": cols.headers,
+    }
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    first=st.lists(access_log_lines(), min_size=1, max_size=5),
+    second=st.lists(access_log_lines(), max_size=40),
+    fmt=st.sampled_from(FORMATS),
+)
+def test_blocks_as_bytes_parse_as_their_text(
+    first: list[bytes], second: list[bytes], fmt: str
+) -> None:
+    """A block handed over as the bytes read parses exactly as its decoded text (ASCII or not)."""
+    from geofence.audit.formats import FieldNames, LineParser
+
+    blocks = [b"".join(line + b"\n" for line in lines) for lines in (first, second)]
+    as_bytes = columns.ColumnParser(LineParser(fmt, FieldNames()))
+    as_text = columns.ColumnParser(LineParser(fmt, FieldNames()))
+    number = 1
+    for data in blocks:
+        got = as_bytes.parse(data, number)
+        want = as_text.parse(data.decode("utf-8", "replace"), number)
+        assert _as_lists(got) == _as_lists(want)
+        number += data.count(b"\n")
