@@ -830,9 +830,16 @@ class Rounds:
 
 
 def rotated(names: Sequence[str], n: int) -> list[str]:
-    """``names`` rotated by ``n``: round ``n``'s order, so no server always goes first."""
-    k = n % len(names)
-    return [*names[k:], *names[:k]]
+    """Round ``n``'s order of the servers: rotated, and reversed every other round.
+
+    Rotation lets every server go first equally often; reversal lets each
+    server follow every other as often as precede it, so that whatever one
+    server leaves behind on the machine (caches, the scheduler's state) falls
+    on its neighbours alike.
+    """
+    k = (n // 2) % len(names)
+    order = [*names[k:], *names[:k]]
+    return order if n % 2 == 0 else order[::-1]
 
 
 def report_rounds(phase: str, rounds: dict[str, Rounds]) -> list[tuple[str, str]]:
@@ -1004,7 +1011,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(
         f"# {conns} keep-alive connections, {seconds:g} s per server in {args.rounds} rounds "
-        f"(order rotated each round) after {warmup:g} s warm-up; uvicorn, 1 worker, "
+        f"(order rotated and reversed by turns) after {warmup:g} s warm-up; uvicorn, 1 worker, "
         f"127.0.0.1; servers: {', '.join(names)} (audit lines through the audit queue, "
         f"written to devnull); {pinning}"
     )
@@ -1055,7 +1062,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"\n# paced: {paced_rate:,.0f} req/s offered to each server ({args.paced:g} x "
             f"plain's saturated throughput), {conns} connections, {paced_seconds:g} s per "
-            f"server in {paced_rounds} rounds (order rotated each round); latency = send to "
+            f"server in {paced_rounds} rounds (order rotated and reversed by turns); latency = send to "
             f"last byte, the first {PACED_WARMUP} answers of each connection not measured; "
             f"{pinning}"
         )
