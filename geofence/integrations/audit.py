@@ -212,12 +212,10 @@ class AuditLogger:
         at: float | None = None,
     ) -> None:
         """:meth:`record` with positional arguments (the gate's call, once per request)."""
-        logger = self._logger
-        if not logger.isEnabledFor(self._level):
-            return
         # An action always logged is a dict lookup; the other cases go through _event.
+        # The logger's level is asked only about lines that would be written.
         event = self._always.get(decision.action) or self._event(decision)
-        if event is None:
+        if event is None or not self._logger.isEnabledFor(self._level):
             return
         fields = None
         if self._fields is not None and request is not None:
