@@ -2,24 +2,26 @@
 
 Usage (from a checkout)::
 
-    python benchmarks/bench_middleware.py                # 5 s per server, 8 connections
+    python benchmarks/bench_middleware.py                # 5 s + 15 s paced per server
     python benchmarks/bench_middleware.py --smoke        # 1 s per server (CI)
     python benchmarks/bench_middleware.py --seconds 10 --connections 16
     python benchmarks/bench_middleware.py --instructions   # instructions per request (valgrind)
 
-Three uvicorn servers run side by side, each in a subprocess on a free
-127.0.0.1 port (one worker, ``--no-proxy-headers``, no access log): ``plain``
-(no middleware), ``audited`` (the ASGI middleware on the bundled snapshot with
-a small policy, audit lines through the audit queue to os.devnull) and
-``unaudited`` (the same without audit lines; ``--no-audit`` leaves ``audited``
-out). A loopback load generator (raw asyncio HTTP/1.1 keep-alive, one request in
-flight per connection) sends ``GET /v1/models`` with a seeded client address in
-``X-Forwarded-For``; the servers trust 127.0.0.1, so the middleware decides on
-that address and decisions vary (allow, deny -> 451, route, review). Every
-server gets the same address sequence in a round. The script exits non-zero if
-any request fails (a connection error, a malformed response, or a status the
-server cannot produce: anything but 200 from ``plain``, anything but 200/451
-from the others).
+Four uvicorn servers run side by side, each in a subprocess on a free 127.0.0.1
+port (one worker, ``--no-proxy-headers``, no access log): ``plain`` (no
+middleware), ``audited`` (the ASGI middleware on the bundled snapshot with a
+small policy, audit lines through the audit queue to os.devnull), ``unaudited``
+(the same without audit lines; ``--no-audit`` leaves ``audited`` out) and
+``plain-b``, a second plain server: the A/A control, whose ratio to ``plain``
+shows in the same run how finely the method resolves a difference
+(``--no-control`` leaves it out). A loopback load generator (raw asyncio
+HTTP/1.1 keep-alive, one request in flight per connection) sends ``GET
+/v1/models`` with a seeded client address in ``X-Forwarded-For``; the servers
+trust 127.0.0.1, so the middleware decides on that address and decisions vary
+(allow, deny -> 451, route, review). Every server gets the same address
+sequence in a round. The script exits non-zero if any request fails (a
+connection error, a malformed response, or a status the server cannot produce:
+anything but 200 from ``plain``, anything but 200/451 from the others).
 
 Client and servers share the machine: absolute figures depend on it; the
 ratios are what to compare. The servers are measured in rounds, the order
@@ -35,7 +37,22 @@ Then (``--paced``, default 0.5) every server is offered the same fixed request
 rate, that fraction of plain's saturated throughput, spread evenly over the
 connections (a request is sent when due, or at once when the previous answer
 came late). Each round opens new connections; their first answers
-(:data:`PACED_WARMUP`) are not measured. The 451 answers of denied addresses
+(:data:`PACED_WARMUP`) are not measured. The paced phase runs many short
+rounds (``--paced-rounds``, default 20 over ``--paced-seconds``, default 15 s
+per server): a few percent is resolved by the median of many per-round ratios,
+and their quartiles are printed beside it, so the spread is visible.
+
+Each saturating round also reads the server process's CPU time (user + system,
+all threads, from ``/proc`` on Linux): CPU microseconds per request, the median
+over the rounds. Measured in the server, between requests that pass through the
+kernel, uvicorn and FastAPI, the middleware's code and data are no longer in the
+CPU caches, so this is what it costs a deployment; the in-process figures,
+called back to back with warm caches, come out several times lower.
+
+With two or more usable CPUs the load generator runs on one and the servers on
+the others (``--no-pin`` turns this off): otherwise the generator and the
+server under load take turns on a CPU, and the scheduler's choices add to
+every latency, differently in every round. The 451 answers of denied addresses
 (about 2% of the sample) skip the application and are cheaper than plain's 200
 for the same address: they are kept, as a deployment sees them, and are too
 few to move a median.
@@ -99,7 +116,12 @@ SERVERS = {
     "plain": ("plain", False),
     "audited": ("geofence", True),
     "unaudited": ("geofence", False),
+    "plain-b": ("plain", False),
 }
+
+#: The A/A control: a second plain server, measured like the others. Its ratio to
+#: plain shows, in the same run, how finely the method resolves a difference.
+CONTROL = "plain-b"
 
 #: The issue's goals for the paced p50 against the plain app, per server.
 PACED_GOALS = {"audited": 1.05, "unaudited": 1.03}
@@ -148,9 +170,16 @@ def _audit_logger(name: str) -> logging.Logger:
     return logger
 
 
-def serve(mode: str, port: int, *, audit: bool) -> None:
-    """Run uvicorn in this process (the subprocess side)."""
+def serve(mode: str, port: int, *, audit: bool, cpus: set[int] | None = None) -> None:
+    """Run uvicorn in this process (the subprocess side), on ``cpus`` if given.
+
+    The affinity is set before any thread starts, so the audit listener thread
+    inherits it.
+    """
     import uvicorn
+
+    if cpus:
+        os.sched_setaffinity(0, cpus)
 
     uvicorn.run(
         build_app(mode, audit=audit),  # type: ignore[arg-type]  # a FastAPI app is an ASGI app
@@ -169,13 +198,33 @@ def free_port() -> int:
         return port
 
 
-def start_server(mode: str, *, audit: bool) -> tuple[subprocess.Popen[bytes], int]:
+def cpu_plan() -> tuple[set[int], set[int]] | None:
+    """(load generator's CPUs, servers' CPUs), disjoint; ``None`` below 2 usable CPUs.
+
+    The load generator and the server under load then never take turns on one
+    CPU, which otherwise adds the scheduler's decisions to every latency. Only
+    one server is under load at a time, so they may share theirs.
+    """
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return None
+    if len(cpus) < 2:
+        return None
+    return {cpus[0]}, set(cpus[1:])
+
+
+def start_server(
+    mode: str, *, audit: bool, cpus: set[int] | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     command = [sys.executable, __file__, "--serve", mode, "--port", str(port)]
     if not audit:
         command.append("--no-audit")
+    if cpus:
+        command += ["--cpus", ",".join(map(str, sorted(cpus)))]
     process = subprocess.Popen(command, env=env)
     deadline = time.monotonic() + 60
     while True:
@@ -210,6 +259,8 @@ class Run:
     latencies_ns: list[int] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
+    cpu_seconds: float | None = None
+    """CPU seconds the server used during the run (all its threads), if known."""
 
     @property
     def requests(self) -> int:
@@ -365,9 +416,19 @@ async def load(
     run.errors.extend(f"{type(r).__name__}: {r}" for r in results if isinstance(r, BaseException))
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process, all its threads (Linux ``/proc``), else ``None``."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 def check_statuses(run: Run) -> None:
     """Record statuses the mode cannot produce as errors."""
-    allowed = {200} if run.mode == "plain" else {200, 451}
+    allowed = {200} if SERVERS[run.mode][0] == "plain" else {200, 451}
     for status, count in run.statuses.items():
         if status not in allowed:
             run.errors.append(f"{count} responses with unexpected status {status}")
@@ -778,6 +839,36 @@ class Rounds:
         """The median over the rounds of :meth:`ratios`."""
         return statistics.median(self.ratios(base, q))
 
+    def cpu_us(self) -> float | None:
+        """The median over the rounds of the server's CPU microseconds per request."""
+        per_request = [
+            run.cpu_seconds / run.requests * 1e6
+            for run in self.runs
+            if run.cpu_seconds is not None and run.requests
+        ]
+        return statistics.median(per_request) if per_request else None
+
+    def spread(self, base: "Rounds", q: float = 0.5) -> tuple[float, float]:
+        """The quartiles (25th, 75th percentile) over the rounds of :meth:`ratios`."""
+        ratios = self.ratios(base, q)
+        if len(ratios) < 2:
+            return ratios[0], ratios[0]
+        low, _, high = statistics.quantiles(ratios, n=4, method="inclusive")
+        return low, high
+
+
+def rotated(names: Sequence[str], n: int) -> list[str]:
+    """Round ``n``'s order of the servers: rotated, and reversed every other round.
+
+    Rotation lets every server go first equally often; reversal lets each
+    server follow every other as often as precede it, so that whatever one
+    server leaves behind on the machine (caches, the scheduler's state) falls
+    on its neighbours alike.
+    """
+    k = (n // 2) % len(names)
+    order = [*names[k:], *names[:k]]
+    return order if n % 2 == 0 else order[::-1]
+
 
 def report_rounds(phase: str, rounds: dict[str, Rounds]) -> list[tuple[str, str]]:
     """Print each server's pooled figures and its per-round ratios to plain; return errors.
@@ -795,11 +886,19 @@ def report_rounds(phase: str, rounds: dict[str, Rounds]) -> list[tuple[str, str]
         if not pooled.requests:
             failures.append((name, "no request completed"))
         if name != "plain":
-            per_round = ", ".join(f"{r:.3f}" for r in server.ratios(plain))
+            per_round = ", ".join(f"{r:.2f}" for r in server.ratios(plain))
+            low, high = server.spread(plain)
             print(
                 f"{phase} {name} / plain: p50 x{server.median_ratio(plain):.3f} (median of "
-                f"rounds: {per_round}), p99 x{server.median_ratio(plain, 0.99):.3f}, "
+                f"{len(server.runs)} rounds, quartiles x{low:.3f}-x{high:.3f}; rounds: "
+                f"{per_round}), p99 x{server.median_ratio(plain, 0.99):.3f}, "
                 f"throughput x{server.rate() / plain.rate():.3f}"
+            )
+        cpu, plain_cpu = server.cpu_us(), plain.cpu_us()
+        if cpu is not None and plain_cpu is not None:
+            print(
+                f"{phase} {name}: server CPU {cpu:,.1f} µs per request (median of rounds, all "
+                f"threads; +{cpu - plain_cpu:,.1f} µs, x{cpu / plain_cpu:.3f} of plain)"
             )
     return failures
 
@@ -809,7 +908,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per mode")
     parser.add_argument("--smoke", action="store_true", help="1 s per mode (CI)")
     parser.add_argument("--connections", type=int, default=8, help="concurrent connections")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per mode")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="interleaved saturating rounds per server"
+    )
+    parser.add_argument(
+        "--paced-seconds",
+        type=float,
+        default=15.0,
+        help="measured seconds per server at the paced rate (default 15)",
+    )
+    parser.add_argument(
+        "--paced-rounds",
+        type=int,
+        default=20,
+        help="interleaved paced rounds per server (default 20: short rounds, so that "
+        "the median of the per-round ratios resolves a few percent)",
+    )
+    parser.add_argument(
+        "--no-control",
+        action="store_true",
+        help=f"leave out the A/A control ({CONTROL}, a second plain server)",
+    )
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not pin the load generator and the servers to different CPUs",
+    )
     parser.add_argument(
         "--paced",
         type=float,
@@ -839,14 +963,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--serve", choices=("plain", "geofence"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--cpus", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        serve(args.serve, args.port, audit=not args.no_audit)
+        cpus = {int(c) for c in args.cpus.split(",")} if args.cpus else None
+        serve(args.serve, args.port, audit=not args.no_audit, cpus=cpus)
         return 0
     seconds = 1.0 if args.smoke else args.seconds
+    paced_seconds = 2.0 if args.smoke else args.paced_seconds
+    paced_rounds = 4 if args.smoke else args.paced_rounds
     warmup = 0.3 if args.smoke else 1.0
-    if seconds <= 0 or args.connections < 1 or args.rounds < 1:
-        parser.error("--seconds must be > 0, --connections and --rounds >= 1")
+    if seconds <= 0 or paced_seconds <= 0 or args.connections < 1:
+        parser.error("--seconds and --paced-seconds must be > 0, --connections >= 1")
+    if args.rounds < 1 or paced_rounds < 1:
+        parser.error("--rounds and --paced-rounds must be >= 1")
     if not 0 <= args.paced < 1:
         parser.error("--paced must be in [0, 1)")
     if not 1 <= args.clients <= SAMPLE_SIZE:
@@ -902,35 +1032,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"x{cost['geofence'] / cost['plain']:.2f})"
     )
     requests = [_request(a) for a in sample.addresses[: args.clients]]
-    names = [name for name in SERVERS if audit or name != "audited"]
+    names = [
+        name
+        for name in SERVERS
+        if (audit or name != "audited") and (not args.no_control or name != CONTROL)
+    ]
+    plan = None if args.no_pin else cpu_plan()
+    pinning = (
+        f"load generator on CPU {sorted(plan[0])}, servers on CPU {sorted(plan[1])}"
+        if plan
+        else "not pinned"
+    )
     print(
         f"# {conns} keep-alive connections, {seconds:g} s per server in {args.rounds} rounds "
-        f"(order rotated each round) after {warmup:g} s warm-up; uvicorn, 1 worker, "
+        f"(order rotated and reversed by turns) after {warmup:g} s warm-up; uvicorn, 1 worker, "
         f"127.0.0.1; servers: {', '.join(names)} (audit lines through the audit queue, "
-        "written to devnull)"
+        f"written to devnull); {pinning}"
     )
     saturated = {name: Rounds(name) for name in names}
     paced = {name: Rounds(name) for name in names}
     paced_rate = 0.0
-    servers = {name: start_server(SERVERS[name][0], audit=SERVERS[name][1]) for name in names}
+    own_cpus = os.sched_getaffinity(0) if plan else None
+    servers = {
+        name: start_server(SERVERS[name][0], audit=SERVERS[name][1], cpus=plan[1] if plan else None)
+        for name in names
+    }
     try:
+        if plan:
+            os.sched_setaffinity(0, plan[0])
         for name in names:  # warm every server up once
             asyncio.run(load(Run(name), servers[name][1], requests, 0.0, warmup, conns, 0))
         # Rounds with the order rotated, so that load from elsewhere on the machine
         # falls on every server alike; all see the same address sequence per round.
-        per_round = seconds / args.rounds
         for n in range(args.rounds):
-            for name in names[n % len(names) :] + names[: n % len(names)]:
+            for name in rotated(names, n):
                 run = Run(name)
+                offset = n * conns * 997
+                before = process_cpu_seconds(servers[name][0].pid)
                 asyncio.run(
-                    load(run, servers[name][1], requests, per_round, 0.0, conns, n * conns * 997)
+                    load(run, servers[name][1], requests, seconds / args.rounds, 0.0, conns, offset)
                 )
+                after = process_cpu_seconds(servers[name][0].pid)
+                if before is not None and after is not None:
+                    run.cpu_seconds = after - before
                 saturated[name].add(run)
         plain_rps = saturated["plain"].rate()
         paced_rate = args.paced * plain_rps
         if args.paced > 0 and paced_rate > 0:
-            for n in range(args.rounds):
-                for name in names[n % len(names) :] + names[: n % len(names)]:
+            per_round = paced_seconds / paced_rounds
+            for n in range(paced_rounds):
+                for name in rotated(names, n):
                     run = Run(name)
                     offset = n * conns * 991
                     asyncio.run(
@@ -940,27 +1091,40 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                     paced[name].add(run)
     finally:
+        if own_cpus:
+            os.sched_setaffinity(0, own_cpus)
         for process, _ in servers.values():
             stop_server(process)
     failures = report_rounds("saturated", saturated)
     if paced_rate > 0:
         print(
             f"\n# paced: {paced_rate:,.0f} req/s offered to each server ({args.paced:g} x "
-            f"plain's saturated throughput), {conns} connections, {seconds:g} s per server in "
-            f"{args.rounds} rounds; latency = send to last byte, the first {PACED_WARMUP} "
-            "answers of each connection not measured"
+            f"plain's saturated throughput), {conns} connections, {paced_seconds:g} s per "
+            f"server in {paced_rounds} rounds (order rotated and reversed by turns); latency "
+            f"= send to last byte, the first {PACED_WARMUP} answers of each connection not "
+            "measured; "
+            f"{pinning}"
         )
         failures += report_rounds("paced", paced)
         goals = []
         for name, target in PACED_GOALS.items():
             if name in paced:
                 ratio = paced[name].median_ratio(paced["plain"])
+                low, high = paced[name].spread(paced["plain"])
                 verdict = "met" if ratio <= target else "NOT met"
                 goals.append(
                     f"{'with' if name == 'audited' else 'without'} audit lines x{ratio:.3f} "
-                    f"<= x{target:.2f} ({verdict})"
+                    f"(quartiles x{low:.3f}-x{high:.3f}) <= x{target:.2f} ({verdict})"
                 )
         print("goal: paced p50 (median of the rounds' ratios) " + "; ".join(goals))
+        if CONTROL in paced:
+            ratio = paced[CONTROL].median_ratio(paced["plain"])
+            low, high = paced[CONTROL].spread(paced["plain"])
+            print(
+                f"resolution: A/A control {CONTROL} / plain (identical servers) p50 "
+                f"x{ratio:.3f}, quartiles x{low:.3f}-x{high:.3f}"
+            )
+        print(f"# load average after the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for name, error in failures[:20]:
         print(f"ERROR [{name}] {error}", file=sys.stderr)
     return 1 if failures else 0

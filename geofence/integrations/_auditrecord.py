@@ -82,11 +82,15 @@ _CONSTANT = _constant_fields()
 _START = float(_CONSTANT.pop("_start"))  # type: ignore[arg-type]  # a float, set above
 _new = object.__new__
 _current_thread = threading.current_thread
-_get_ident = threading.get_ident
 
 
 def make_record(
-    name: str, level: int, levelname: str, message: AuditMessage, created: float
+    name: str,
+    level: int,
+    levelname: str,
+    message: AuditMessage,
+    created: float,
+    thread: threading.Thread | None = None,
 ) -> logging.LogRecord:
     """A ``LogRecord`` as ``Logger.makeRecord`` makes it, for the audit call site.
 
@@ -94,6 +98,15 @@ def make_record(
     call site for every record; an audit record always comes from the same
     place, so those are computed once (``funcName`` is ``AuditLogger.record``,
     ``lineno`` 0). The attributes are the stdlib's (tested).
+
+    Args:
+        name: The logger's name.
+        level: The record's level.
+        levelname: The level's name.
+        message: The message.
+        created: Unix time of the record.
+        thread: The thread the record is about (default: the calling thread);
+            the listener thread makes records for the request threads.
     """
     record: logging.LogRecord = _new(logging.LogRecord)
     fields = record.__dict__
@@ -106,8 +119,10 @@ def make_record(
     fields["msecs"] = int(created * 1000) % 1000 + 0.0
     fields["relativeCreated"] = (created - _START) * 1000.0
     if logging.logThreads:
-        fields["thread"] = _get_ident()
-        fields["threadName"] = _current_thread().name
+        if thread is None:
+            thread = _current_thread()
+        fields["thread"] = thread.ident
+        fields["threadName"] = thread.name
     else:
         fields["thread"] = fields["threadName"] = None
     return record

@@ -91,9 +91,8 @@ class GeofenceMiddleware:
         method = scope.get("method", "GET")
         path = scope.get("path", "/")
         # An HTTP request's audit line is written after the response (finally
-        # below), when the audit logger takes lines at all.
-        audit = self._audit
-        later = kind == "http" and audit is not None and audit.enabled
+        # below); whether the logger takes it at all is asked there, once.
+        later = kind == "http" and self._audit is not None
         at = _now() if later else None
         peer = client[0] if client else None
         # Most requests are decided by their client address alone, without a coroutine.

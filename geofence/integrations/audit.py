@@ -38,7 +38,6 @@ RESERVED_FIELDS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "a
 
 
 _time = time.time
-_get_ident = threading.get_ident
 _current_thread = threading.current_thread
 
 #: The names an audit line sets itself (a ``fields`` hook may not use them).
@@ -49,11 +48,11 @@ _LINE_FIELDS = frozenset(
     }
 )  # fmt: skip
 
-#: What :meth:`AuditLogger.record` queues: its writer, the decision, the
-#: request's fields, times and thread (see :meth:`AuditLogger._write`).
+#: What :meth:`AuditLogger.enqueue` queues: its writer, the decision, the
+#: request's fields, times and the thread that decided (see :meth:`AuditLogger._write`).
 _PendingLine = tuple[
     "Callable[[_PendingLine], None]", Decision, "ClientAddress | None", str, "int | None",
-    str, str, str, str, float, float, "int | None", "str | None", "dict[str, object] | None",
+    str, str, str, str, float, float, threading.Thread, "dict[str, object] | None",
 ]  # fmt: skip
 
 
@@ -93,6 +92,7 @@ class AuditLogger:
 
     __slots__ = (
         "_actions",
+        "_always",
         "_encoder",
         "_fields",
         "_level",
@@ -127,6 +127,8 @@ class AuditLogger:
             raise ValueError(f"fields must be a callable (request) -> mapping, got {fields!r}")
         # A tuple, tested with ``in``: identity matches first.
         self._actions = tuple(dict.fromkeys(Action(a) for a in actions))
+        # The same as a mapping to the event name: the request thread's first test.
+        self._always = {action: action.value for action in self._actions}
         self._encoder = LineEncoder()
         self._logger = logging.getLogger(logger) if isinstance(logger, str) else logger
         self._rate = float(allow_sample_rate)
@@ -210,24 +212,21 @@ class AuditLogger:
         at: float | None = None,
     ) -> None:
         """:meth:`record` with positional arguments (the gate's call, once per request)."""
-        logger = self._logger
-        if not logger.isEnabledFor(self._level):
-            return
-        event = self._event(decision)
-        if event is None:
+        # An action always logged is a dict lookup; the other cases go through _event.
+        # The logger's level is asked only about lines that would be written.
+        event = self._always.get(decision.action) or self._event(decision)
+        if event is None or not self._logger.isEnabledFor(self._level):
             return
         fields = None
         if self._fields is not None and request is not None:
             fields = self._hook_fields(request)  # here: the request is this thread's
         now = _time()
-        thread, thread_name = (
-            (_get_ident(), _current_thread().name) if logging.logThreads else (None, None)
-        )
         # The rest (fields, record, JSON) is built by whoever writes: the listener
-        # thread, or this one with queue=False. Everything it reads is immutable.
+        # thread, or this one with queue=False. Everything it reads is immutable;
+        # the thread's identity and name are read from the thread object there.
         pending = (
             self._write, decision, client, event, status, integration, kind, method, path,
-            now if at is None else at, now, thread, thread_name, fields,
+            now if at is None else at, now, _current_thread(), fields,
         )  # fmt: skip
         if self._queue:
             _auditqueue.QUEUE.put(pending)
@@ -237,7 +236,7 @@ class AuditLogger:
     def _write(self, pending: _PendingLine) -> None:
         """Make the log record of a line recorded by :meth:`record` and hand it to the logger."""
         (_, decision, client, event, status, integration, kind, method, path,
-         at, created, thread, thread_name, fields) = pending  # fmt: skip
+         at, created, thread, fields) = pending  # fmt: skip
         address: str | None = None
         extra: dict[str, object] = {}
         if client is not None:
@@ -256,10 +255,8 @@ class AuditLogger:
             extra.update(fields)
         logger = self._logger
         message = AuditMessage(self._encoder, decision, address or None, extra, at)
-        record = make_record(logger.name, self._level, self._levelname, message, created)
+        record = make_record(logger.name, self._level, self._levelname, message, created, thread)
         attributes = record.__dict__
-        attributes["thread"] = thread
-        attributes["threadName"] = thread_name
         attributes.update(extra)
         attributes["decision"] = decision
         attributes["address"] = address or decision.address

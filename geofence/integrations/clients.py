@@ -53,20 +53,20 @@ class ClientResolver:
             if type(headers) is list
             else (headers.items() if isinstance(headers, Mapping) else headers)
         )
-        forwarding = [(name, value) for name, value in items if name.lower() in FORWARDING]
+        # A loop, not a comprehension: no frame of its own per request.
+        forwarding = []
+        for name, value in items:
+            if name.lower() in FORWARDING:
+                forwarding.append((name, value))
         key = (peer, *forwarding)
         client = self._clients.get(key)
         if client is not None:
             return client
         client = resolve_client(peer, forwarding, self._trusted)
-        size = 0
-        for _, value in forwarding:
-            size += len(value)
-        if size <= self._key_max:
-            digest = hash(key)
-            if digest in self._seen:
-                self._clients.put(key, client)
-                self.cached.put(id(client), client)
-            else:
-                self._seen.put(digest, True)
+        digest = hash(key)
+        if digest not in self._seen:
+            self._seen.put(digest, True)  # first sight: only the hash is kept
+        elif sum([len(value) for _, value in forwarding]) <= self._key_max:
+            self._clients.put(key, client)
+            self.cached.put(id(client), client)
         return client

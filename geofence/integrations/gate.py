@@ -355,16 +355,16 @@ class Gate:
         if audit is None or decision is None:
             return
         reply = verdict.reply
-        audit.record(
+        audit.enqueue(
             decision,
-            client=verdict.client,
-            request=verdict.request,
-            status=reply.status if reply is not None else None,
-            integration=self._integration,
-            kind=kind,
-            method=method,
-            path=path,
-            at=at,
+            verdict.client,
+            verdict.request,
+            reply.status if reply is not None else None,
+            self._integration,
+            kind,
+            method,
+            path,
+            at,
         )
 
     # -- the general path ---------------------------------------------------------------

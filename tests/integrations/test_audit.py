@@ -68,6 +68,7 @@ def test_fields_are_on_the_record(engine: Geofence, kept: tuple[logging.Logger, 
     assert record.address == ADDR["deny"]  # type: ignore[attr-defined]
     assert record.decision is verdict.decision  # type: ignore[attr-defined]
     assert record.thread == threading.get_ident()  # the request's thread, not the listener's
+    assert record.threadName == threading.current_thread().name
     assert handler.threads != [threading.get_ident()]
     line = json.loads(record.getMessage())
     assert line["event"] == "deny"
@@ -251,3 +252,34 @@ def test_a_forked_worker_writes_its_own_lines(tmp_path: Any) -> None:
     assert result.returncode == 0, result.stderr
     paths = sorted(json.loads(line)["path"] for line in lines.read_text().splitlines())
     assert paths == ["/child", "/parent", "/parent-again"]
+
+
+def test_records_name_the_deciding_thread(
+    engine: Geofence, kept: tuple[logging.Logger, Keep]
+) -> None:
+    """A line decided on a named worker thread carries that thread's ident and name."""
+    logger, handler = kept
+    g = gate(engine, AuditLogger(logger))
+    worker = threading.Thread(target=check, args=(g, ADDR["deny"]), name="request-worker-7")
+    worker.start()
+    worker.join()
+    assert flush_audit_queue()
+    (record,) = handler.records
+    assert (record.thread, record.threadName) == (worker.ident, "request-worker-7")
+    assert handler.threads != [worker.ident]
+
+
+def test_make_record_for_another_thread() -> None:
+    """make_record(thread=...) names that thread; logThreads off leaves both None."""
+    worker = threading.Thread(target=lambda: None, name="decider")
+    worker.start()
+    worker.join()
+    record = make_record("n", logging.INFO, "INFO", "m", 1.0, worker)  # type: ignore[arg-type]
+    assert (record.thread, record.threadName) == (worker.ident, "decider")
+    saved = logging.logThreads
+    logging.logThreads = False
+    try:
+        record = make_record("n", logging.INFO, "INFO", "m", 1.0, worker)  # type: ignore[arg-type]
+    finally:
+        logging.logThreads = saved
+    assert (record.thread, record.threadName) == (None, None)
