@@ -169,16 +169,21 @@ class Auditor:
             return vector.parse(block.data, block.first_line)
         return vector.parser.parse(block.text, block.first_line)
 
-    def _rows(self, name: str, block: Block, rows: Rows) -> int:
-        """Count a block parsed as rows: the per-line reference path."""
+    def _lines(self, name: str, block: Block, parsed: Rows | columns.Columns) -> int:
+        """Count a parsed block's lines, headers and failures (either path); its line count."""
         tally = self.tally
         for number in block.oversized:
             tally.fail(f"line longer than {self.options.max_line} bytes", f"{name}:{number}", "")
-        for number, reason, text in rows.failed:
+        for number, reason, text in parsed.failed:
             tally.fail(reason, f"{name}:{number}", text)
-        count = len(rows) + len(rows.failed) + rows.headers + len(block.oversized)
+        count = len(parsed) + len(parsed.failed) + parsed.headers + len(block.oversized)
         tally.lines += count
-        tally.headers += rows.headers
+        tally.headers += parsed.headers
+        return count
+
+    def _rows(self, name: str, block: Block, rows: Rows) -> int:
+        """Count a block parsed as rows: the per-line reference path."""
+        count = self._lines(name, block, rows)
         if len(rows):
             self._decide(name, rows)
         return count
@@ -189,14 +194,7 @@ class Auditor:
 
     def _columns(self, name: str, block: Block, cols: columns.Columns) -> int:
         """The vectorised twin of :meth:`_rows`."""
-        tally = self.tally
-        for number in block.oversized:
-            tally.fail(f"line longer than {self.options.max_line} bytes", f"{name}:{number}", "")
-        for number, reason, text in cols.failed:
-            tally.fail(reason, f"{name}:{number}", text)
-        count = len(cols) + len(cols.failed) + cols.headers + len(block.oversized)
-        tally.lines += count
-        tally.headers += cols.headers
+        count = self._lines(name, block, cols)
         self._counter.count(name, cols, self._history if self.options.history else None)
         return count
 
